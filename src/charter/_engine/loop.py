@@ -1,0 +1,472 @@
+"""The run loop: work one claimed run until it waits, finishes, or loses its lease.
+
+Each turn: check budgets, build the bounded working context, ask the model, validate each
+proposed call against its contract, execute, and commit the step's events with the run's new
+state in one transaction. Commit points, and what a crash between them means:
+
+* A step whose calls are all reads commits once: the model response, the proposals and the read
+  results together. A crash before that commit repeats the (never committed) model call.
+* A write commits its intent (``tool_call_started`` with its idempotency key) before it runs
+  and its result after. A crash in between leaves an unknown outcome: an idempotent tool is
+  called again with the same key, a tool with ``reconcile`` is asked, any other escalates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from charter._engine.context import Conversation
+from charter._engine.executor import Outcome, ToolExecutor
+from charter._engine.faults import Faults, kill_self
+from charter._engine.state import PendingCall, RunState, fold
+from charter.agents import Agent
+from charter.errors import ModelError
+from charter.events import (
+    BudgetExceeded,
+    ErrorInfo,
+    Event,
+    EventBody,
+    MessageReceived,
+    ModelCallFailed,
+    ModelResponded,
+    ProposedCall,
+    RunFinished,
+    RunResumed,
+    RunWaiting,
+    ToolCallFailed,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+    ToolCallSucceeded,
+    ToolOutcomeUnknown,
+)
+from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
+from charter.store import Claim, Commit, RunRecord, Store
+from charter.tools import Reconciliation, Tool, ToolContext, validation_message
+
+
+def idempotency_key(run_id: str, step: int, call_id: str) -> str:
+    """Stable across retries and crashes: derived from run, step and call, never from time."""
+    return f"{run_id}:{step}:{call_id}"
+
+
+class RunDriver:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        record: RunRecord,
+        claim: Claim,
+        agent: Agent,
+        model: Model,
+        worker: str,
+        executor: ToolExecutor,
+        faults: Faults,
+        clock: Callable[[], float] = time.time,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.record = record
+        self.claim = claim
+        self.agent = agent
+        self.model = model
+        self.worker = worker
+        self.executor = executor
+        self.faults = faults
+        self.clock = clock
+        self.rand = rand or random.Random()
+        self.run_id = record.run_id
+        self.tools = agent.registry()
+        self.tool_specs = tuple(
+            ToolSpec(name=t.name, description=t.description, parameters=t.input_schema)
+            for t in agent.tools
+        )
+        self.state = RunState()
+        self.conversation = Conversation()
+        self._unflushed: list[Event] = []
+        self._consumed: list[int] = []
+        self._seq = 0
+        self._hash = ""
+        self._committed_seq = 0
+        self._ready_at = self.clock()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def drive(self) -> RunState:
+        """Work the run until it parks (waits) or finishes; return its state."""
+        await self._load()
+        await self._resume()
+        while True:
+            if self.state.finished or self.state.status == "waiting":
+                if self._unflushed:
+                    await self._flush()
+                else:  # claimed but nothing to do (e.g. woken with no message): let go
+                    await self.store.release(self.worker, self.run_id, self.claim.epoch)
+                return self.state
+            started = [p for p in self.state.pending if p.stage == "started"]
+            if started:
+                await self._settle_unknown(started[0], recovered=True)
+            elif not self._check_budgets():
+                pass  # the budget check appended the escalation
+            elif self.state.pending:
+                await self._execute_pending()
+            else:
+                await self._model_step()
+            if self._unflushed:
+                await self._flush()
+                self.faults.hit("after_commit")
+
+    async def _load(self) -> None:
+        events = await self.store.load_events(self.run_id)
+        for event in events:
+            self.state = fold(self.state, event)
+            self.conversation.apply(event)
+        self._seq, self._hash = events[-1].seq, events[-1].hash
+        self._committed_seq = self._seq
+
+    async def _resume(self) -> None:
+        previous = self.claim.previous_status
+        if previous == "running":
+            self._append(RunResumed(reason="recovery", worker=self.worker))
+        elif previous == "waiting" and self.state.status == "waiting":
+            reason = "timer" if self.state.waiting_for == "timer" else "message"
+            self._append(RunResumed(reason=reason, worker=self.worker))
+        if self.state.finished:
+            return
+        for message in await self.store.pending_messages(self.run_id):
+            self._append(MessageReceived(text=message.text, inbox_id=message.inbox_id))
+            self._consumed.append(message.inbox_id)
+
+    # -- events and commits -------------------------------------------------------------------
+
+    def _append(self, body: EventBody) -> None:
+        self._seq += 1
+        event = Event.seal(
+            run_id=self.run_id, seq=self._seq, at=self.clock(), body=body, prev_hash=self._hash
+        )
+        self._hash = event.hash
+        self._unflushed.append(event)
+        self.state = fold(self.state, event)
+        self.conversation.apply(event)
+
+    async def _flush(self) -> None:
+        if not self._unflushed:
+            return
+        state = self.state
+        parked = state.finished or state.status == "waiting"
+        ready_at: float | None = self._ready_at
+        if state.finished or state.waiting_for == "message":
+            ready_at = None
+        elif state.waiting_for == "timer":
+            ready_at = state.wake_at
+        commit = Commit(
+            run_id=self.run_id,
+            worker=self.worker,
+            epoch=self.claim.epoch,
+            expected_seq=self._committed_seq,
+            events=tuple(self._unflushed),
+            state=state.model_dump_json(),
+            status=state.status,
+            ready_at=ready_at,
+            waiting_for=state.waiting_for if state.status == "waiting" else None,
+            release=parked,
+            consumed_inbox=tuple(self._consumed),
+        )
+        await self.store.commit(commit)  # ConflictError: another worker owns the run now
+        self._committed_seq = self._seq
+        self._unflushed.clear()
+        self._consumed.clear()
+
+    # -- budgets ------------------------------------------------------------------------------
+
+    def _check_budgets(self) -> bool:
+        """False (and the run escalated) when a budget is exhausted."""
+        b, s = self.agent.budgets, self.state
+        exhausted: tuple[str, float, float] | None = None
+        if s.tool_calls > b.max_tool_calls:
+            exhausted = ("max_tool_calls", b.max_tool_calls, s.tool_calls)
+        elif not s.pending and s.step >= b.max_steps:
+            exhausted = ("max_steps", b.max_steps, s.step)
+        elif not s.pending and b.max_tokens_total and s.tokens >= b.max_tokens_total:
+            exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
+        elif b.timeout_seconds and self._active_s() >= b.timeout_seconds:
+            exhausted = ("timeout_seconds", b.timeout_seconds, round(self._active_s(), 3))
+        if exhausted is None:
+            return True
+        name, limit, used = exhausted
+        self._append(BudgetExceeded(budget=name, limit=limit, used=used))
+        self._append(
+            RunFinished(
+                status="escalated", reason=f"budget {name} exhausted: used {used:g} of {limit:g}"
+            )
+        )
+        return False
+
+    def _active_s(self) -> float:
+        return self.state.active_s + max(0.0, self.clock() - self.state.last_at)
+
+    def _deadline(self) -> float | None:
+        limit = self.agent.budgets.timeout_seconds
+        return None if limit is None else self.clock() + limit - self._active_s()
+
+    # -- the model ----------------------------------------------------------------------------
+
+    async def _model_step(self) -> None:
+        request = ModelRequest(
+            run_id=self.run_id,
+            step=self.state.step,
+            messages=self.conversation.window(
+                self.agent.instructions, self.agent.max_context_messages
+            ),
+            tools=self.tool_specs,
+        )
+        started = self.clock()
+        try:
+            response = await self._call_model(request)
+        except ModelError as exc:
+            spec = self.agent.model
+            self._append(
+                ModelCallFailed(
+                    step=self.state.step + 1,
+                    provider=spec.provider,
+                    model=spec.name,
+                    error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable),
+                    attempts=spec.max_attempts if exc.retryable else 1,
+                )
+            )
+            status = "escalated" if exc.retryable else "failed"
+            self._append(RunFinished(status=status, reason=f"model call failed: {exc.message}"))
+            return
+        self.faults.hit("before_model_commit")
+        self._append(
+            ModelResponded(
+                step=self.state.step + 1,
+                provider=self.model.provider,
+                model=response.model,
+                prompt_hash=self.agent.instructions_hash,
+                content=response.content,
+                tool_calls=response.tool_calls,
+                usage=response.usage,
+                latency_ms=round((self.clock() - started) * 1000, 3),
+            )
+        )
+        if not response.tool_calls:
+            self._append(RunFinished(status="succeeded", output=response.content))
+            return
+        for call in response.tool_calls:
+            self._propose(call)
+        if self._check_budgets() and self.state.pending:
+            await self._execute_pending()
+
+    async def _call_model(self, request: ModelRequest) -> ModelResponse:
+        attempts = self.agent.model.max_attempts
+        deadline = self._deadline()
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.model.respond(request)
+            except ModelError as exc:
+                delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + self.rand.random())
+                late = deadline is not None and self.clock() + delay >= deadline
+                if not exc.retryable or attempt == attempts or late:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _propose(self, call: ProposedCall) -> None:
+        tool = self.tools.find(call.name)
+        effect = tool.effect if tool else "unknown"
+        step = self.state.step
+        error: ErrorInfo | None = None
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            arguments = None
+            error = ErrorInfo(
+                code="malformed_arguments", message=f"arguments are not valid JSON: {exc}"
+            )
+        if error is None and not isinstance(arguments, dict):
+            arguments = None
+            error = ErrorInfo(code="malformed_arguments", message="arguments must be a JSON object")
+        if error is None and tool is None:
+            names = ", ".join(t.name for t in self.tools) or "none"
+            error = ErrorInfo(
+                code="unknown_tool", message=f"no tool named {call.name!r}; tools: {names}"
+            )
+        if error is None and tool is not None and arguments is not None:
+            try:
+                arguments = tool.validate(arguments)
+            except ValidationError as exc:
+                error = ErrorInfo(code="invalid_arguments", message=validation_message(exc))
+        self._append(
+            ToolCallProposed(
+                step=step, call_id=call.call_id, tool=call.name, effect=effect, arguments=arguments
+            )
+        )
+        if error is not None:
+            self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
+
+    # -- tools --------------------------------------------------------------------------------
+
+    async def _execute_pending(self) -> None:
+        pending = [p for p in self.state.pending if p.stage == "proposed"]
+        reads = [p for p in pending if p.effect == "read"]
+        if reads:
+            outcomes = await asyncio.gather(*(self._invoke(p) for p in reads))
+            for call, outcome in zip(reads, outcomes, strict=True):
+                self._record_outcome(call, outcome)
+        for call in pending:
+            if self.state.finished or self.state.status == "waiting":
+                return
+            if call.effect == "control":
+                self._control(call)
+            elif call.effect == "write":
+                await self._write(call)
+
+    async def _write(self, call: PendingCall) -> None:
+        key = idempotency_key(self.run_id, self.state.step, call.call_id)
+        self._append(ToolCallStarted(call_id=call.call_id, tool=call.tool, idempotency_key=key))
+        await self._flush()
+        self.faults.hit("after_intent_commit")
+        outcome = await self._invoke(call, key, watch=True)
+        self.faults.hit("after_tool_before_commit")
+        if outcome.unknown:
+            started = call.model_copy(update={"stage": "started", "idempotency_key": key})
+            await self._settle_unknown(started, recovered=False)
+        else:
+            self._record_outcome(call, outcome)
+
+    def _control(self, call: PendingCall) -> None:
+        if call.tool == "sleep":
+            wake_at = self.clock() + float(call.arguments.get("seconds", 0))  # type: ignore[arg-type]
+            output: dict[str, Any] = {"wake_at": wake_at}
+            self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
+            self._append(RunWaiting(waiting_for="timer", call_id=call.call_id, wake_at=wake_at))
+        else:
+            output = {"status": "asked; the reply will follow as a user message"}
+            self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
+            self._append(RunWaiting(waiting_for="message", call_id=call.call_id))
+
+    async def _invoke(
+        self, call: PendingCall, key: str | None = None, watch: bool = False
+    ) -> Outcome:
+        tool = self.tools.get(call.tool)
+        ctx = self._context(call, key)
+        killer = None
+        if watch and self.faults.armed("during_tool_call"):
+            killer = asyncio.get_running_loop().call_later(self.faults.during_delay_s, kill_self)
+        try:
+            return await self.executor.call(tool, ctx, call.arguments, deadline=self._deadline())
+        finally:
+            if killer is not None:
+                killer.cancel()
+
+    def _context(self, call: PendingCall, key: str | None) -> ToolContext:
+        return ToolContext(
+            run_id=self.run_id,
+            tenant=self.record.tenant,
+            principal=self.record.principal,
+            step=self.state.step,
+            call_id=call.call_id,
+            idempotency_key=key,
+        )
+
+    def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._append(
+                ToolCallSucceeded(
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    output=outcome.output,
+                    attempts=outcome.attempts,
+                    duration_ms=round(outcome.duration_ms, 3),
+                )
+            )
+        else:
+            assert outcome.error is not None
+            self._append(
+                ToolCallFailed(
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    error=outcome.error,
+                    attempts=outcome.attempts,
+                    duration_ms=round(outcome.duration_ms, 3),
+                )
+            )
+
+    # -- unknown outcomes -----------------------------------------------------------------------
+
+    async def _settle_unknown(self, call: PendingCall, *, recovered: bool) -> None:
+        """A write may or may not have happened. Re-call, reconcile, or escalate; never guess."""
+        tool = self.tools.get(call.tool)
+        key = call.idempotency_key or ""
+        if recovered and tool.idempotent:
+            self._note_unknown(call, key, "recall")
+            outcome = await self._invoke(call, key)
+            self._record_outcome(call, outcome)
+            return
+        if tool.reconcile is None:
+            self._note_unknown(call, key, "escalate")
+            self._escalate_unknown(call, "it is not idempotent and has no reconcile hook")
+            return
+        self._note_unknown(call, key, "reconcile")
+        verdict = await self._reconcile(tool, call, key)
+        if verdict.applied is True:
+            self._append(
+                ToolCallSucceeded(
+                    call_id=call.call_id, tool=call.tool, output=verdict.output, via="reconcile"
+                )
+            )
+        elif verdict.applied is False:
+            outcome = await self._invoke(call, key)
+            if outcome.unknown:
+                self._escalate_unknown(call, "it timed out again after reconciliation")
+            else:
+                self._record_outcome(call, outcome)
+        else:
+            self._escalate_unknown(call, "reconcile could not tell whether it happened")
+
+    def _note_unknown(
+        self, call: PendingCall, key: str, resolution: Literal["recall", "reconcile", "escalate"]
+    ) -> None:
+        self._append(
+            ToolOutcomeUnknown(
+                call_id=call.call_id,
+                tool=call.tool,
+                idempotency_key=key,
+                resolution=resolution,
+            )
+        )
+
+    async def _reconcile(self, tool: Tool, call: PendingCall, key: str) -> Reconciliation:
+        assert tool.reconcile is not None
+        ctx = self._context(call, key)
+        try:
+            if inspect.iscoroutinefunction(tool.reconcile):
+                result = await asyncio.wait_for(tool.reconcile(ctx, call.arguments), tool.timeout_s)
+            else:
+                result = await asyncio.wait_for(
+                    asyncio.to_thread(tool.reconcile, ctx, call.arguments), tool.timeout_s
+                )
+        except Exception:
+            return Reconciliation(applied=None)
+        if not isinstance(result, Reconciliation):
+            return Reconciliation(applied=None)
+        try:
+            return Reconciliation(applied=result.applied, output=tool.dump_output(result.output))
+        except Exception:
+            return Reconciliation(applied=result.applied, output=repr(result.output))
+
+    def _escalate_unknown(self, call: PendingCall, why: str) -> None:
+        reason = (
+            f"outcome of write call {call.call_id} ({call.tool}, idempotency key"
+            f" {call.idempotency_key}) is unknown and {why}; a human must check"
+        )
+        self._append(RunFinished(status="escalated", reason=reason))

@@ -1,0 +1,117 @@
+"""Durable run state, derived from the event log by a pure fold.
+
+``fold(state, event)`` is the only way state changes. The store keeps the latest state beside
+the events, committed in the same transaction, so that ``runs show`` and budget checks need
+not read the log; a test checks that the stored state equals the fold of the stored events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from charter.events import (
+    FINAL_STATUSES,
+    Event,
+    MessageReceived,
+    ModelResponded,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    RunStatus,
+    RunWaiting,
+    ToolCallFailed,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+    ToolCallSucceeded,
+)
+
+
+class PendingCall(BaseModel):
+    """A proposed tool call whose result is not yet in the log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    call_id: str
+    tool: str
+    effect: str
+    arguments: dict[str, object]
+    stage: Literal["proposed", "started"] = "proposed"
+    idempotency_key: str | None = None
+
+
+class RunState(BaseModel):
+    """What must survive a crash: counters against the budgets, calls in flight, status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: RunStatus = "queued"
+    step: int = 0
+    tool_calls: int = 0
+    tokens: int = 0
+    active_s: float = 0.0
+    last_at: float = 0.0
+    pending: tuple[PendingCall, ...] = ()
+    waiting_for: Literal["message", "timer"] | None = None
+    wake_at: float | None = None
+    output: str | None = None
+    reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def fold(state: RunState, event: Event) -> RunState:
+    """The state after ``event``. Pure: the same events always give the same state."""
+    body = event.body
+    changes: dict[str, object] = {"last_at": event.at}
+    if state.status not in ("queued", "waiting") and state.last_at:
+        changes["active_s"] = state.active_s + max(0.0, event.at - state.last_at)
+    match body:
+        case RunStarted():
+            changes["status"] = "queued"
+        case ModelResponded():
+            changes["step"] = state.step + 1
+            changes["tokens"] = state.tokens + body.usage.total
+        case ToolCallProposed():
+            changes["tool_calls"] = state.tool_calls + 1
+            call = PendingCall(
+                call_id=body.call_id,
+                tool=body.tool,
+                effect=body.effect,
+                arguments=body.arguments or {},
+            )
+            changes["pending"] = (*state.pending, call)
+        case ToolCallStarted():
+            changes["pending"] = tuple(
+                p.model_copy(update={"stage": "started", "idempotency_key": body.idempotency_key})
+                if p.call_id == body.call_id
+                else p
+                for p in state.pending
+            )
+        case ToolCallSucceeded() | ToolCallFailed() | ToolCallRejected():
+            changes["pending"] = tuple(p for p in state.pending if p.call_id != body.call_id)
+        case RunWaiting():
+            changes.update(status="waiting", waiting_for=body.waiting_for, wake_at=body.wake_at)
+        case RunResumed():
+            changes.update(status="running", waiting_for=None, wake_at=None)
+        case RunFinished():
+            changes.update(status=body.status, output=body.output, reason=body.reason, pending=())
+    if "status" not in changes and state.status == "queued" and not _is_input(body):
+        changes["status"] = "running"
+    return state.model_copy(update=changes)
+
+
+def _is_input(body: object) -> bool:
+    return isinstance(body, RunStarted | MessageReceived)
+
+
+def fold_all(events: Iterable[Event], state: RunState | None = None) -> RunState:
+    state = state or RunState()
+    for event in events:
+        state = fold(state, event)
+    return state

@@ -1,0 +1,181 @@
+"""The worker: claims runnable runs with leases, works many at once on asyncio, heartbeats.
+
+A worker holds a run only while working it; a run that waits is released and holds no
+memory here. Leases expire when a worker dies; another worker then claims the run and
+resumes it from its last committed step. Every commit is fenced by the lease epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from charter._engine.executor import ToolExecutor
+from charter._engine.faults import Faults
+from charter._engine.loop import RunDriver
+from charter.agents import Agent
+from charter.errors import CharterError, ConflictError
+from charter.events import FINAL_STATUSES
+from charter.models import Model
+from charter.store import Claim, RunRecord, Store
+
+log = logging.getLogger("charter.worker")
+
+Resolver = Callable[[RunRecord], Awaitable[tuple[Agent, Model]]]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerReport:
+    """What a worker did: each run it worked, with the status it left the run in."""
+
+    worked: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class WorkerOptions:
+    concurrency: int = 16
+    lease_s: float = 30.0
+    poll_s: float = 0.2
+    faults: Faults = field(default_factory=Faults)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        resolve: Resolver,
+        options: WorkerOptions | None = None,
+        worker_id: str | None = None,
+        executor: ToolExecutor | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.resolve = resolve
+        self.options = options or WorkerOptions()
+        self.worker_id = worker_id or new_worker_id()
+        self.executor = executor or ToolExecutor(clock=clock)
+        self.clock = clock
+        self._tasks: dict[str, tuple[asyncio.Task[None], int]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(
+        self,
+        *,
+        until_idle: bool = False,
+        run_id: str | None = None,
+        stop: asyncio.Event | None = None,
+    ) -> WorkerReport:
+        """Work runs until ``stop`` is set, or until idle, or (with ``run_id``) until it parks."""
+        report = WorkerReport()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while not (stop and stop.is_set()):
+                claimed = await self._claim(report, run_id)
+                if not self._tasks and not claimed and await self._done(until_idle, run_id):
+                    break
+                await self._pause()
+        finally:
+            heartbeat.cancel()
+            for task, _ in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(
+                heartbeat, *(t for t, _ in self._tasks.values()), return_exceptions=True
+            )
+        return report
+
+    async def _claim(self, report: WorkerReport, run_id: str | None) -> int:
+        free = self.options.concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        claims = await self.store.claim(
+            self.worker_id, lease_s=self.options.lease_s, limit=free, run_id=run_id
+        )
+        for claim in claims:
+            task = asyncio.create_task(self._work(claim, report))
+            self._tasks[claim.run_id] = (task, claim.epoch)
+        return len(claims)
+
+    async def _done(self, until_idle: bool, run_id: str | None) -> bool:
+        if run_id is not None:
+            record = await self.store.get_run(run_id)
+            return record.status in FINAL_STATUSES or record.status == "waiting"
+        if until_idle:
+            claimable, in_progress = await self.store.work_outlook()
+            return claimable == 0 and in_progress == 0
+        return False
+
+    async def _pause(self) -> None:
+        tasks = [t for t, _ in self._tasks.values()]
+        waiter = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait(
+                [*tasks, waiter], timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            self._wake.clear()
+
+    async def _work(self, claim: Claim, report: WorkerReport) -> None:
+        run_id = claim.run_id
+        try:
+            record = await self.store.get_run(run_id)
+            agent, model = await self.resolve(record)
+            driver = RunDriver(
+                store=self.store,
+                record=record,
+                claim=claim,
+                agent=agent,
+                model=model,
+                worker=self.worker_id,
+                executor=self.executor,
+                faults=self.options.faults,
+                clock=self.clock,
+            )
+            state = await driver.drive()
+            report.worked[run_id] = state.status
+            log.info("%s %s%s", run_id, state.status, f": {state.reason}" if state.reason else "")
+        except ConflictError as exc:
+            report.errors[run_id] = exc.message
+            log.warning("%s: lease lost, another worker has it (%s)", run_id, exc.message)
+        except CharterError as exc:
+            report.errors[run_id] = str(exc)
+            log.error("%s: %s", run_id, exc)
+            with contextlib.suppress(CharterError):
+                await self.store.release(self.worker_id, run_id, claim.epoch)
+        finally:
+            self._tasks.pop(run_id, None)
+
+    async def _heartbeat(self) -> None:
+        interval = self.options.lease_s / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = {run_id: epoch for run_id, (_, epoch) in self._tasks.items()}
+            if not leases:
+                continue
+            try:
+                lost = await self.store.renew(self.worker_id, leases, lease_s=self.options.lease_s)
+            except CharterError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for run_id in lost:
+                entry = self._tasks.get(run_id)
+                if entry is not None:
+                    log.warning("%s: lease lost; stopping work on it", run_id)
+                    entry[0].cancel()

@@ -1,0 +1,182 @@
+"""Agents: a named, versioned definition of instructions, model, tools and budgets.
+
+Define one in Python with :class:`Agent`, or in YAML with :func:`load_agent`::
+
+    agent:
+      name: support_triage
+      version: "3"
+      instructions: prompts/support_triage.md   # a path, relative to this file
+      model: {provider: scripted, script: responses.json}
+      tools: ["examples.support.tools:kb_search", "charter.tools:ask_principal"]
+      budgets: {max_steps: 20, max_tool_calls: 10, max_tokens_total: 12000, timeout_seconds: 60}
+
+A run stores the agent's *spec* (a JSON document, hashed) so that any worker, in any process,
+can rebuild the same agent: the instructions text, the model settings (a script inline), the
+tools as import references, the budgets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from charter.errors import ConfigError, ToolImportError
+from charter.models import ModelSpec
+from charter.tools import Tool, ToolRegistry, import_tool
+
+
+class Budgets(BaseModel):
+    """Per-run limits. When one runs out the run ends as ``escalated``, naming the budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_steps: int = Field(50, gt=0)
+    max_tool_calls: int = Field(100, gt=0)
+    max_tokens_total: int | None = Field(None, gt=0)
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    """An agent definition. ``instructions`` is the system prompt text itself."""
+
+    name: str
+    version: str = "1"
+    instructions: str
+    model: ModelSpec
+    tools: Sequence[Tool] = ()
+    budgets: Budgets = field(default_factory=Budgets)
+    max_context_messages: int = 50
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("an agent needs a name")
+        if self.max_context_messages < 2:
+            raise ConfigError("max_context_messages must be at least 2")
+        ToolRegistry(self.tools)  # rejects two tools of one name
+
+    @property
+    def instructions_hash(self) -> str:
+        return hashlib.sha256(self.instructions.encode()).hexdigest()
+
+    def registry(self) -> ToolRegistry:
+        return ToolRegistry(self.tools)
+
+    def spec(self) -> dict[str, Any]:
+        """The plain JSON document a run stores; :meth:`from_spec` rebuilds the agent."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "instructions": self.instructions,
+            "instructions_hash": self.instructions_hash,
+            "model": self.model.model_dump(mode="json"),
+            "tools": [t.ref for t in self.tools],
+            "budgets": self.budgets.model_dump(mode="json"),
+            "max_context_messages": self.max_context_messages,
+        }
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.spec_json().encode()).hexdigest()
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Agent:
+        return cls(
+            name=spec["name"],
+            version=spec["version"],
+            instructions=spec["instructions"],
+            model=ModelSpec.model_validate(spec["model"]),
+            tools=[import_tool(ref) for ref in spec["tools"]],
+            budgets=Budgets.model_validate(spec["budgets"]),
+            max_context_messages=spec["max_context_messages"],
+        )
+
+
+class _AgentSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str = "1"
+    instructions: str
+    model: ModelSpec
+    tools: list[str] = []
+    budgets: Budgets = Budgets()
+    max_context_messages: int = 50
+
+
+class _AgentFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: _AgentSection
+
+
+def load_agent(path: str | Path) -> Agent:
+    """Load and check an agent YAML file; every problem is a ConfigError naming the file."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such agent file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    try:
+        doc = _AgentFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from exc
+    section = doc.agent
+    base = path.parent
+    instructions = _read_relative(base, section.instructions, where, "instructions")
+    model = section.model
+    if isinstance(model.script, str):
+        script_text = _read_relative(base, model.script, where, "model.script")
+        try:
+            model = model.model_copy(update={"script": json.loads(script_text)})
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: model.script is not valid JSON: {exc}") from exc
+    tools = []
+    for ref in section.tools:
+        try:
+            tools.append(import_tool(ref))
+        except ToolImportError as exc:
+            raise ToolImportError(f"{where}: {exc.message}", hint=exc.hint) from exc
+    return Agent(
+        name=section.name,
+        version=section.version,
+        instructions=instructions,
+        model=model,
+        tools=tools,
+        budgets=section.budgets,
+        max_context_messages=section.max_context_messages,
+    )
+
+
+def _read_relative(base: Path, name: str, where: str, what: str) -> str:
+    target = (base / name).resolve()
+    try:
+        return target.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: {what} file {name!r} cannot be read: {exc.strerror}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown field '{loc}'")
+        elif err["type"] == "missing":
+            parts.append(f"missing field '{loc}'")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,115 @@
+"""Charter's errors: one root, a stable ``code`` on each, one table to exit codes.
+
+::
+
+    CharterError                      code            exit
+    ├── ConfigError                   config          2   a developer's mistake (agent file, tool)
+    │   └── ToolImportError           tool_import     2
+    ├── NotFoundError                 not_found       3   unknown run id, unknown tool
+    ├── StoreError                    store           4   the database cannot be used
+    │   ├── SchemaTooNewError         schema_too_new  4
+    │   ├── StoreLockedError          store_locked    4
+    │   └── ConflictError             conflict        5   a concurrent append or a lost lease
+    ├── RunStateError                 run_state       6   e.g. send to a finished run
+    ├── ModelError                    model           7   the model provider failed or misbehaved
+    └── ToolError                     tool            8   a tool call failed (carried to the model)
+        ├── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
+        └── CircuitOpenError          circuit_open    8
+
+Signals the runtime injects into user code derive from ``BaseException`` so that
+``except Exception`` in a tool cannot swallow them (none are needed yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CharterError(Exception):
+    """Root of every error Charter raises on purpose."""
+
+    code: ClassVar[str] = "charter"
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain value that crosses a durability boundary (events, JSON output)."""
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class ConfigError(CharterError):
+    """The developer's configuration is wrong: an agent file, a tool, a URL."""
+
+    code = "config"
+    exit_code = 2
+
+
+class ToolImportError(ConfigError):
+    code = "tool_import"
+
+
+class NotFoundError(CharterError):
+    code = "not_found"
+    exit_code = 3
+
+
+class StoreError(CharterError):
+    """The database cannot be opened or written."""
+
+    code = "store"
+    exit_code = 4
+
+
+class SchemaTooNewError(StoreError):
+    code = "schema_too_new"
+
+
+class StoreLockedError(StoreError):
+    code = "store_locked"
+
+
+class ConflictError(StoreError):
+    """An append lost a race: the sequence number or the lease epoch moved on."""
+
+    code = "conflict"
+    exit_code = 5
+
+
+class RunStateError(CharterError):
+    code = "run_state"
+    exit_code = 6
+
+
+class ModelError(CharterError):
+    """The model provider failed, or returned something unusable."""
+
+    code = "model"
+    exit_code = 7
+
+    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+class ToolError(CharterError):
+    """A tool call failed; the error is recorded and returned to the model."""
+
+    code = "tool"
+    exit_code = 8
+
+
+class TransientToolError(ToolError):
+    """Raise from a tool to say: this failed, nothing happened, try again later."""
+
+    code = "tool_transient"
+
+
+class CircuitOpenError(ToolError):
+    code = "circuit_open"

@@ -1,0 +1,358 @@
+"""Events: the append-only, typed, hash-chained record of what happened in a run.
+
+An event is a plain value: a body (one pydantic model per fact, past tense, versioned) in an
+envelope (run id, sequence number, time, hashes). Bodies serialise to JSON, never pickle.
+
+The chain: ``hash = sha256(run_id | seq | type | schema_version | at | sha256(payload) | prev)``.
+The payload enters through its digest, so a retention job may later drop a payload and keep
+the chain verifiable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "escalated", "cancelled"})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Usage(_Body):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class ErrorInfo(_Body):
+    """A structured error as the model and the log see it."""
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class ProposedCall(_Body):
+    """A tool call as the model proposed it; ``arguments`` is the raw JSON text."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+class RunStarted(_Body):
+    type: Literal["run_started"] = "run_started"
+    agent_name: str
+    agent_version: str
+    agent_hash: str
+    tenant: str
+    principal: str
+    input: str
+
+
+class MessageReceived(_Body):
+    type: Literal["message_received"] = "message_received"
+    text: str
+    source: Literal["input", "principal"] = "principal"
+    inbox_id: int | None = None
+
+
+class ModelResponded(_Body):
+    type: Literal["model_responded"] = "model_responded"
+    step: int
+    provider: str
+    model: str
+    prompt_hash: str
+    content: str | None = None
+    tool_calls: tuple[ProposedCall, ...] = ()
+    usage: Usage = Usage()
+    latency_ms: float = 0.0
+
+
+class ModelCallFailed(_Body):
+    type: Literal["model_call_failed"] = "model_call_failed"
+    step: int
+    provider: str
+    model: str
+    error: ErrorInfo
+    attempts: int
+
+
+class ToolCallProposed(_Body):
+    type: Literal["tool_call_proposed"] = "tool_call_proposed"
+    step: int
+    call_id: str
+    tool: str
+    effect: Literal["read", "write", "control", "unknown"]
+    arguments: dict[str, Any] | None = None
+
+
+class ToolCallRejected(_Body):
+    """The proposal did not fit a contract; the error goes back to the model."""
+
+    type: Literal["tool_call_rejected"] = "tool_call_rejected"
+    call_id: str
+    tool: str
+    error: ErrorInfo
+
+
+class ToolCallStarted(_Body):
+    """The intent of a write call, committed before the call executes."""
+
+    type: Literal["tool_call_started"] = "tool_call_started"
+    call_id: str
+    tool: str
+    idempotency_key: str
+
+
+class ToolCallSucceeded(_Body):
+    type: Literal["tool_call_succeeded"] = "tool_call_succeeded"
+    call_id: str
+    tool: str
+    output: Any = None
+    attempts: int = 1
+    duration_ms: float = 0.0
+    via: Literal["call", "reconcile"] = "call"
+
+
+class ToolCallFailed(_Body):
+    type: Literal["tool_call_failed"] = "tool_call_failed"
+    call_id: str
+    tool: str
+    error: ErrorInfo
+    attempts: int = 1
+    duration_ms: float = 0.0
+
+
+class ToolOutcomeUnknown(_Body):
+    """A write's intent was committed but not its result: the process died in between."""
+
+    type: Literal["tool_outcome_unknown"] = "tool_outcome_unknown"
+    call_id: str
+    tool: str
+    idempotency_key: str
+    resolution: Literal["recall", "reconcile", "escalate"]
+
+
+class RunWaiting(_Body):
+    type: Literal["run_waiting"] = "run_waiting"
+    waiting_for: Literal["message", "timer"]
+    call_id: str | None = None
+    wake_at: float | None = None
+
+
+class RunResumed(_Body):
+    type: Literal["run_resumed"] = "run_resumed"
+    reason: Literal["message", "timer", "recovery"]
+    worker: str
+
+
+class BudgetExceeded(_Body):
+    type: Literal["budget_exceeded"] = "budget_exceeded"
+    budget: str
+    limit: float
+    used: float
+
+
+class RunFinished(_Body):
+    type: Literal["run_finished"] = "run_finished"
+    status: Literal["succeeded", "failed", "escalated", "cancelled"]
+    output: str | None = None
+    reason: str | None = None
+
+
+EventBody = Annotated[
+    RunStarted
+    | MessageReceived
+    | ModelResponded
+    | ModelCallFailed
+    | ToolCallProposed
+    | ToolCallRejected
+    | ToolCallStarted
+    | ToolCallSucceeded
+    | ToolCallFailed
+    | ToolOutcomeUnknown
+    | RunWaiting
+    | RunResumed
+    | BudgetExceeded
+    | RunFinished,
+    Field(discriminator="type"),
+]
+BODY_TYPES: tuple[type[_Body], ...] = (
+    RunStarted,
+    MessageReceived,
+    ModelResponded,
+    ModelCallFailed,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallStarted,
+    ToolCallSucceeded,
+    ToolCallFailed,
+    ToolOutcomeUnknown,
+    RunWaiting,
+    RunResumed,
+    BudgetExceeded,
+    RunFinished,
+)
+_BODY_ADAPTER: TypeAdapter[EventBody] = TypeAdapter(EventBody)
+
+
+def parse_body(payload: str) -> EventBody:
+    """Parse a stored JSON payload back into its typed body."""
+    return _BODY_ADAPTER.validate_json(payload)
+
+
+def payload_digest(payload: str) -> str:
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def chain_hash(
+    *, run_id: str, seq: int, type: str, schema_version: int, at: float, digest: str, prev: str
+) -> str:
+    material = f"{run_id}|{seq}|{type}|{schema_version}|{at!r}|{digest}|{prev}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed fact about a run, in its chain."""
+
+    run_id: str
+    seq: int
+    at: float
+    body: EventBody
+    payload: str
+    prev_hash: str
+    hash: str
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def type(self) -> str:
+        return self.body.type
+
+    @classmethod
+    def seal(cls, *, run_id: str, seq: int, at: float, body: EventBody, prev_hash: str) -> Event:
+        """Serialise ``body`` and link it to the chain after ``prev_hash``."""
+        payload = body.model_dump_json()
+        digest = payload_digest(payload)
+        return cls(
+            run_id=run_id,
+            seq=seq,
+            at=at,
+            body=body,
+            payload=payload,
+            prev_hash=prev_hash,
+            hash=chain_hash(
+                run_id=run_id,
+                seq=seq,
+                type=body.type,
+                schema_version=SCHEMA_VERSION,
+                at=at,
+                digest=digest,
+                prev=prev_hash,
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "type": self.type,
+            "at": self.at,
+            "schema_version": self.schema_version,
+            "body": self.body.model_dump(mode="json"),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """Where verification of a run's chain failed first, and why."""
+
+    run_id: str
+    seq: int
+    reason: str
+
+
+def verify_chain(
+    rows: list[tuple[int, str, int, float, str, str, str]], run_id: str
+) -> ChainBreak | None:
+    """Verify stored rows ``(seq, type, schema_version, at, payload, prev_hash, hash)`` in order.
+
+    Returns the first break, or None when the whole chain holds.
+    """
+    prev = GENESIS_HASH
+    expected_seq = 1
+    for seq, type_, schema_version, at, payload, prev_hash, stored in rows:
+        if seq != expected_seq:
+            return ChainBreak(run_id, expected_seq, f"event {expected_seq} is missing")
+        if prev_hash != prev:
+            return ChainBreak(run_id, seq, "prev_hash does not match the previous event's hash")
+        computed = chain_hash(
+            run_id=run_id,
+            seq=seq,
+            type=type_,
+            schema_version=schema_version,
+            at=at,
+            digest=payload_digest(payload),
+            prev=prev,
+        )
+        if computed != stored:
+            return ChainBreak(run_id, seq, "hash does not match the event's content")
+        try:
+            body = parse_body(payload)
+        except ValueError:
+            return ChainBreak(run_id, seq, "payload is not a valid event")
+        if body.type != type_:
+            return ChainBreak(run_id, seq, "payload type differs from the recorded type")
+        prev = stored
+        expected_seq += 1
+    return None
+
+
+def summarize(body: EventBody) -> str:
+    """A one-line human summary for timelines."""
+    return _SUMMARIES[type(body)](body)
+
+
+def _model_summary(b: ModelResponded) -> str:
+    calls = ", ".join(c.name for c in b.tool_calls)
+    what = f"calls {calls}" if calls else f"answers {_clip(b.content or '')}"
+    return f"step {b.step} {b.model}: {what} ({b.usage.total} tokens)"
+
+
+_SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
+    RunStarted: lambda b: f"{b.agent_name} v{b.agent_version} for {b.tenant}/{b.principal}",
+    MessageReceived: lambda b: f"{b.source}: {_clip(b.text)}",
+    ModelResponded: _model_summary,
+    ModelCallFailed: lambda b: f"step {b.step} {b.model} failed: {b.error.message}",
+    ToolCallProposed: lambda b: f"{b.tool} ({b.effect}) {_clip(str(b.arguments))}",
+    ToolCallRejected: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
+    ToolCallFailed: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
+    ToolCallStarted: lambda b: f"{b.tool} intent, key {b.idempotency_key}",
+    ToolCallSucceeded: lambda b: f"{b.tool} -> {_clip(str(b.output))} (via {b.via})",
+    ToolOutcomeUnknown: lambda b: f"{b.tool} key {b.idempotency_key}: {b.resolution}",
+    RunWaiting: lambda b: f"waiting for {b.waiting_for}",
+    RunResumed: lambda b: f"resumed ({b.reason}) by {b.worker}",
+    BudgetExceeded: lambda b: f"{b.budget}: used {b.used:g} of {b.limit:g}",
+    RunFinished: lambda b: f"{b.status}: {_clip(b.output or b.reason or '')}",
+}
+
+
+def _clip(text: str, width: int = 72) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,93 @@
+"""Model protocol and the values that cross it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from charter.errors import ConfigError
+from charter.events import ProposedCall, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message of the working context."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: tuple[ProposedCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the model is told about a tool: name, description, JSON schema of its input."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One model call. ``step`` counts the model responses already committed in the run."""
+
+    run_id: str
+    step: int
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    content: str | None
+    tool_calls: tuple[ProposedCall, ...]
+    usage: Usage
+    model: str
+
+
+class Model(Protocol):
+    """A model provider. Raise :class:`charter.errors.ModelError` on failure."""
+
+    provider: str
+    name: str
+
+    async def respond(self, request: ModelRequest) -> ModelResponse: ...
+
+
+class ModelSpec(BaseModel):
+    """The ``model:`` section of an agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: Literal["scripted", "openai"]
+    name: str = "scripted"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_output_tokens: int | None = None
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    script: Any = None
+    """For ``scripted``: a list of responses, or ``{"scripts": [{"match", "responses"}]}``."""
+
+
+def build_model(spec: ModelSpec) -> Model:
+    """Make the provider a spec names."""
+    if spec.provider == "scripted":
+        from charter.models._scripted import ScriptedModel
+
+        if spec.script is None:
+            raise ConfigError("a scripted model needs a 'script' (a JSON file of responses)")
+        return ScriptedModel(spec.script, name=spec.name)
+    from charter.models._openai import OpenAIModel
+
+    return OpenAIModel(spec)
+
+
+def estimate_tokens(text: str | None) -> int:
+    """A deterministic token estimate (about four characters a token) for providers without one."""
+    return 0 if not text else max(1, len(text) // 4)

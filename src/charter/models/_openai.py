@@ -1,0 +1,200 @@
+"""A model behind any OpenAI-compatible chat-completions endpoint, with tool calling."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from charter.errors import ConfigError, ModelError
+from charter.events import ProposedCall, Usage
+from charter.models._base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelSpec,
+    ToolSpec,
+    estimate_tokens,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import (
+        ChatCompletion,
+        ChatCompletionMessageParam,
+        ChatCompletionMessageToolCallParam,
+        ChatCompletionToolParam,
+    )
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_PLACEHOLDER_KEY = "not-needed"  # local servers (llama.cpp, vLLM, ...) ignore the key
+
+
+class OpenAIModel:
+    """Calls ``POST {base_url}/chat/completions``; the SDK's errors become :class:`ModelError`.
+
+    The client neither retries (the engine does) nor outlives a call: each call opens and
+    closes its own, so no socket is tied to an event loop that may be gone by the next call.
+    """
+
+    provider = "openai"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        try:
+            import openai
+        except ImportError as exc:
+            raise ConfigError(
+                "the openai provider needs the 'openai' package",
+                hint="pip install 'charter[openai]'",
+            ) from exc
+        self.name = spec.name
+        self._spec = spec
+        self._openai = openai
+        self.endpoint = spec.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        api_key = os.environ.get(spec.api_key_env) or None
+        if api_key is None:
+            if spec.base_url is None:
+                raise ConfigError(
+                    f"the openai provider needs an API key in ${spec.api_key_env}",
+                    hint=f"export {spec.api_key_env}=..., or set the model's base_url "
+                    "to a local server",
+                )
+            api_key = _PLACEHOLDER_KEY
+        self._api_key = api_key
+
+    def _client(self) -> AsyncOpenAI:
+        return self._openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.endpoint,
+            timeout=self._spec.timeout_s,
+            max_retries=0,
+        )
+
+    async def respond(self, request: ModelRequest) -> ModelResponse:
+        spec = self._spec
+        extra: dict[str, Any] = {}
+        if request.tools:
+            extra["tools"] = [_tool(t) for t in request.tools]
+        if spec.max_output_tokens is not None:
+            extra["max_tokens"] = spec.max_output_tokens
+        try:
+            async with self._client() as client:
+                response = await client.chat.completions.create(
+                    model=spec.name,
+                    messages=[_message(m) for m in request.messages],
+                    temperature=spec.temperature,
+                    **extra,
+                )
+        except self._openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        return self._response(request, response)
+
+    def _response(self, request: ModelRequest, response: ChatCompletion) -> ModelResponse:
+        choices = getattr(response, "choices", None)  # a non-JSON reply arrives as a str
+        if not choices:
+            raise ModelError(
+                f"malformed response from {self.endpoint} for model {self.name!r}: no choices",
+                retryable=True,
+            )
+        message = choices[0].message
+        calls = []
+        for i, tc in enumerate(message.tool_calls or ()):
+            if tc.type != "function":
+                raise ModelError(
+                    f"{self.endpoint} returned a {tc.type!r} tool call for model "
+                    f"{self.name!r}; only function calls are supported"
+                )
+            calls.append(
+                ProposedCall(
+                    call_id=tc.id or f"call_{request.step}_{i}",
+                    name=tc.function.name,
+                    arguments=tc.function.arguments,
+                )
+            )
+        if response.usage is not None:
+            usage = Usage(
+                input_tokens=response.usage.prompt_tokens,
+                output_tokens=response.usage.completion_tokens,
+            )
+        else:
+            usage = Usage(
+                input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
+                output_tokens=estimate_tokens(message.content)
+                + sum(estimate_tokens(c.arguments) for c in calls),
+            )
+        return ModelResponse(
+            content=message.content,
+            tool_calls=tuple(calls),
+            usage=usage,
+            model=response.model or self.name,
+        )
+
+    def _error(self, exc: Exception) -> ModelError:
+        """Translate one of the SDK's exceptions; the only place that knows them."""
+        o = self._openai
+        where = f"{self.endpoint} (model {self.name!r})"
+        if isinstance(exc, o.APITimeoutError):
+            return ModelError(
+                f"{where} did not answer within {self._spec.timeout_s}s", retryable=True
+            )
+        if isinstance(exc, o.APIConnectionError):
+            return ModelError(f"cannot connect to {where}: {exc}", retryable=True)
+        if isinstance(exc, o.RateLimitError):
+            return ModelError(f"{where} is rate limiting: {_detail(exc)}", retryable=True)
+        if isinstance(exc, o.InternalServerError):
+            return ModelError(
+                f"{where} failed with HTTP {exc.status_code}: {_detail(exc)}", retryable=True
+            )
+        if isinstance(exc, o.AuthenticationError):
+            return ModelError(
+                f"{where} rejected the API key: {_detail(exc)}",
+                hint=f"check ${self._spec.api_key_env}",
+            )
+        if isinstance(exc, o.NotFoundError):
+            return ModelError(
+                f"{self.endpoint} does not serve the model {self.name!r}: {_detail(exc)}",
+                hint="check the model's name and base_url",
+            )
+        if isinstance(exc, o.APIStatusError):
+            return ModelError(
+                f"{where} refused the request with HTTP {exc.status_code}: {_detail(exc)}"
+            )
+        if isinstance(exc, o.APIResponseValidationError):
+            return ModelError(f"malformed response from {where}: {exc}", retryable=True)
+        return ModelError(f"the call to {where} failed: {exc}")
+
+
+def _detail(exc: Any) -> str:
+    """The server's own error message when its body has one, else the SDK's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return str(getattr(exc, "message", exc))
+
+
+def _message(m: Message) -> ChatCompletionMessageParam:
+    if m.role == "system":
+        return {"role": "system", "content": m.content or ""}
+    if m.role == "user":
+        return {"role": "user", "content": m.content or ""}
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content or ""}
+    if not m.tool_calls:
+        return {"role": "assistant", "content": m.content}
+    calls: list[ChatCompletionMessageToolCallParam] = [
+        {
+            "id": c.call_id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+        }
+        for c in m.tool_calls
+    ]
+    return {"role": "assistant", "content": m.content, "tool_calls": calls}
+
+
+def _tool(t: ToolSpec) -> ChatCompletionToolParam:
+    return {
+        "type": "function",
+        "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+    }

@@ -1,0 +1,82 @@
+"""A model that answers from a script: deterministic, offline, for tests and demos."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from charter.errors import ConfigError, ModelError
+from charter.events import ProposedCall, Usage
+from charter.models._base import ModelRequest, ModelResponse, estimate_tokens
+
+
+class ScriptedModel:
+    """Gives the ``step``-th scripted response of the script that matches the run's input.
+
+    A script is a list of responses; each is ``{"content": "final answer"}`` or
+    ``{"tool_calls": [{"name": ..., "arguments": {...} | "raw json text"}], "content": ...}``.
+    Several scripts may be given as ``{"scripts": [{"match": "regex", "responses": [...]}]}``;
+    the first whose regex matches the run's first user message answers. The response depends
+    only on the step number, so a resumed run gets the same answers as before the crash.
+    """
+
+    provider = "scripted"
+
+    def __init__(self, script: Any, *, name: str = "scripted") -> None:
+        self.name = name
+        self._scripts = _parse(script)
+
+    async def respond(self, request: ModelRequest) -> ModelResponse:
+        first_user = next((m.content or "" for m in request.messages if m.role == "user"), "")
+        responses = next((r for pat, r in self._scripts if pat.search(first_user)), None)
+        if responses is None:
+            raise ModelError(f"no script matches the input {first_user[:60]!r}")
+        if request.step >= len(responses):
+            raise ModelError(
+                f"the script has {len(responses)} responses; step {request.step} asked for more"
+            )
+        raw = responses[request.step]
+        calls = tuple(
+            ProposedCall(
+                call_id=f"call_{request.step}_{i}",
+                name=str(c["name"]),
+                arguments=c["arguments"]
+                if isinstance(c.get("arguments"), str)
+                else json.dumps(c.get("arguments", {})),
+            )
+            for i, c in enumerate(raw.get("tool_calls", ()))
+        )
+        content = raw.get("content")
+        prompt = sum(estimate_tokens(m.content) for m in request.messages)
+        out = estimate_tokens(content) + sum(estimate_tokens(c.arguments) for c in calls)
+        return ModelResponse(
+            content=content,
+            tool_calls=calls,
+            usage=Usage(input_tokens=prompt, output_tokens=out),
+            model=self.name,
+        )
+
+
+def _parse(script: Any) -> list[tuple[re.Pattern[str], list[dict[str, Any]]]]:
+    if isinstance(script, list):
+        script = {"scripts": [{"match": "", "responses": script}]}
+    if not isinstance(script, dict) or not isinstance(script.get("scripts"), list):
+        raise ConfigError(
+            "a model script must be a list of responses or {'scripts': [...]}",
+        )
+    parsed = []
+    for i, entry in enumerate(script["scripts"]):
+        responses = entry.get("responses") if isinstance(entry, dict) else None
+        if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
+            raise ConfigError(f"script {i}: 'responses' must be a list of objects")
+        for j, r in enumerate(responses):
+            unknown = set(r) - {"content", "tool_calls"}
+            if unknown:
+                raise ConfigError(f"script {i} response {j}: unknown field(s) {sorted(unknown)}")
+        try:
+            pattern = re.compile(str(entry.get("match", "")), re.IGNORECASE)
+        except re.error as exc:
+            raise ConfigError(f"script {i}: bad 'match' regex: {exc}") from exc
+        parsed.append((pattern, responses))
+    return parsed

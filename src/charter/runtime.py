@@ -1,0 +1,229 @@
+"""The runtime facade: one explicit object opened on a store URL.
+
+::
+
+    async with Runtime.open("sqlite:///charter.db") as rt:
+        run_id = await rt.start(agent, "Where is my order 1042?", tenant="acme", principal="ann")
+        await rt.work(until_idle=True)
+        print((await rt.get_run(run_id)).status)
+
+The library is async; :func:`run_sync` is the one sync entry point at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from charter._engine.faults import Faults
+from charter._engine.state import fold_all
+from charter._engine.worker import Worker, WorkerOptions, WorkerReport
+from charter.agents import Agent
+from charter.events import ChainBreak, Event, MessageReceived, RunStarted, verify_chain
+from charter.memory import StoreMemory
+from charter.models import Model, build_model
+from charter.store import DEFAULT_URL, NewRun, RunRecord, Store, open_store
+from charter.tools import Tool
+
+T = TypeVar("T")
+
+
+def new_run_id(clock: Callable[[], float] = time.time) -> str:
+    """Time-ordered and unique: 12 hex digits of milliseconds, 8 random."""
+    return f"run_{int(clock() * 1000):012x}{secrets.token_hex(4)}"
+
+
+class Runtime:
+    """Starts runs, delivers messages, works runs and reads their logs."""
+
+    def __init__(self, *, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.memory = StoreMemory(store, clock=clock)
+        self._agents: dict[str, Agent] = {}
+        self._models: dict[str, Model] = {}
+
+    @classmethod
+    def open(cls, url: str = DEFAULT_URL) -> Runtime:
+        return cls(store=open_store(url))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def register(self, agent: Agent, *, model: Model | None = None) -> Agent:
+        """Make ``agent`` (and optionally a model instance for it) known to this process."""
+        self._agents[agent.spec_hash] = agent
+        if model is not None:
+            self._models[agent.spec_hash] = model
+        return agent
+
+    async def _resolve(self, record: RunRecord) -> tuple[Agent, Model]:
+        agent = self._agents.get(record.agent_hash)
+        if agent is None:
+            spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
+            agent = self.register(Agent.from_spec(spec))
+        model = self._models.get(record.agent_hash)
+        if model is None:
+            model = self._models[record.agent_hash] = build_model(agent.model)
+        return agent, model
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        agent: Agent,
+        input: str,
+        *,
+        tenant: str = "default",
+        principal: str = "anonymous",
+        run_id: str | None = None,
+    ) -> str:
+        """Create a queued run; a worker will pick it up. Returns the run id."""
+        self.register(agent)
+        run_id = run_id or new_run_id(self.clock)
+        now = self.clock()
+        started = Event.seal(
+            run_id=run_id,
+            seq=1,
+            at=now,
+            body=RunStarted(
+                agent_name=agent.name,
+                agent_version=agent.version,
+                agent_hash=agent.spec_hash,
+                tenant=tenant,
+                principal=principal,
+                input=input,
+            ),
+            prev_hash="0" * 64,
+        )
+        message = Event.seal(
+            run_id=run_id,
+            seq=2,
+            at=now,
+            body=MessageReceived(text=input, source="input"),
+            prev_hash=started.hash,
+        )
+        state = fold_all([started, message])
+        await self.store.create_run(
+            NewRun(
+                run_id=run_id,
+                agent_name=agent.name,
+                agent_version=agent.version,
+                agent_hash=agent.spec_hash,
+                agent_spec=agent.spec_json(),
+                tenant=tenant,
+                principal=principal,
+                events=(started, message),
+                state=state.model_dump_json(),
+                created_at=now,
+            )
+        )
+        return run_id
+
+    async def send(self, run_id: str, text: str) -> int:
+        """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
+        return await self.store.send(run_id, text)
+
+    def worker(
+        self, options: WorkerOptions | None = None, *, worker_id: str | None = None
+    ) -> Worker:
+        return Worker(
+            store=self.store,
+            resolve=self._resolve,
+            options=options,
+            worker_id=worker_id,
+            clock=self.clock,
+        )
+
+    async def work(
+        self,
+        *,
+        until_idle: bool = True,
+        run_id: str | None = None,
+        concurrency: int = 16,
+        lease_s: float = 30.0,
+        faults: Faults | None = None,
+    ) -> WorkerReport:
+        """Work runs in this process: until idle, or (``run_id``) until that run parks."""
+        options = WorkerOptions(concurrency=concurrency, lease_s=lease_s, faults=faults or Faults())
+        return await self.worker(options).run(until_idle=until_idle, run_id=run_id)
+
+    async def run(
+        self,
+        agent: Agent,
+        input: str,
+        *,
+        tenant: str = "default",
+        principal: str = "anonymous",
+    ) -> RunRecord:
+        """Start a run and work it here until it finishes or waits."""
+        run_id = await self.start(agent, input, tenant=tenant, principal=principal)
+        await self.work(run_id=run_id)
+        return await self.store.get_run(run_id)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self.store.get_run(run_id)
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        return await self.store.list_runs(status=status, limit=limit)
+
+    async def events(self, run_id: str) -> list[Event]:
+        await self.store.get_run(run_id)  # NotFoundError for an unknown id
+        return await self.store.load_events(run_id)
+
+    async def verify(self, run_id: str | None = None) -> list[ChainBreak]:
+        """Recompute hash chains (one run, or all); return every run's first break."""
+        ids = [run_id] if run_id else await self.store.run_ids()
+        breaks = []
+        for rid in ids:
+            record = await self.store.get_run(rid)
+            rows = await self.store.event_rows(rid)
+            found = verify_chain(rows, rid)
+            if found is None and rows and rows[-1][6] != record.last_hash:
+                found = ChainBreak(rid, rows[-1][0], "the run's recorded head hash differs")
+            if found is None and not rows:
+                found = ChainBreak(rid, 1, "the run has no events")
+            if found is not None:
+                breaks.append(found)
+        return breaks
+
+    async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
+        """The capabilities registry: tools of the given agents, else of every stored agent."""
+        found: dict[str, Tool] = {}
+        for agent in agents if agents is not None else await self._stored_agents():
+            for t in agent.tools:
+                found.setdefault(t.name, t)
+        return [found[name] for name in sorted(found)]
+
+    async def _stored_agents(self) -> list[Agent]:
+        agents: list[Agent] = []
+        for record in await self.store.list_runs(limit=10_000):
+            if record.agent_hash not in {a.spec_hash for a in agents}:
+                agents.append((await self._resolve(record))[0])
+        return agents
+
+
+def run_sync(awaitable: Awaitable[T] | Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code (scripts, the CLI)."""
+
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())

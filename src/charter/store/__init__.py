@@ -1,0 +1,66 @@
+"""Storage: the ``Store`` contract and its backends, opened from URLs.
+
+``sqlite:///charter.db`` (relative path), ``sqlite:////var/lib/charter.db`` (absolute);
+``?synchronous=NORMAL`` trades the last commits on power loss for speed (default FULL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from charter.errors import ConfigError
+from charter.store._base import (
+    Claim,
+    Commit,
+    EventRow,
+    InboxMessage,
+    MemoryItem,
+    NewRun,
+    RunRecord,
+    Store,
+)
+from charter.store._sqlite import SQLiteStore
+
+DEFAULT_URL = "sqlite:///charter.db"
+
+__all__ = [
+    "DEFAULT_URL",
+    "Claim",
+    "Commit",
+    "EventRow",
+    "InboxMessage",
+    "MemoryItem",
+    "NewRun",
+    "RunRecord",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+]
+
+
+def open_store(url: str) -> SQLiteStore:
+    """Open the store a URL names, creating and migrating it if needed."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        if parts.scheme in ("postgresql", "postgres"):
+            raise ConfigError(
+                "PostgreSQL stores are not available in this version",
+                hint="use a sqlite:/// URL",
+            )
+        raise ConfigError(
+            f"unsupported database URL {url!r}", hint="use sqlite:///path/to/charter.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigError(f"database URL {url!r} names no file", hint="sqlite:///charter.db")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) in database URL: {', '.join(sorted(unknown))}")
+    sync = options.get("synchronous", "FULL").upper()
+    if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {sync!r}")
+    if not Path(path).parent.exists():
+        raise ConfigError(f"the directory of database {path} does not exist")
+    return SQLiteStore(path, synchronous=sync)  # type: ignore[arg-type]

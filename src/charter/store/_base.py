@@ -1,0 +1,142 @@
+"""The storage contract every backend implements, and the values that cross it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from charter.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run's row: identity, operational status, lease, and its durable state."""
+
+    run_id: str
+    agent_name: str
+    agent_version: str
+    agent_hash: str
+    tenant: str
+    principal: str
+    status: str
+    waiting_for: str | None
+    ready_at: float | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    lease_epoch: int
+    last_seq: int
+    last_hash: str
+    state: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create, with its first events (run started, the input message)."""
+
+    run_id: str
+    agent_name: str
+    agent_version: str
+    agent_hash: str
+    agent_spec: str
+    tenant: str
+    principal: str
+    events: tuple[Event, ...]
+    state: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A run a worker now holds. ``epoch`` fences every commit it makes."""
+
+    run_id: str
+    epoch: int
+    previous_status: str
+    waiting_for: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One step's events and the run's new durable state, appended atomically.
+
+    The append succeeds only if the run's last sequence number is still ``expected_seq`` and
+    its lease epoch still ``epoch`` (fencing: a worker that lost its lease cannot commit).
+    ``ready_at``/``waiting_for`` say when the run is runnable next; ``release`` drops the lease.
+    """
+
+    run_id: str
+    worker: str
+    epoch: int
+    expected_seq: int
+    events: tuple[Event, ...]
+    state: str
+    status: str
+    ready_at: float | None
+    waiting_for: str | None = None
+    release: bool = False
+    consumed_inbox: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    inbox_id: int
+    text: str
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryItem:
+    tenant: str
+    key: str
+    value: Any
+    provenance: dict[str, Any]
+    created_at: float
+    expires_at: float | None
+
+
+EventRow = tuple[int, str, int, float, str, str, str]
+"""(seq, type, schema_version, at, payload, prev_hash, hash) as stored."""
+
+
+class Store(Protocol):
+    """Durable storage for runs, their event logs, inboxes, leases and memory."""
+
+    url: str
+
+    async def close(self) -> None: ...
+
+    # -- agents and runs --------------------------------------------------------------------
+    async def create_run(self, run: NewRun) -> None: ...
+    async def get_agent_spec(self, agent_hash: str) -> str: ...
+    async def get_run(self, run_id: str) -> RunRecord: ...
+    async def list_runs(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]: ...
+    async def run_ids(self) -> list[str]: ...
+
+    # -- events -----------------------------------------------------------------------------
+    async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]: ...
+    async def event_rows(self, run_id: str) -> list[EventRow]: ...
+    async def commit(self, commit: Commit) -> None: ...
+
+    # -- inbox ------------------------------------------------------------------------------
+    async def send(self, run_id: str, text: str) -> int: ...
+    async def pending_messages(self, run_id: str) -> list[InboxMessage]: ...
+
+    # -- leases -----------------------------------------------------------------------------
+    async def claim(
+        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+    ) -> list[Claim]: ...
+    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]: ...
+    async def release(self, worker: str, run_id: str, epoch: int) -> None: ...
+    async def next_ready_at(self) -> float | None: ...
+    async def work_outlook(self) -> tuple[int, int]: ...
+
+    # -- memory -----------------------------------------------------------------------------
+    async def remember(self, item: MemoryItem) -> None: ...
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None: ...

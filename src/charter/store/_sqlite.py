@@ -1,0 +1,561 @@
+"""SQLite store: WAL, immediate transactions, a stated fsync policy, one writer with group commit.
+
+Every write goes through one writer thread. It takes whatever requests are queued (up to
+``_BATCH``) and runs them in a single ``BEGIN IMMEDIATE`` transaction, each inside its own
+savepoint, so that one disk flush serves every run that committed at that moment and one
+request's conflict does not undo the others. Reads use their own connection (WAL lets them
+run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from charter.errors import (
+    ConflictError,
+    NotFoundError,
+    RunStateError,
+    SchemaTooNewError,
+    StoreError,
+    StoreLockedError,
+)
+from charter.events import FINAL_STATUSES, Event, parse_body
+from charter.store._base import (
+    Claim,
+    Commit,
+    EventRow,
+    InboxMessage,
+    MemoryItem,
+    NewRun,
+    RunRecord,
+)
+
+T = TypeVar("T")
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+_BATCH = 256
+_RUN_COLUMNS = (
+    "run_id, agent_name, agent_version, agent_hash, tenant, principal, status, waiting_for,"
+    " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
+    " created_at, updated_at"
+)
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("charter.store") / "migrations" / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (comments must not contain ';')."""
+    return [s for s in sql.split(";") if s.strip()]
+
+
+def translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """SQLite's errors, translated once at the boundary."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreLockedError(
+            f"database {path} is locked by another process and stayed locked",
+            hint="is another program holding a long transaction on it?",
+        )
+    if "readonly" in text or "read-only" in text:
+        return StoreError(
+            f"database {path} is read-only",
+            hint="Charter needs write access to the file and to its directory (for the WAL)",
+        )
+    if "unable to open" in text:
+        return StoreError(
+            f"cannot open database {path}", hint="does the directory exist and is it writable?"
+        )
+    if "not a database" in text or "malformed" in text:
+        return StoreError(f"{path} is not a Charter database or is corrupt: {text}")
+    return StoreError(f"database {path}: {text}")
+
+
+class SQLiteStore:
+    """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        self.synchronous = synchronous
+        self._clock = clock
+        self._busy_timeout_s = busy_timeout_s
+        try:
+            self._reader = self._connect()
+            self._migrate(self._reader)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        self._read_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+
+    # -- connections and schema ---------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        migrations = _migrations()
+        latest = migrations[-1][0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS charter_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+            current = conn.execute("SELECT max(version) FROM charter_migrations").fetchone()[0]
+            current = current or 0
+            if current > latest:
+                raise SchemaTooNewError(
+                    f"database {self.path} has schema version {current};"
+                    f" this Charter knows up to {latest}",
+                    hint="upgrade Charter; it will not open a database newer than itself",
+                )
+            for version, sql in migrations:
+                if version > current:
+                    for statement in _statements(sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO charter_migrations VALUES (?, ?)", (version, self._clock())
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        row = self._reader.execute("SELECT max(version) FROM charter_migrations").fetchone()
+        return int(row[0] or 0)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+        self._reader.close()
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def _write(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="charter-sqlite-writer")
+            self._writer.daemon = True
+            self._writer.start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((op, fut, loop))
+        return await fut
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < _BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            now = self._clock()
+            for op, _, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, op(conn, now)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # delivered to the caller; the others go on
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = translate(exc, self.path)
+            results = [(False, error)] * len(batch)
+        for (_, fut, loop), (ok, value) in zip(batch, results, strict=True):
+            if isinstance(value, sqlite3.Error):
+                ok, value = False, translate(value, self.path)
+            loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            with self._read_lock:
+                try:
+                    return op(self._reader)
+                except sqlite3.Error as exc:
+                    raise translate(exc, self.path) from exc
+
+        return await asyncio.to_thread(run)
+
+    # -- agents and runs ----------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun) -> None:
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO agents (agent_hash, spec) VALUES (?, ?)",
+                (run.agent_hash, run.agent_spec),
+            )
+            last = run.events[-1]
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, 'queued', NULL, ?, NULL, NULL, 0, ?, ?, ?, ?, ?)",
+                (
+                    run.run_id,
+                    run.agent_name,
+                    run.agent_version,
+                    run.agent_hash,
+                    run.tenant,
+                    run.principal,
+                    run.created_at,
+                    last.seq,
+                    last.hash,
+                    run.state,
+                    run.created_at,
+                    run.created_at,
+                ),
+            )
+            _insert_events(conn, run.events)
+
+        await self._write(op)
+
+    async def get_agent_spec(self, agent_hash: str) -> str:
+        def op(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT spec FROM agents WHERE agent_hash = ?", (agent_hash,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        spec = await self._read(op)
+        if spec is None:
+            raise NotFoundError(f"no agent with hash {agent_hash}")
+        return spec
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        def op(conn: sqlite3.Connection) -> RunRecord | None:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        record = await self._read(op)
+        if record is None:
+            raise NotFoundError(
+                f"no run {run_id!r} in {self.url}", hint="'charter runs list' shows the runs"
+            )
+        return record
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        def op(conn: sqlite3.Connection) -> list[RunRecord]:
+            where, args = ("WHERE status = ?", [status]) if status else ("", [])
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self._read(op)
+
+    async def run_ids(self) -> list[str]:
+        return await self._read(
+            lambda c: [r[0] for r in c.execute("SELECT run_id FROM runs ORDER BY created_at")]
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        def op(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                "SELECT seq, at, payload, prev_hash, hash, schema_version FROM events"
+                " WHERE run_id = ? AND seq > ? ORDER BY seq",
+                (run_id, after_seq),
+            ).fetchall()
+            return [
+                Event(
+                    run_id=run_id,
+                    seq=seq,
+                    at=at,
+                    body=parse_body(payload),
+                    payload=payload,
+                    prev_hash=prev,
+                    hash=hash_,
+                    schema_version=version,
+                )
+                for seq, at, payload, prev, hash_, version in rows
+            ]
+
+        return await self._read(op)
+
+    async def event_rows(self, run_id: str) -> list[EventRow]:
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT seq, type, schema_version, at, payload, prev_hash, hash FROM events"
+                " WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        )
+
+    async def commit(self, commit: Commit) -> None:
+        await self._write(lambda conn, now: _apply_commit(conn, commit, now))
+
+    # -- inbox --------------------------------------------------------------------------------
+
+    async def send(self, run_id: str, text: str) -> int:
+        def op(conn: sqlite3.Connection, now: float) -> int:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.url}")
+            if row[0] in FINAL_STATUSES:
+                raise RunStateError(
+                    f"run {run_id} has finished ({row[0]}); it takes no more messages",
+                    hint="start a new run instead",
+                )
+            cur = conn.execute(
+                "INSERT INTO inbox (run_id, text, sent_at) VALUES (?, ?, ?)", (run_id, text, now)
+            )
+            conn.execute(
+                "UPDATE runs SET ready_at = ? WHERE run_id = ? AND status = 'waiting'"
+                " AND waiting_for = 'message'",
+                (now, run_id),
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._write(op)
+
+    async def pending_messages(self, run_id: str) -> list[InboxMessage]:
+        return await self._read(
+            lambda c: [
+                InboxMessage(*row)
+                for row in c.execute(
+                    "SELECT inbox_id, text, sent_at FROM inbox"
+                    " WHERE run_id = ? AND consumed_at IS NULL ORDER BY inbox_id",
+                    (run_id,),
+                )
+            ]
+        )
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim(
+        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+    ) -> list[Claim]:
+        def op(conn: sqlite3.Connection, now: float) -> list[Claim]:
+            rows = conn.execute(
+                "SELECT run_id, status, waiting_for FROM runs WHERE ready_at <= ?"
+                " AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+                " AND (? IS NULL OR run_id = ?) ORDER BY ready_at LIMIT ?",
+                (now, now, run_id, run_id, limit),
+            ).fetchall()
+            claims = []
+            for found, status, waiting_for in rows:
+                epoch = conn.execute(
+                    "UPDATE runs SET lease_owner = ?, lease_expires_at = ?,"
+                    " lease_epoch = lease_epoch + 1, status = 'running' WHERE run_id = ?"
+                    " RETURNING lease_epoch",
+                    (worker, now + lease_s, found),
+                ).fetchone()[0]
+                claims.append(Claim(found, int(epoch), status, waiting_for))
+            return claims
+
+        return await self._write(op)
+
+    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
+        def op(conn: sqlite3.Connection, now: float) -> set[str]:
+            lost = set()
+            for run_id, epoch in leases.items():
+                cur = conn.execute(
+                    "UPDATE runs SET lease_expires_at = ? WHERE run_id = ?"
+                    " AND lease_owner = ? AND lease_epoch = ?",
+                    (now + lease_s, run_id, worker, epoch),
+                )
+                if cur.rowcount != 1:
+                    lost.add(run_id)
+            return lost
+
+        return await self._write(op)
+
+    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE run_id = ? AND lease_owner = ? AND lease_epoch = ?",
+                (run_id, worker, epoch),
+            )
+        )
+
+    async def work_outlook(self) -> tuple[int, int]:
+        """(runs claimable now, runs ready but leased): zero and zero means idle."""
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute(
+                "SELECT"
+                " sum(lease_expires_at IS NULL OR lease_expires_at < ?),"
+                " sum(lease_expires_at IS NOT NULL AND lease_expires_at >= ?)"
+                " FROM runs WHERE ready_at <= ?",
+                (now, now, now),
+            ).fetchone()
+            return int(row[0] or 0), int(row[1] or 0)
+
+        return await self._read(op)
+
+    async def next_ready_at(self) -> float | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT min(ready_at) FROM runs WHERE ready_at IS NOT NULL"
+            ).fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
+    # -- memory -------------------------------------------------------------------------------
+
+    async def remember(self, item: MemoryItem) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, key)"
+                " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
+                " created_at = excluded.created_at, expires_at = excluded.expires_at",
+                (
+                    item.tenant,
+                    item.key,
+                    json.dumps(item.value),
+                    json.dumps(item.provenance),
+                    item.created_at,
+                    item.expires_at,
+                ),
+            )
+        )
+
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> MemoryItem | None:
+            row = conn.execute(
+                "SELECT value, provenance, created_at, expires_at FROM memory"
+                " WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (tenant, key, now),
+            ).fetchone()
+            if row is None:
+                return None
+            return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
+
+        return await self._read(op)
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
+    conn.executemany(
+        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, prev_hash, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.prev_hash, e.hash)
+            for e in events
+        ],
+    )
+
+
+def _apply_commit(conn: sqlite3.Connection, c: Commit, now: float) -> None:
+    last = c.events[-1] if c.events else None
+    cur = conn.execute(
+        "UPDATE runs SET last_seq = ?, last_hash = coalesce(?, last_hash), state = ?, status = ?,"
+        " ready_at = ?, waiting_for = ?, updated_at = ?,"
+        " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+        " lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END"
+        " WHERE run_id = ? AND last_seq = ? AND lease_epoch = ? AND lease_owner = ?",
+        (
+            last.seq if last else c.expected_seq,
+            last.hash if last else None,
+            c.state,
+            c.status,
+            c.ready_at,
+            c.waiting_for,
+            now,
+            c.release,
+            c.release,
+            c.run_id,
+            c.expected_seq,
+            c.epoch,
+            c.worker,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise ConflictError(
+            f"run {c.run_id} moved on (expected seq {c.expected_seq}, lease epoch {c.epoch}):"
+            " another worker holds it now"
+        )
+    _insert_events(conn, c.events)
+    if c.consumed_inbox:
+        conn.executemany(
+            "UPDATE inbox SET consumed_at = ? WHERE inbox_id = ?",
+            [(now, i) for i in c.consumed_inbox],
+        )
+    if c.waiting_for == "message":
+        # A message that arrived while the run was working makes it runnable at once.
+        conn.execute(
+            "UPDATE runs SET ready_at = ? WHERE run_id = ? AND EXISTS"
+            " (SELECT 1 FROM inbox WHERE run_id = ? AND consumed_at IS NULL)",
+            (now, c.run_id, c.run_id),
+        )
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    values = list(row)
+    values[14] = json.loads(values[14])
+    return RunRecord(*values)

@@ -1,0 +1,324 @@
+"""Tool contracts: typed Python functions declared with what they do to the world.
+
+A tool is a plain function (sync or async) wrapped by :func:`tool`. Its input schema comes
+from the parameters' type hints, its output schema from the return annotation, both through
+pydantic; the input JSON schema is what the model sees. A parameter annotated
+:class:`ToolContext` receives the call's context (run id, tenant, principal, idempotency key).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from charter.errors import ConfigError, NotFoundError, ToolImportError
+
+Effect = Literal["read", "write", "control"]
+Risk = Literal["low", "medium", "high", "critical"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryPolicy:
+    """Backoff for transient failures: ``initial * multiplier**n``, capped, with jitter."""
+
+    max_attempts: int = 3
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def backoff(self, attempt: int, rand: float) -> float:
+        """Delay before attempt ``attempt + 1``; ``rand`` is in [0, 1)."""
+        base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
+        return base * (1 - self.jitter + 2 * self.jitter * rand)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolContext:
+    """What a tool knows about the call it serves. ``run_id`` is also the trace id."""
+
+    run_id: str
+    tenant: str
+    principal: str
+    step: int
+    call_id: str
+    attempt: int = 1
+    idempotency_key: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.run_id
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """What the external system says about an effect: applied, not applied, or unknown (None)."""
+
+    applied: bool | None
+    output: Any = None
+
+
+ReconcileFn = Callable[[ToolContext, dict[str, Any]], Any]
+
+
+class Tool:
+    """A tool contract: the function plus everything the runtime must know to call it safely."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        version: str,
+        description: str,
+        effect: Effect,
+        risk: Risk,
+        owner: str,
+        idempotent: bool,
+        timeout_s: float,
+        retry: RetryPolicy,
+    ) -> None:
+        if effect not in ("read", "write", "control"):
+            raise ConfigError(f"tool {name!r}: effect must be 'read' or 'write', not {effect!r}")
+        if timeout_s <= 0:
+            raise ConfigError(f"tool {name!r}: timeout_s must be positive")
+        self.fn = fn
+        self.name = name
+        self.version = version
+        self.description = description
+        self.effect: Effect = effect
+        self.risk: Risk = risk
+        self.owner = owner
+        self.idempotent = idempotent
+        self.timeout_s = timeout_s
+        self.retry = retry
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.reconcile: ReconcileFn | None = None
+        self._context_param, self.input_model, self._output = _signature_models(fn, name)
+        self.input_schema: dict[str, Any] = self.input_model.model_json_schema()
+        self.input_schema.pop("title", None)
+
+    @property
+    def ref(self) -> str:
+        """``module:attribute`` from which a worker in another process imports this tool."""
+        return f"{self.fn.__module__}:{self.fn.__qualname__}"
+
+    @property
+    def output_schema(self) -> dict[str, Any]:
+        return self._output.json_schema()
+
+    def reconciler(self, fn: ReconcileFn) -> ReconcileFn:
+        """Register ``fn(ctx, arguments) -> Reconciliation`` to ask whether an effect happened."""
+        self.reconcile = fn
+        return fn
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check arguments against the input schema; raises pydantic's ValidationError."""
+        return self.input_model.model_validate(arguments).model_dump(mode="json")
+
+    def bind(self, ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the function: validated values plus the context."""
+        model = self.input_model.model_validate(arguments)
+        kwargs = {name: getattr(model, name) for name in type(model).model_fields}
+        if self._context_param:
+            kwargs[self._context_param] = ctx
+        return kwargs
+
+    def dump_output(self, value: Any) -> Any:
+        """The function's return value as plain JSON data."""
+        return self._output.dump_python(value, mode="json")
+
+    def describe(self) -> dict[str, Any]:
+        """The capabilities-registry entry for this tool."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "effect": self.effect,
+            "risk": self.risk,
+            "owner": self.owner,
+            "idempotent": self.idempotent,
+            "reconcile": self.reconcile is not None,
+            "timeout_s": self.timeout_s,
+            "max_attempts": self.retry.max_attempts,
+            "ref": self.ref,
+            "input_schema": self.input_schema,
+        }
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name} v{self.version} {self.effect}>"
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *,
+    effect: Effect = ...,
+    risk: Risk = ...,
+    owner: str = ...,
+    idempotent: bool | None = ...,
+    timeout_s: float = ...,
+    retry: RetryPolicy | int | None = ...,
+    name: str | None = ...,
+    version: str = ...,
+    description: str | None = ...,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    effect: Effect = "read",
+    risk: Risk = "low",
+    owner: str = "unowned",
+    idempotent: bool | None = None,
+    timeout_s: float = 30.0,
+    retry: RetryPolicy | int | None = None,
+    name: str | None = None,
+    version: str = "1",
+    description: str | None = None,
+) -> Any:
+    """Declare a function as a tool contract.
+
+    ``idempotent`` defaults to True for reads and False for writes: a write is only called
+    again after an unknown outcome when it says it honours its idempotency key.
+    ``retry`` is a :class:`RetryPolicy` or a number of attempts.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Tool:
+        policy = retry if isinstance(retry, RetryPolicy) else RetryPolicy(max_attempts=retry or 3)
+        return Tool(
+            f,
+            name=name or f.__name__,
+            version=version,
+            description=description or inspect.getdoc(f) or f.__name__,
+            effect=effect,
+            risk=risk,
+            owner=owner,
+            idempotent=(effect != "write") if idempotent is None else idempotent,
+            timeout_s=timeout_s,
+            retry=policy,
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _signature_models(
+    fn: Callable[..., Any], name: str
+) -> tuple[str | None, type[BaseModel], TypeAdapter[Any]]:
+    try:
+        hints = get_type_hints(fn)
+    except NameError as exc:
+        raise ConfigError(f"tool {name!r}: cannot resolve a type hint: {exc}") from exc
+    context_param: str | None = None
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"tool {name!r}: *args and **kwargs cannot be described to a model")
+        hint = hints.get(param.name)
+        if hint is ToolContext:
+            context_param = param.name
+            continue
+        if hint is None:
+            raise ConfigError(
+                f"tool {name!r}: parameter {param.name!r} needs a type hint",
+                hint="the model sees the JSON schema built from the hints",
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hint, default)
+    model = create_model(f"{name}_input", __config__=ConfigDict(extra="forbid"), **fields)
+    output: TypeAdapter[Any] = TypeAdapter(hints.get("return", Any))
+    return context_param, model, output
+
+
+# ---------------------------------------------------------------------------------------------
+# Control tools: handled by the engine itself, not executed as functions.
+
+
+@tool(effect="control", name="ask_principal")
+def ask_principal(question: str) -> str:
+    """Ask the person who started the run a question and wait for their reply."""
+    raise NotImplementedError("handled by the engine")  # pragma: no cover
+
+
+@tool(effect="control", name="sleep")
+def sleep(seconds: float) -> str:
+    """Pause the run for a number of seconds (a durable timer), then continue."""
+    raise NotImplementedError("handled by the engine")  # pragma: no cover
+
+
+def import_tool(ref: str) -> Tool:
+    """Import ``module:attribute`` and check that it is a tool contract."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ToolImportError(
+            f"bad tool reference {ref!r}", hint="write it as 'package.module:function'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ToolImportError(
+            f"cannot import module {module_name!r} for tool {ref!r}: {exc}",
+            hint="is the package installed, or the working directory on the path?",
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ToolImportError(f"module {module_name!r} has no attribute {attr!r}")
+    if not isinstance(obj, Tool):
+        raise ToolImportError(
+            f"{ref!r} is not a tool", hint="decorate the function with @charter.tool(...)"
+        )
+    return obj
+
+
+class ToolRegistry:
+    """The capabilities registry: every tool an agent may use, by name."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.register(t)
+
+    def register(self, t: Tool) -> Tool:
+        existing = self._tools.get(t.name)
+        if existing is not None and existing is not t:
+            raise ConfigError(f"two different tools are named {t.name!r}")
+        self._tools[t.name] = t
+        return t
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise NotFoundError(f"no tool named {name!r}") from None
+
+    def find(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._tools.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line a model can act on."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
