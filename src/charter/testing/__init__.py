@@ -1,0 +1,10 @@
+"""Doubles of what lies outside Charter (an LLM API, a payment provider, a CRM), for tests and demos.
+
+``ScriptedModel`` (in ``charter.models``) drives the loop without an LLM; ``FakeOpenAIServer``
+answers like an OpenAI-compatible endpoint; ``charter.testing.systems`` simulates the CRM,
+ticketing and billing systems the demo agent works against, each keeping its own ledger.
+"""
+
+from charter.testing.fake_openai import FakeOpenAIServer
+
+__all__ = ["FakeOpenAIServer"]
