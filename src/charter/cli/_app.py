@@ -1,0 +1,382 @@
+"""The commands. Each opens a Runtime on ``--db``, calls the library, and renders the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from charter._engine.faults import FAULT_POINTS, Faults
+from charter._engine.worker import WorkerOptions
+from charter.agents import load_agent
+from charter.cli._render import (
+    RUN_HEADERS,
+    echo_json,
+    run_detail,
+    run_line,
+    table,
+    timeline,
+)
+from charter.events import FINAL_STATUSES
+from charter.runtime import Runtime
+from charter.store import DEFAULT_URL
+
+T = TypeVar("T")
+STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
+
+db_option = click.option(
+    "--db",
+    "db_url",
+    envvar="CHARTER_DB",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Database URL (also CHARTER_DB).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+debug_option = click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+
+
+def with_runtime(db_url: str, work: Callable[[Runtime], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with Runtime.open(db_url) as rt:
+            return await work(rt)
+
+    return asyncio.run(main())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="charter")
+def cli() -> None:
+    """Charter runs AI agents as durable, governed jobs.
+
+    Runs survive crashes and resume at the step that died; write calls happen exactly once;
+    every run leaves a hash-chained event log you can audit.
+    """
+
+
+# -- starting and working runs ------------------------------------------------------------------
+
+
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--principal", default="anonymous", show_default=True, help="On whose behalf the run acts."
+    )(fn)
+    fn = click.option("--tenant", default="default", show_default=True, help="Tenant id.")(fn)
+    fn = click.option("--input", "text", required=True, help="The task, as the first message.")(fn)
+    return click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))(fn)
+
+
+@cli.command("run")
+@run_options
+@db_option
+@json_option
+@debug_option
+def run_cmd(
+    agent_file: Path,
+    text: str,
+    tenant: str,
+    principal: str,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Start a run and work it until it finishes or waits.
+
+    Exit code 0 when the run succeeded or is waiting, 1 when it failed or was escalated.
+    """
+    agent = load_agent(agent_file)
+
+    async def work(rt: Runtime) -> Any:
+        record = await rt.run(agent, text, tenant=tenant, principal=principal)
+        return record
+
+    record = with_runtime(db_url, work)
+    if as_json:
+        echo_json(record.to_dict())
+    else:
+        state = record.state
+        detail = state.get("output") or state.get("reason") or record.waiting_for or ""
+        click.echo(f"{record.run_id} {record.status}" + (f": {detail}" if detail else ""))
+    if record.status in FINAL_STATUSES and record.status != "succeeded":
+        sys.exit(1)
+
+
+@cli.command("start")
+@run_options
+@db_option
+@json_option
+@debug_option
+def start_cmd(
+    agent_file: Path,
+    text: str,
+    tenant: str,
+    principal: str,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """Enqueue a run for a worker; print its run id."""
+    agent = load_agent(agent_file)
+    run_id = with_runtime(
+        db_url, lambda rt: rt.start(agent, text, tenant=tenant, principal=principal)
+    )
+    if as_json:
+        echo_json({"run_id": run_id, "status": "queued"})
+    else:
+        click.echo(run_id)
+
+
+@cli.command("worker")
+@click.option("--until-idle", is_flag=True, help="Exit 0 once nothing is runnable.")
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Runs worked at once.",
+)
+@click.option(
+    "--lease-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="How long a claim lasts without a heartbeat.",
+)
+@click.option(
+    "--poll-seconds",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="How often to look for work when idle.",
+)
+@click.option(
+    "--fault-point",
+    default=None,
+    hidden=True,
+    help=f"Testing: SIGKILL this worker at NAME[:N], one of {', '.join(FAULT_POINTS)}.",
+)
+@click.option("--fault-delay", default=0.05, hidden=True, type=float)
+@db_option
+@debug_option
+def worker_cmd(
+    until_idle: bool,
+    concurrency: int,
+    lease_seconds: float,
+    poll_seconds: float,
+    fault_point: str | None,
+    fault_delay: float,
+    db_url: str,
+    debug: bool,
+) -> None:
+    """Claim and work runs until stopped (Ctrl-C or SIGTERM), or until idle."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    options = WorkerOptions(
+        concurrency=concurrency,
+        lease_s=lease_seconds,
+        poll_s=poll_seconds,
+        faults=Faults.parse(fault_point, during_delay_s=fault_delay),
+    )
+
+    async def work(rt: Runtime) -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = rt.worker(options)
+        logging.getLogger("charter.worker").info("worker %s on %s", worker.worker_id, db_url)
+        return await worker.run(until_idle=until_idle, stop=stop)
+
+    report = with_runtime(db_url, work)
+    click.echo(f"worked {len(report.worked)} run(s); {len(report.errors)} error(s)", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@cli.command("send")
+@click.argument("run_id")
+@click.argument("text")
+@db_option
+@debug_option
+def send_cmd(run_id: str, text: str, db_url: str, debug: bool) -> None:
+    """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
+    inbox_id = with_runtime(db_url, lambda rt: rt.send(run_id, text))
+    click.echo(f"message {inbox_id} delivered to {run_id}")
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """List and inspect runs."""
+
+
+@runs_group.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="Only runs in this status.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
+@db_option
+@json_option
+@debug_option
+def runs_list(status: str | None, limit: int, db_url: str, as_json: bool, debug: bool) -> None:
+    """Runs, newest first."""
+    records = with_runtime(db_url, lambda rt: rt.list_runs(status=status, limit=limit))
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+    elif not records:
+        click.echo("no runs" + (f" with status {status}" if status else ""))
+    else:
+        table(RUN_HEADERS, [run_line(r) for r in records])
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@db_option
+@json_option
+@debug_option
+def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
+    """One run: status, agent, counters against its budgets, outcome."""
+    record = with_runtime(db_url, lambda rt: rt.get_run(run_id))
+    if as_json:
+        echo_json(record.to_dict())
+    else:
+        run_detail(record)
+
+
+@cli.command("events")
+@click.argument("run_id")
+@db_option
+@json_option
+@debug_option
+def events_cmd(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
+    """A run's timeline: every event with its sequence number, time, type and summary."""
+    events = with_runtime(db_url, lambda rt: rt.events(run_id))
+    if as_json:
+        echo_json([e.to_dict() for e in events])
+    else:
+        timeline(events)
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Check the integrity of the event log."""
+
+
+@audit_group.command("verify")
+@click.argument("run_id", required=False)
+@click.option("--all", "all_runs", is_flag=True, help="Verify every run.")
+@db_option
+@json_option
+@debug_option
+def audit_verify(
+    run_id: str | None, all_runs: bool, db_url: str, as_json: bool, debug: bool
+) -> None:
+    """Recompute hash chains; exit 1 and name the first bad event if anything was altered."""
+    if bool(run_id) == all_runs:
+        raise click.UsageError("give a RUN_ID or --all")
+
+    async def work(rt: Runtime) -> Any:
+        breaks = await rt.verify(run_id)
+        count = 1 if run_id else len(await rt.store.run_ids())
+        return count, breaks
+
+    count, breaks = with_runtime(db_url, work)
+    if as_json:
+        echo_json(
+            {
+                "runs": count,
+                "ok": not breaks,
+                "breaks": [{"run_id": b.run_id, "seq": b.seq, "reason": b.reason} for b in breaks],
+            }
+        )
+    else:
+        for b in breaks:
+            click.echo(f"BROKEN {b.run_id} at event {b.seq}: {b.reason}")
+        if not breaks:
+            click.echo(f"ok: {count} run(s), every hash chain verifies")
+    if breaks:
+        sys.exit(1)
+
+
+@cli.group("tools")
+def tools_group() -> None:
+    """The capabilities registry."""
+
+
+@tools_group.command("list")
+@click.option(
+    "--agent",
+    "agent_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="List this agent's tools (repeatable); default: agents of stored runs.",
+)
+@db_option
+@json_option
+@debug_option
+def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug: bool) -> None:
+    """Every tool with its effect, risk, owner, idempotency and input schema."""
+    agents = [load_agent(p) for p in agent_files] if agent_files else None
+    tools = with_runtime(db_url, lambda rt: rt.tools(agents))
+    if as_json:
+        echo_json([t.describe() for t in tools])
+        return
+    if not tools:
+        click.echo("no tools: pass --agent AGENT.yaml, or start a run first")
+        return
+    table(
+        [
+            "name",
+            "version",
+            "effect",
+            "risk",
+            "owner",
+            "idempotent",
+            "reconcile",
+            "timeout",
+            "arguments",
+        ],
+        [
+            (
+                t.name,
+                t.version,
+                t.effect,
+                t.risk,
+                t.owner,
+                "yes" if t.idempotent else "no",
+                "yes" if t.reconcile else "no",
+                f"{t.timeout_s:g}s",
+                ", ".join(t.input_schema.get("properties", {})),
+            )
+            for t in tools
+        ],
+    )
+
+
+@cli.command("demo")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("charter-demo"),
+    show_default=True,
+    help="Where the demo keeps its databases (recreated).",
+)
+@debug_option
+def demo_cmd(workdir: Path, debug: bool) -> None:
+    """The support-desk demo: tickets, a crash mid-refund, resume, and the audit."""
+    from charter.demo.run import run_demo
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for old in workdir.glob("*.db*"):
+        old.unlink()
+    code = run_demo(workdir.resolve(), echo=click.echo)
+    sys.exit(code)
