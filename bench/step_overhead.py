@@ -61,7 +61,7 @@ def noop_sync(key: str) -> dict[str, Any]:
     return {"key": key, "ok": True}
 
 
-_MESSAGE = ("x" * MESSAGE_BYTES)[:MESSAGE_BYTES]
+_MESSAGE = "x" * MESSAGE_BYTES
 
 
 @tool(effect="read")

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -106,7 +107,8 @@ class SQLiteStore:
             self._migrate(self._reader)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
-        self._read_lock = threading.Lock()
+        # Reads get their own thread, so tools hung in the default executor cannot starve them.
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="charter-sqlite-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._closed = False
@@ -165,7 +167,8 @@ class SQLiteStore:
         if self._writer is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._writer.join)
-        self._reader.close()
+        await asyncio.get_running_loop().run_in_executor(self._reads, self._reader.close)
+        self._reads.shutdown(wait=True)
 
     # -- the writer ---------------------------------------------------------------------------
 
@@ -229,13 +232,14 @@ class SQLiteStore:
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
-            with self._read_lock:
-                try:
-                    return op(self._reader)
-                except sqlite3.Error as exc:
-                    raise translate(exc, self.path) from exc
+            try:
+                return op(self._reader)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from exc
 
-        return await asyncio.to_thread(run)
+        if self._closed:
+            raise StoreError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._reads, run)
 
     # -- agents and runs ----------------------------------------------------------------------
 

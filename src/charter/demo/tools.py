@@ -1,0 +1,177 @@
+"""The support desk's tools: Charter contracts over the simulated CRM, ticketing and billing.
+
+Each contract says honestly what the call does to the world: reads are ``read``; the ticket
+update is a write that honours its idempotency key; the refund is a write that does *not*
+(billing makes a new refund per call) but can be reconciled by asking billing for the key;
+the email is a write that can be neither repeated safely nor checked, so an unknown outcome
+for it escalates to a human.
+
+The tools open the systems database at :data:`SYSTEMS_PATH` on every call, so a worker in
+another process, started in the same directory, finds the same systems.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+import charter
+from charter import Reconciliation, ToolContext, ToolError
+from charter.testing.systems import RecordNotFound, Systems, SystemsError
+
+SYSTEMS_PATH: str = "charter-demo-systems.db"
+"""Where the systems database is; relative paths are from the working directory."""
+
+
+def set_systems_path(path: str | Path) -> None:
+    """Point the demo tools at another systems database."""
+    global SYSTEMS_PATH
+    SYSTEMS_PATH = str(path)
+
+
+def systems() -> Systems:
+    """The systems the tools talk to (the database must exist and be seeded)."""
+    try:
+        return Systems(SYSTEMS_PATH, create=False)
+    except SystemsError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+class NotFound(ToolError):
+    code = "not_found"
+
+
+class Rejected(ToolError):
+    code = "rejected"
+
+
+def _as_tool_error(exc: SystemsError) -> ToolError:
+    """The systems' refusal as an error the model can read and act on."""
+    return NotFound(str(exc)) if isinstance(exc, RecordNotFound) else Rejected(str(exc))
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+class Article(BaseModel):
+    article_id: str
+    title: str
+    snippet: str
+    score: int
+
+
+class Customer(BaseModel):
+    customer_id: str
+    name: str
+    email: str
+    tier: str
+
+
+class Order(BaseModel):
+    order_id: str
+    customer_id: str
+    item: str
+    amount: float
+    refunded: float
+    currency: str
+    status: str
+    placed_on: str
+    tracking: str | None = None
+
+
+class TicketUpdate(BaseModel):
+    update_id: int
+    ticket_id: str
+    status: str
+    note: str
+
+
+class Refund(BaseModel):
+    refund_id: str
+    order_id: str
+    amount: float
+    currency: str
+    reason: str
+
+
+class EmailReceipt(BaseModel):
+    message_id: int
+    recipient: str
+    subject: str
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+@charter.tool(effect="read", owner="support")
+def kb_search(query: str) -> list[Article]:
+    """Search the help-centre knowledge base; returns up to three matching articles."""
+    return [Article.model_validate(hit) for hit in systems().kb_search(query)]
+
+
+@charter.tool(effect="read", owner="support")
+def lookup_order(order_id: str) -> Order:
+    """Look an order up in the CRM: item, amount, amount already refunded, status, tracking."""
+    try:
+        return Order.model_validate(systems().order(order_id))
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+
+
+@charter.tool(effect="read", owner="support")
+def lookup_customer(customer_id: str) -> Customer:
+    """Look a customer up in the CRM: name, email address on file, tier."""
+    try:
+        return Customer.model_validate(systems().customer(customer_id))
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+@charter.tool(effect="write", risk="medium", owner="support", idempotent=True)
+def update_ticket(
+    ctx: ToolContext,
+    ticket_id: str,
+    status: Literal["open", "pending", "resolved", "escalated"],
+    note: str,
+) -> TicketUpdate:
+    """Set a support ticket's status and add an internal note explaining what was done."""
+    key = ctx.idempotency_key or f"{ctx.run_id}:{ctx.step}:{ctx.call_id}"
+    try:
+        return TicketUpdate.model_validate(systems().update_ticket(ticket_id, status, note, key))
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+
+
+@charter.tool(effect="write", risk="high", owner="billing", idempotent=False)
+def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> Refund:
+    """Refund part or all of an order to the customer's card (amount in EUR)."""
+    try:
+        made = systems().refund(order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason)
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+    return Refund.model_validate(made)
+
+
+@refund.reconciler
+def _refund_happened(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliation:
+    """Ask billing whether a refund with this call's idempotency key exists."""
+    if ctx.idempotency_key is None:
+        return Reconciliation(applied=None)
+    found = systems().find_refund(ctx.idempotency_key)
+    if found is None:
+        return Reconciliation(applied=False)
+    return Reconciliation(applied=True, output=Refund.model_validate(found))
+
+
+@charter.tool(effect="write", risk="medium", owner="support", idempotent=False)
+def send_email(ctx: ToolContext, to: str, subject: str, body: str) -> EmailReceipt:
+    """Email a customer. Every call sends a message; there is no way to ask if one went out."""
+    receipt = systems().send_email(
+        to, subject, body, idempotency_key=ctx.idempotency_key, run_id=ctx.run_id
+    )
+    return EmailReceipt.model_validate(receipt)
