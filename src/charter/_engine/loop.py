@@ -96,7 +96,7 @@ class RunDriver:
         self._seq = 0
         self._hash = ""
         self._committed_seq = 0
-        self._ready_at = self.clock()
+        self._ready_at = self._claimed_at = self.clock()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -211,7 +211,9 @@ class RunDriver:
         return False
 
     def _active_s(self) -> float:
-        return self.state.active_s + max(0.0, self.clock() - self.state.last_at)
+        """Work time so far: the committed total plus the time since this worker's last event."""
+        since = max(self.state.last_at, self._claimed_at)
+        return self.state.active_s + max(0.0, self.clock() - since)
 
     def _deadline(self) -> float | None:
         limit = self.agent.budgets.timeout_seconds

@@ -69,7 +69,10 @@ def fold(state: RunState, event: Event) -> RunState:
     """The state after ``event``. Pure: the same events always give the same state."""
     body = event.body
     changes: dict[str, object] = {"last_at": event.at}
-    if state.status not in ("queued", "waiting") and state.last_at:
+    if state.status == "running" and not isinstance(body, RunResumed):
+        # Work time only: not time queued, waiting, or lost to a dead worker before recovery.
+        # (The first model call after a run leaves the queue is not counted: no event marks
+        # the claim.)
         changes["active_s"] = state.active_s + max(0.0, event.at - state.last_at)
     match body:
         case RunStarted():

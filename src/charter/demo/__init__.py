@@ -1,4 +1,4 @@
-"""The support-desk demo: an agent working tickets against simulated CRM, ticket and billing systems.
+"""The support-desk demo: an agent works tickets against a simulated CRM, tickets and billing.
 
 ``charter demo`` (or :func:`charter.demo.run.run_demo`) seeds the systems, works a handful of
 realistic tickets, kills a worker in the middle of a refund, resumes the run in another worker

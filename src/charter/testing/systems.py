@@ -108,7 +108,7 @@ FLAKY_MAIL_DOMAINS = frozenset({"lagoon-mail.example"})
 """The simulated relay accepts mail for these domains, then drops the connection."""
 
 TICKET_STATUSES = ("open", "pending", "resolved", "escalated")
-_STOP = frozenset("the and for how can you what with that this does my our your are".split())
+_STOP = frozenset({"the", "and", "for", "how", "can", "you", "what", "with", "that", "this"})
 
 
 class SystemsError(Exception):
@@ -224,11 +224,6 @@ class Systems:
                 (ticket_id,),
             ).fetchall()
         return {**dict(row), "notes": [dict(n) for n in notes]}
-
-    def tickets(self) -> list[dict[str, Any]]:
-        with self._tx() as conn:
-            rows = conn.execute("SELECT * FROM tickets ORDER BY ticket_id").fetchall()
-        return [dict(r) for r in rows]
 
     def update_ticket(
         self, ticket_id: str, status: str, note: str, idempotency_key: str
