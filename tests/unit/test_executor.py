@@ -300,3 +300,25 @@ def test_the_breaker_counts_tools_separately() -> None:
 
     assert _call(fragile, executor=executor).error.code == "circuit_open"  # type: ignore[union-attr]
     assert _call(sturdy, executor=executor).ok
+
+
+def test_after_the_cool_down_only_one_trial_call_is_let_through() -> None:
+    clock = FakeClock(100.0)
+    executor = ToolExecutor(breaker=CircuitBreaker(threshold=1, cooldown_s=10.0, clock=clock))
+    calls = 0
+
+    @tool(name="probe")
+    async def probe() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)  # the trial is still in flight when the second call comes
+        raise RuntimeError("still down")
+
+    async def main() -> list[Outcome]:
+        await executor.call(probe, CTX, {})  # opens the circuit
+        clock.advance(10.0)
+        return list(await asyncio.gather(*(executor.call(probe, CTX, {}) for _ in range(2))))
+
+    outcomes = asyncio.run(main())
+    assert calls == 2, "the failing call, then exactly one trial"
+    assert sorted(o.error.code for o in outcomes if o.error) == ["circuit_open", "tool_raised"]

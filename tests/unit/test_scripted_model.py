@@ -98,8 +98,19 @@ def test_an_exhausted_script_is_a_model_error() -> None:
         ([{"content": "ok"}, "not an object"], "'responses' must be a list of objects"),
         ([{"content": "ok", "tool_cals": []}], "unknown field(s) ['tool_cals']"),
         ({"scripts": [{"match": "(", "responses": []}]}, "bad 'match' regex"),
+        ([{"tool_calls": [{"arguments": {"order_id": "A1"}}]}], "name"),
+        ([{"tool_calls": "lookup"}], "tool_calls"),
     ],
-    ids=["string", "no-scripts-key", "no-responses", "non-object", "unknown-field", "bad-regex"],
+    ids=[
+        "string",
+        "no-scripts-key",
+        "no-responses",
+        "non-object",
+        "unknown-field",
+        "bad-regex",
+        "tool-call-without-name",
+        "tool-calls-not-a-list",
+    ],
 )
 def test_a_bad_script_is_a_config_error(script: Any, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -133,7 +133,7 @@ class ToolExecutor:
             else:
                 value = await asyncio.wait_for(asyncio.to_thread(tool.fn, **kwargs), timeout)
         except TransientToolError as exc:
-            return _failed("transient", str(exc), retryable=True)
+            return _failed(exc.code, str(exc), retryable=True)
         except (TimeoutError, ConnectionError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
             text = f"no answer within {timeout:g}s" if kind == "timeout" else str(exc)

@@ -175,7 +175,7 @@ class _Demo:
         budgets = [e.body.budget for e in events if isinstance(e.body, BudgetExceeded)]
         self.check(budgets == ["max_steps"], "T-2005: stopped by the max_steps budget")
         unknown = self.unknown(await self.events(rt, "T-2006"))
-        sent = [m for m in self.systems.outbox() if m["run_id"] == self.runs["T-2006"]]
+        sent = [m for m in self.systems.emails() if m["run_id"] == self.runs["T-2006"]]
         self.check(
             unknown == ["escalate"] and len(sent) == 1,
             f"T-2006: email outcome unknown -> escalated, not resent (outbox holds {len(sent)})",
@@ -244,7 +244,7 @@ class _Demo:
         self.check(status == CRASH.expect, f"{CRASH.ticket_id} {status} after the resume")
         self.check(
             self.unknown(events) == ["reconcile"],
-            "the unknown refund outcome was settled by asking billing (reconcile), not by a retry",
+            "the unknown refund outcome was settled by asking billing (reconcile), not by guessing",
         )
         keys = [e.body.idempotency_key for e in events if isinstance(e.body, ToolCallStarted)
                 and e.body.tool == "refund"]  # fmt: skip

@@ -39,17 +39,10 @@ def systems() -> Systems:
         raise ToolError(str(exc)) from exc
 
 
-class NotFound(ToolError):
-    code = "not_found"
-
-
-class Rejected(ToolError):
-    code = "rejected"
-
-
 def _as_tool_error(exc: SystemsError) -> ToolError:
     """The systems' refusal as an error the model can read and act on."""
-    return NotFound(str(exc)) if isinstance(exc, RecordNotFound) else Rejected(str(exc))
+    kind = "not found" if isinstance(exc, RecordNotFound) else "rejected"
+    return ToolError(f"{kind}: {exc}")
 
 
 # -- outputs ---------------------------------------------------------------------------------

@@ -126,7 +126,9 @@ class RequestRejected(SystemsError, ValueError):
 class Systems:
     """The CRM, ticketing and billing systems over one SQLite file at ``path``."""
 
-    def __init__(self, path: str | Path, *, create: bool = True, busy_timeout_s: float = 10.0):
+    def __init__(
+        self, path: str | Path, *, create: bool = True, busy_timeout_s: float = 10.0
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         if not create and not self.path.exists():
@@ -189,6 +191,12 @@ class Systems:
                 "INSERT OR REPLACE INTO settings VALUES ('latency_s', ?)", (str(float(value)),)
             )
 
+    def set_latency(self, seconds: float) -> None:
+        self.latency_s = seconds
+
+    def close(self) -> None:
+        """Nothing to release: every method opens and closes its own connection."""
+
     # -- CRM ----------------------------------------------------------------------------------
 
     def customer(self, customer_id: str) -> dict[str, Any]:
@@ -249,6 +257,12 @@ class Systems:
             ).fetchone()
         return dict(row)
 
+    def ticket_updates(self) -> list[dict[str, Any]]:
+        """Every applied ticket update, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute("SELECT * FROM ticket_updates ORDER BY update_id").fetchall()
+        return [dict(r) for r in rows]
+
     def send_email(
         self, to: str, subject: str, body: str, *, idempotency_key: str | None, run_id: str | None
     ) -> dict[str, Any]:
@@ -263,7 +277,8 @@ class Systems:
             raise ConnectionResetError("mail relay reset the connection after the DATA command")
         return dict(row)
 
-    def outbox(self) -> list[dict[str, Any]]:
+    def emails(self) -> list[dict[str, Any]]:
+        """Every message handed to the mail relay (the outbox), oldest first."""
         with self._tx() as conn:
             rows = conn.execute("SELECT * FROM outbox ORDER BY message_id").fetchall()
         return [dict(r) for r in rows]
