@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.helpers import tools as helper_tools
 
 from charter import (
     Agent,
@@ -43,7 +45,6 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.models import Message, ModelRequest, ModelResponse
-from tests.helpers import tools as helper_tools
 
 T = TypeVar("T")
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
@@ -577,8 +578,10 @@ def _unimportable_agent() -> Agent:
 
 
 def test_work_on_a_run_whose_agent_cannot_be_rebuilt_reports_the_error_and_returns(
-    db_url: str,
+    db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.CRITICAL, logger="charter.worker")  # one line per retry otherwise
+
     async def start(rt: Runtime) -> str:
         return await rt.start(_unimportable_agent(), "hello")
 

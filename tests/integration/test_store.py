@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.helpers.strategies import seal_chain
 
 from charter import ConflictError, NotFoundError, RunStateError, StoreError
 from charter._engine.state import fold_all
@@ -30,7 +31,6 @@ from charter.events import (
 )
 from charter.memory import StoreMemory
 from charter.store import Claim, Commit, NewRun, SQLiteStore, open_store
-from tests.helpers.strategies import seal_chain
 
 T = TypeVar("T")
 

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.helpers import tools as helper_tools
 
 from charter import Agent, Budgets, ConfigError, ModelSpec, ScriptedModel, load_agent, tool
 from charter.errors import ToolImportError
 from charter.models import build_model
 from charter.tools import ask_principal
-from tests.helpers import tools as helper_tools
 
 SCRIPT = [{"tool_calls": [{"name": "lookup", "arguments": {"order_id": "A1"}}]}, {"content": "ok"}]
 
@@ -109,14 +109,14 @@ def test_a_missing_instructions_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_a_missing_script_file_is_a_config_error(tmp_path: Path) -> None:
     text = _valid(tmp_path).replace("responses.json", "gone.json")
-    with pytest.raises(ConfigError, match="model.script file"):
+    with pytest.raises(ConfigError, match=r"model\.script file"):
         load_agent(_write_agent(tmp_path, text))
 
 
 def test_a_script_file_that_is_not_json_is_a_config_error(tmp_path: Path) -> None:
     path = _write_agent(tmp_path, _valid(tmp_path))
     (tmp_path / "scripts" / "responses.json").write_text("[{not json")
-    with pytest.raises(ConfigError, match="model.script is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"model\.script is not valid JSON"):
         load_agent(path)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.helpers.strategies import seal_chain
+
 from charter._engine.context import Conversation, to_message
 from charter.events import (
     ErrorInfo,
@@ -14,7 +16,6 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.models import Message
-from tests.helpers.strategies import seal_chain
 
 
 def _user(text: str) -> Message:
@@ -81,7 +82,11 @@ def test_events_become_messages() -> None:
         "run_1",
         [
             RunStarted(
-                agent_name="a", agent_version="1", agent_hash="h", tenant="t", principal="p",
+                agent_name="a",
+                agent_version="1",
+                agent_hash="h",
+                tenant="t",
+                principal="p",
                 input="hi",
             ),
             MessageReceived(text="hi", source="input"),
@@ -104,4 +109,6 @@ def test_events_become_messages() -> None:
     assert to_message(events[0]) is None
     assert to_message(events[3]) is None
     assert conv.messages[2] == Message(role="tool", content='{"n": 1}', tool_call_id="c1")
-    assert conv.messages[3].content == '{"error": {"code": "x", "message": "bad", "retryable": false}}'
+    assert (
+        conv.messages[3].content == '{"error": {"code": "x", "message": "bad", "retryable": false}}'
+    )

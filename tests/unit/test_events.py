@@ -8,6 +8,7 @@ from typing import Any, get_args
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from tests.helpers.strategies import body_strategy, event_chains
 
 from charter.events import (
     BODY_TYPES,
@@ -19,7 +20,6 @@ from charter.events import (
     summarize,
     verify_chain,
 )
-from tests.helpers.strategies import body_strategy, event_chains
 
 RUN_ID = "run_test"
 
@@ -27,9 +27,7 @@ Row = tuple[int, str, int, float, str, str, str]
 
 
 def _rows(events: list[Event]) -> list[Row]:
-    return [
-        (e.seq, e.type, e.schema_version, e.at, e.payload, e.prev_hash, e.hash) for e in events
-    ]
+    return [(e.seq, e.type, e.schema_version, e.at, e.payload, e.prev_hash, e.hash) for e in events]
 
 
 def _type_name(body_type: type[Any]) -> str:
@@ -46,7 +44,9 @@ def test_body_types_are_exactly_the_members_of_the_event_union() -> None:
 @pytest.mark.parametrize("body_type", BODY_TYPES, ids=lambda t: t.__name__)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_every_body_type_round_trips_through_json(body_type: type[Any], data: st.DataObject) -> None:
+def test_every_body_type_round_trips_through_json(
+    body_type: type[Any], data: st.DataObject
+) -> None:
     body = data.draw(body_strategy(body_type))
     event = Event.seal(run_id=RUN_ID, seq=1, at=12.5, body=body, prev_hash=GENESIS_HASH)
 

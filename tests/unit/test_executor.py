@@ -151,9 +151,7 @@ def test_a_plain_exception_is_not_retried_and_is_reported_as_tool_raised() -> No
 # -- timeouts ---------------------------------------------------------------------------------
 
 
-def _slow_first(
-    *, effect: str, idempotent: bool | None = None
-) -> tuple[Tool, list[ToolContext]]:
+def _slow_first(*, effect: str, idempotent: bool | None = None) -> tuple[Tool, list[ToolContext]]:
     """A tool whose first call hangs past its timeout and whose later calls answer at once."""
     calls: list[ToolContext] = []
 

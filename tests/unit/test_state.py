@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.helpers.strategies import event_chains, seal_chain
 
 from charter._engine.state import RunState, fold, fold_all
 from charter.events import (
+    ErrorInfo,
     Event,
     MessageReceived,
     ModelResponded,
@@ -21,9 +23,7 @@ from charter.events import (
     ToolCallStarted,
     ToolCallSucceeded,
     Usage,
-    ErrorInfo,
 )
-from tests.helpers.strategies import event_chains, seal_chain
 
 
 def _responded(step: int, tokens: tuple[int, int], *calls: str) -> ModelResponded:
@@ -48,7 +48,9 @@ def _realistic_run() -> list[Event]:
         _responded(1, (10, 5), "c1", "c2"),
         ToolCallProposed(step=1, call_id="c1", tool="lookup", effect="read", arguments={"q": 1}),
         ToolCallProposed(step=1, call_id="c2", tool="nope", effect="unknown", arguments={}),
-        ToolCallRejected(call_id="c2", tool="nope", error=ErrorInfo(code="unknown_tool", message="x")),
+        ToolCallRejected(
+            call_id="c2", tool="nope", error=ErrorInfo(code="unknown_tool", message="x")
+        ),
         ToolCallSucceeded(call_id="c1", tool="lookup", output={"ok": True}),
         _responded(2, (20, 3), "c3"),
         ToolCallProposed(step=2, call_id="c3", tool="ask_principal", effect="control"),
@@ -59,7 +61,9 @@ def _realistic_run() -> list[Event]:
         _responded(3, (30, 4), "c4"),
         ToolCallProposed(step=3, call_id="c4", tool="refund", effect="write", arguments={}),
         ToolCallStarted(call_id="c4", tool="refund", idempotency_key="r:3:c4"),
-        ToolCallFailed(call_id="c4", tool="refund", error=ErrorInfo(code="tool_raised", message="x")),
+        ToolCallFailed(
+            call_id="c4", tool="refund", error=ErrorInfo(code="tool_raised", message="x")
+        ),
         _responded(4, (40, 2)),
         RunFinished(status="succeeded", output="all done"),
     ]

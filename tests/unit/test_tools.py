@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from tests.helpers import tools as helper_tools
 
 from charter import RetryPolicy, Tool, ToolContext, ToolRegistry, tool
 from charter.errors import ConfigError, NotFoundError, ToolImportError
 from charter.tools import import_tool, validation_message
-from tests.helpers import tools as helper_tools
 
 
 @tool(effect="read")

@@ -1,4 +1,4 @@
-"""Doubles of what lies outside Charter (an LLM API, a payment provider, a CRM), for tests and demos.
+"""Doubles of what lies outside Charter (an LLM API, a payment provider, a CRM).
 
 ``ScriptedModel`` (in ``charter.models``) drives the loop without an LLM; ``FakeOpenAIServer``
 answers like an OpenAI-compatible endpoint; ``charter.testing.systems`` simulates the CRM,
