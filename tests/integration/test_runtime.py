@@ -615,7 +615,7 @@ def test_a_model_raising_an_unexpected_exception_does_not_hang_run(db_url: str) 
             await asyncio.wait_for(rt.run(agent, "hello"), timeout=3)
         except TimeoutError:
             pytest.fail("Runtime.run() never returned after the model raised RuntimeError")
-        except RuntimeError:
-            pass  # surfacing the model's own error to the caller is an acceptable ending
+        except Exception:
+            pass  # surfacing an error to the caller is an acceptable ending; hanging is not
 
     _in_runtime(db_url, scenario)

@@ -9,12 +9,20 @@ from typing import Any
 import pytest
 
 from charter import ConfigError, ModelError, ScriptedModel
-from charter.models import Message, ModelRequest, ModelResponse, ModelSpec, build_model
+from charter.models import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelSpec,
+    build_model,
+    estimate_tokens,
+)
 
 
 def _ask(model: ScriptedModel, step: int, text: str = "hello") -> ModelResponse:
+    """Ask as the run whose input is ``text`` (one run per distinct input)."""
     request = ModelRequest(
-        run_id="run_1",
+        run_id=f"run:{text}",
         step=step,
         messages=(Message(role="system", content="sys"), Message(role="user", content=text)),
         tools=(),
@@ -52,10 +60,12 @@ def test_the_same_step_gives_the_same_response() -> None:
     assert _ask(model, 1) == _ask(model, 1)
 
 
-def test_usage_is_a_deterministic_estimate() -> None:
-    response = _ask(ScriptedModel([{"content": "x" * 40}]), 0, text="y" * 80)
-    assert response.usage.output_tokens == 10
-    assert response.usage.input_tokens == 20 + 1  # a non-empty text is at least one token
+def test_usage_is_a_deterministic_estimate_of_about_four_characters_a_token() -> None:
+    model = ScriptedModel([{"content": "x" * 40}])
+    response = _ask(model, 0, text="y" * 80)
+    assert response.usage == _ask(model, 0, text="y" * 80).usage
+    assert response.usage.output_tokens == estimate_tokens("x" * 40) == 10
+    assert response.usage.input_tokens == pytest.approx((len("sys") + 80) / 4, abs=2)
     assert response.model == "scripted"
 
 

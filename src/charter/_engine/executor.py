@@ -108,7 +108,7 @@ class ToolExecutor:
                     retryable=True,
                 )
                 return Outcome(ok=False, error=error, attempts=attempt, duration_ms=0.0)
-            call_ctx = dataclasses.replace(ctx, attempt=attempt)
+            call_ctx = ctx if attempt == ctx.attempt else dataclasses.replace(ctx, attempt=attempt)
             outcome = await self._attempt(tool, call_ctx, arguments, deadline)
             self.breaker.record(tool.name, outcome.ok)
             elapsed = (self._clock() - started) * 1000
@@ -129,7 +129,8 @@ class ToolExecutor:
         try:
             kwargs = tool.bind(ctx, arguments)
             if tool.is_async:
-                value = await asyncio.wait_for(tool.fn(**kwargs), timeout)
+                async with asyncio.timeout(timeout):
+                    value = await tool.fn(**kwargs)
             else:
                 value = await asyncio.wait_for(asyncio.to_thread(tool.fn, **kwargs), timeout)
         except TransientToolError as exc:

@@ -320,7 +320,9 @@ class RunDriver:
     async def _execute_pending(self) -> None:
         pending = [p for p in self.state.pending if p.stage == "proposed"]
         reads = [p for p in pending if p.effect == "read"]
-        if reads:
+        if len(reads) == 1:
+            self._record_outcome(reads[0], await self._invoke(reads[0]))
+        elif reads:
             outcomes = await asyncio.gather(*(self._invoke(p) for p in reads))
             for call, outcome in zip(reads, outcomes, strict=True):
                 self._record_outcome(call, outcome)

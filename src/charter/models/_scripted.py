@@ -26,12 +26,24 @@ class ScriptedModel:
     def __init__(self, script: Any, *, name: str = "scripted") -> None:
         self.name = name
         self._scripts = _parse(script)
+        self._chosen: dict[str, list[dict[str, Any]]] = {}
+
+    def _script_for(self, request: ModelRequest) -> list[dict[str, Any]]:
+        """The script for this run, chosen once by its first user message."""
+        chosen = self._chosen.get(request.run_id)
+        if chosen is not None:
+            return chosen
+        first_user = next((m.content or "" for m in request.messages if m.role == "user"), "")
+        chosen = next((r for pat, r in self._scripts if pat.search(first_user)), None)
+        if chosen is None:
+            raise ModelError(f"no script matches the input {first_user[:60]!r}")
+        if len(self._chosen) >= 10_000:
+            self._chosen.clear()
+        self._chosen[request.run_id] = chosen
+        return chosen
 
     async def respond(self, request: ModelRequest) -> ModelResponse:
-        first_user = next((m.content or "" for m in request.messages if m.role == "user"), "")
-        responses = next((r for pat, r in self._scripts if pat.search(first_user)), None)
-        if responses is None:
-            raise ModelError(f"no script matches the input {first_user[:60]!r}")
+        responses = self._script_for(request)
         if request.step >= len(responses):
             raise ModelError(
                 f"the script has {len(responses)} responses; step {request.step} asked for more"
@@ -48,7 +60,8 @@ class ScriptedModel:
             for i, c in enumerate(raw.get("tool_calls", ()))
         )
         content = raw.get("content")
-        prompt = sum(estimate_tokens(m.content) for m in request.messages)
+        # The same estimate as estimate_tokens, over the whole prompt at once (this runs per step).
+        prompt = sum(len(m.content) for m in request.messages if m.content) // 4
         out = estimate_tokens(content) + sum(estimate_tokens(c.arguments) for c in calls)
         return ModelResponse(
             content=content,

@@ -210,6 +210,16 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             now = self._clock()
+            if len(batch) == 1:  # nothing to isolate it from: its failure rolls back all
+                try:
+                    results.append((True, batch[0][0](conn, now)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    results.append((False, exc))
+                else:
+                    conn.execute("COMMIT")
+                self._resolve_all(batch, results)
+                return
             for op, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
@@ -225,6 +235,9 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             error = translate(exc, self.path)
             results = [(False, error)] * len(batch)
+        self._resolve_all(batch, results)
+
+    def _resolve_all(self, batch: list[Any], results: list[tuple[bool, Any]]) -> None:
         for (_, fut, loop), (ok, value) in zip(batch, results, strict=True):
             if isinstance(value, sqlite3.Error):
                 ok, value = False, translate(value, self.path)
