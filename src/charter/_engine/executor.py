@@ -55,24 +55,27 @@ class CircuitBreaker:
         self._clock = clock
         self._failures: dict[str, int] = {}
         self._open_until: dict[str, float] = {}
+        self._trial: set[str] = set()
 
     def is_open(self, name: str) -> bool:
+        """True when a call must fail fast. After the cool-down, the first caller is the trial."""
         until = self._open_until.get(name)
         if until is None:
             return False
-        if self._clock() >= until:
-            del self._open_until[name]  # half-open: one trial call
-            self._failures[name] = self.threshold - 1
-            return False
-        return True
+        if name in self._trial or self._clock() < until:
+            return True
+        self._trial.add(name)  # half-open: this call is the one trial; others still fail fast
+        return False
 
     def record(self, name: str, ok: bool) -> None:
+        self._trial.discard(name)
         if ok:
             self._failures.pop(name, None)
+            self._open_until.pop(name, None)
             return
         count = self._failures.get(name, 0) + 1
         self._failures[name] = count
-        if count >= self.threshold:
+        if count >= self.threshold or name in self._open_until:
             self._open_until[name] = self._clock() + self.cooldown_s
 
 
@@ -112,12 +115,18 @@ class ToolExecutor:
             outcome = await self._attempt(tool, call_ctx, arguments, deadline)
             self.breaker.record(tool.name, outcome.ok)
             elapsed = (self._clock() - started) * 1000
-            if outcome.ok or outcome.unknown or not _retryable(outcome):
-                return dataclasses.replace(outcome, attempts=attempt, duration_ms=elapsed)
-            delay = tool.retry.backoff(attempt, self._rand.random())
+            final = outcome.ok or outcome.unknown or not _retryable(outcome)
+            delay = 0.0 if final else tool.retry.backoff(attempt, self._rand.random())
             out_of_time = deadline is not None and self._clock() + delay >= deadline
-            if attempt >= tool.retry.max_attempts or out_of_time:
-                return dataclasses.replace(outcome, attempts=attempt, duration_ms=elapsed)
+            if final or attempt >= tool.retry.max_attempts or out_of_time:
+                return Outcome(
+                    ok=outcome.ok,
+                    output=outcome.output,
+                    error=outcome.error,
+                    attempts=attempt,
+                    duration_ms=elapsed,
+                    unknown=outcome.unknown,
+                )
             await asyncio.sleep(delay)
 
     async def _attempt(

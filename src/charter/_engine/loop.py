@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from charter._engine.context import Conversation
 from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
-from charter._engine.state import PendingCall, RunState, fold
+from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
 from charter.errors import ModelError
 from charter.events import (
@@ -51,6 +51,38 @@ from charter.events import (
 from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.store import Claim, Commit, RunRecord, Store
 from charter.tools import Reconciliation, Tool, ToolContext, validation_message
+
+
+async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
+    """End a run this worker cannot work (its agent cannot be built, or the engine failed).
+
+    The run is marked ``failed`` with the reason, so no worker claims it again in a loop.
+    """
+    events = await store.load_events(claim.run_id)
+    state = fold_all(events)
+    if state.finished:
+        return
+    finished = Event.seal(
+        run_id=claim.run_id,
+        seq=events[-1].seq + 1,
+        at=time.time(),
+        body=RunFinished(status="failed", reason=reason),
+        prev_hash=events[-1].hash,
+    )
+    state = fold(state, finished)
+    await store.commit(
+        Commit(
+            run_id=claim.run_id,
+            worker=worker,
+            epoch=claim.epoch,
+            expected_seq=events[-1].seq,
+            events=(finished,),
+            state=state.model_dump_json(),
+            status=state.status,
+            ready_at=None,
+            release=True,
+        )
+    )
 
 
 def idempotency_key(run_id: str, step: int, call_id: str) -> str:
@@ -326,12 +358,16 @@ class RunDriver:
             outcomes = await asyncio.gather(*(self._invoke(p) for p in reads))
             for call, outcome in zip(reads, outcomes, strict=True):
                 self._record_outcome(call, outcome)
-        for call in pending:
+        # Writes in the order proposed, then control calls (which may park the run), so that
+        # every result of this step is in the log before the run waits.
+        for call in [p for p in pending if p.effect == "write"] + [
+            p for p in pending if p.effect == "control"
+        ]:
             if self.state.finished or self.state.status == "waiting":
                 return
             if call.effect == "control":
                 self._control(call)
-            elif call.effect == "write":
+            else:
                 await self._write(call)
 
     async def _write(self, call: PendingCall) -> None:

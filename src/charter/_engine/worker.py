@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
-from charter._engine.loop import RunDriver
+from charter._engine.loop import RunDriver, abandon
 from charter.agents import Agent
-from charter.errors import CharterError, ConflictError
+from charter.errors import CharterError, ConflictError, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
 from charter.store import Claim, RunRecord, Store
@@ -154,11 +154,19 @@ class Worker:
         except ConflictError as exc:
             report.errors[run_id] = exc.message
             log.warning("%s: lease lost, another worker has it (%s)", run_id, exc.message)
-        except CharterError as exc:
+        except StoreError as exc:  # the database, not the run: let go and retry later
             report.errors[run_id] = str(exc)
             log.error("%s: %s", run_id, exc)
             with contextlib.suppress(CharterError):
                 await self.store.release(self.worker_id, run_id, claim.epoch)
+        except Exception as exc:  # the run cannot be worked here: fail it, with the reason
+            reason = f"worker error: {type(exc).__name__}: {exc}"
+            report.errors[run_id] = reason
+            log.error("%s: %s", run_id, reason, exc_info=not isinstance(exc, CharterError))
+            try:
+                await abandon(self.store, claim, self.worker_id, reason)
+            except CharterError as again:
+                log.error("%s: could not mark the run failed: %s", run_id, again)
         finally:
             self._tasks.pop(run_id, None)
 

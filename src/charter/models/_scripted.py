@@ -71,6 +71,20 @@ class ScriptedModel:
         )
 
 
+def _check_response(response: dict[str, Any], where: str) -> None:
+    unknown = set(response) - {"content", "tool_calls"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+    calls = response.get("tool_calls", [])
+    if not isinstance(calls, list):
+        raise ConfigError(f"{where}: 'tool_calls' must be a list")
+    for k, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise ConfigError(f"{where}: tool call {k} needs a 'name'")
+        if not isinstance(call.get("arguments", {}), dict | str):
+            raise ConfigError(f"{where}: tool call {k}: 'arguments' must be an object or text")
+
+
 def _parse(script: Any) -> list[tuple[re.Pattern[str], list[dict[str, Any]]]]:
     if isinstance(script, list):
         script = {"scripts": [{"match": "", "responses": script}]}
@@ -84,9 +98,7 @@ def _parse(script: Any) -> list[tuple[re.Pattern[str], list[dict[str, Any]]]]:
         if not isinstance(responses, list) or not all(isinstance(r, dict) for r in responses):
             raise ConfigError(f"script {i}: 'responses' must be a list of objects")
         for j, r in enumerate(responses):
-            unknown = set(r) - {"content", "tool_calls"}
-            if unknown:
-                raise ConfigError(f"script {i} response {j}: unknown field(s) {sorted(unknown)}")
+            _check_response(r, f"script {i} response {j}")
         try:
             pattern = re.compile(str(entry.get("match", "")), re.IGNORECASE)
         except re.error as exc:

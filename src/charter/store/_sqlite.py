@@ -104,9 +104,15 @@ class SQLiteStore:
         self._busy_timeout_s = busy_timeout_s
         try:
             self._reader = self._connect()
-            self._migrate(self._reader)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
+        try:
+            self._migrate(self._reader)
+        except BaseException as exc:
+            self._reader.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, self.path) from exc
+            raise
         # Reads get their own thread, so tools hung in the default executor cannot starve them.
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="charter-sqlite-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
