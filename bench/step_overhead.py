@@ -154,16 +154,13 @@ def bench_raw(path: Path, n: int) -> dict[str, Any]:
     conn.execute(
         "CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
         " schema_version INTEGER NOT NULL, at REAL NOT NULL, payload TEXT NOT NULL,"
-        " prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID"
+        " hash TEXT NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID"
     )
     payload = json.dumps({"type": "tool_call_succeeded", "call_id": "call_1_0", "output": {}})
     digest = "ab" * 32
     now = time.time()
-    rows = [
-        ("run_bench", i + 1, "tool_call_succeeded", 1, now, payload, digest, digest)
-        for i in range(n)
-    ]
-    sql = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    rows = [("run_bench", i + 1, "tool_call_succeeded", 1, now, payload, digest) for i in range(n)]
+    sql = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for row in rows:
         conn.execute("BEGIN IMMEDIATE")
@@ -291,8 +288,7 @@ async def bench_storage(path: Path, empty_path: Path, steps: int) -> dict[str, A
     conn = sqlite3.connect(path)
     try:
         events, payload, hashes = conn.execute(
-            "SELECT count(*), sum(length(payload)), sum(length(prev_hash) + length(hash))"
-            " FROM events WHERE run_id = ?",
+            "SELECT count(*), sum(length(payload)), sum(length(hash)) FROM events WHERE run_id = ?",
             (run_id,),
         ).fetchone()
         state_bytes = conn.execute(

@@ -24,7 +24,14 @@ from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
-from charter.events import ChainBreak, Event, MessageReceived, RunStarted, verify_chain
+from charter.events import (
+    GENESIS_HASH,
+    ChainBreak,
+    Event,
+    MessageReceived,
+    RunStarted,
+    verify_chain,
+)
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.store import DEFAULT_URL, NewRun, RunRecord, Store, open_store
@@ -109,7 +116,7 @@ class Runtime:
                 principal=principal,
                 input=input,
             ),
-            prev_hash="0" * 64,
+            prev_hash=GENESIS_HASH,
         )
         message = Event.seal(
             run_id=run_id,
@@ -196,7 +203,7 @@ class Runtime:
             record = await self.store.get_run(rid)
             rows = await self.store.event_rows(rid)
             found = verify_chain(rows, rid)
-            if found is None and rows and rows[-1][6] != record.last_hash:
+            if found is None and rows and rows[-1][5] != record.last_hash:
                 found = ChainBreak(rid, rows[-1][0], "the run's recorded head hash differs")
             if found is None and not rows:
                 found = ChainBreak(rid, 1, "the run has no events")

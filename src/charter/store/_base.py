@@ -99,8 +99,8 @@ class MemoryItem:
     expires_at: float | None
 
 
-EventRow = tuple[int, str, int, float, str, str, str]
-"""(seq, type, schema_version, at, payload, prev_hash, hash) as stored."""
+EventRow = tuple[int, str, int, float, str, str]
+"""(seq, type, schema_version, at, payload, hash) as stored."""
 
 
 class Store(Protocol):

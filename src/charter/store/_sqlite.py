@@ -29,7 +29,7 @@ from charter.errors import (
     StoreError,
     StoreLockedError,
 )
-from charter.events import FINAL_STATUSES, Event, parse_body
+from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.store._base import (
     Claim,
     Commit,
@@ -337,31 +337,37 @@ class SQLiteStore:
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         def op(conn: sqlite3.Connection) -> list[Event]:
+            # One row before the range, for the first event's prev_hash.
             rows = conn.execute(
-                "SELECT seq, at, payload, prev_hash, hash, schema_version FROM events"
-                " WHERE run_id = ? AND seq > ? ORDER BY seq",
+                "SELECT seq, type, at, payload, hash, schema_version FROM events"
+                " WHERE run_id = ? AND seq >= ? ORDER BY seq",
                 (run_id, after_seq),
             ).fetchall()
-            return [
-                Event(
-                    run_id=run_id,
-                    seq=seq,
-                    at=at,
-                    body=parse_body(payload),
-                    payload=payload,
-                    prev_hash=prev,
-                    hash=hash_,
-                    schema_version=version,
-                )
-                for seq, at, payload, prev, hash_, version in rows
-            ]
+            prev = GENESIS_HASH
+            events = []
+            for seq, type_, at, payload, hash_, version in rows:
+                if seq > after_seq:
+                    events.append(
+                        Event(
+                            run_id=run_id,
+                            seq=seq,
+                            at=at,
+                            body=parse_body(payload, type_),
+                            payload=payload,
+                            prev_hash=prev,
+                            hash=hash_,
+                            schema_version=version,
+                        )
+                    )
+                prev = hash_
+            return events
 
         return await self._read(op)
 
     async def event_rows(self, run_id: str) -> list[EventRow]:
         return await self._read(
             lambda c: c.execute(
-                "SELECT seq, type, schema_version, at, payload, prev_hash, hash FROM events"
+                "SELECT seq, type, schema_version, at, payload, hash FROM events"
                 " WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             ).fetchall()
@@ -525,12 +531,9 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     conn.executemany(
-        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, prev_hash, hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.prev_hash, e.hash)
-            for e in events
-        ],
+        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events],
     )
 
 

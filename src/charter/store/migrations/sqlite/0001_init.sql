@@ -32,9 +32,8 @@ CREATE TABLE events (
     type           TEXT NOT NULL,
     schema_version INTEGER NOT NULL,
     at             REAL NOT NULL,
-    payload        TEXT NOT NULL,         -- JSON of the event body
-    prev_hash      TEXT NOT NULL,
-    hash           TEXT NOT NULL,
+    payload        TEXT NOT NULL,         -- JSON of the event body, defaults left out
+    hash           TEXT NOT NULL,         -- chained: covers the previous event's hash
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 
