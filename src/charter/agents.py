@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ class Agent:
             raise ConfigError("max_context_messages must be at least 2")
         ToolRegistry(self.tools)  # rejects two tools of one name
 
-    @property
+    @cached_property
     def instructions_hash(self) -> str:
+        """The prompt's version: recorded on every model call."""
         return hashlib.sha256(self.instructions.encode()).hexdigest()
 
     def registry(self) -> ToolRegistry:
@@ -82,10 +84,14 @@ class Agent:
             "max_context_messages": self.max_context_messages,
         }
 
-    def spec_json(self) -> str:
+    @cached_property
+    def _spec_json(self) -> str:
         return json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
 
-    @property
+    def spec_json(self) -> str:
+        return self._spec_json
+
+    @cached_property
     def spec_hash(self) -> str:
         return hashlib.sha256(self.spec_json().encode()).hexdigest()
 
