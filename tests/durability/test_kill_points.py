@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.helpers.cli import run_charter
 
 from charter import Runtime, load_agent
 from charter._engine.faults import FAULT_POINTS
@@ -53,30 +52,12 @@ def _agent_file(tmp: Path, tool: str, args: dict[str, object]) -> Path:
 
 
 def _worker(tmp: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "charter",
-            "worker",
-            "--db",
-            f"sqlite:///{tmp}/charter.db",
-            "--until-idle",
-            "--concurrency",
-            "1",
-            "--lease-seconds",
-            LEASE_S,
-            "--poll-seconds",
-            "0.05",
-            *extra,
-        ],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
+    db = f"sqlite:///{tmp}/charter.db"
+    return run_charter(
+        tmp,
+        *("worker", "--db", db, "--until-idle", "--concurrency", "1"),
+        *("--lease-seconds", LEASE_S, "--poll-seconds", "0.05", *extra),
         timeout=90,
-        check=False,
     )
 
 

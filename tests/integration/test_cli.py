@@ -7,12 +7,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from tests.helpers.cli import run_charter
 
 from charter.cli import cli
 
@@ -22,18 +22,7 @@ SCRIPT = [
 ]
 
 
-def charter(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("CHARTER_DB", None)
-    return subprocess.run(
-        [sys.executable, "-m", "charter", *args],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+charter = run_charter
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers.cli import run_charter
 
 from charter.testing import FakeOpenAIServer
 from charter.testing.systems import Systems
@@ -41,21 +42,7 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "make test" in ci
 
 
-def _charter(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
-    full_env.pop("CHARTER_DB", None)
-    full_env.pop("OPENAI_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "charter", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+_charter = run_charter
 
 
 def test_example_agent_runs_offline(tmp_path: Path) -> None:
