@@ -370,13 +370,14 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
     show_default=True,
     help="Where the demo keeps its databases (recreated).",
 )
+@click.option("--db", "db_url", default=None, help="Database URL [default: WORKDIR/charter.db].")
 @debug_option
-def demo_cmd(workdir: Path, debug: bool) -> None:
+def demo_cmd(workdir: Path, db_url: str | None, debug: bool) -> None:
     """The support-desk demo: tickets, a crash mid-refund, resume, and the audit."""
     from charter.demo.run import run_demo
 
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.db*"):
         old.unlink()
-    code = run_demo(workdir.resolve(), echo=click.echo)
+    code = run_demo(workdir.resolve(), echo=click.echo, db_url=db_url)
     sys.exit(code)
