@@ -619,3 +619,36 @@ def test_a_model_raising_an_unexpected_exception_does_not_hang_run(db_url: str) 
             pass  # surfacing an error to the caller is an acceptable ending; hanging is not
 
     _in_runtime(db_url, scenario)
+
+
+def test_a_message_sent_while_the_run_works_is_answered_before_it_finishes(db_url: str) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    @tool(effect="read")
+    async def slow() -> str:
+        entered.set()
+        await gate.wait()
+        return "looked"
+
+    script = [
+        {"tool_calls": [{"name": "slow", "arguments": {}}]},
+        {"content": "first answer"},
+        {"content": "answer to the late message"},
+    ]
+    agent = _agent(script, slow)
+
+    async def scenario(rt: Runtime) -> list[Event]:
+        run_id = await rt.start(agent, "hello")
+        work = asyncio.create_task(rt.work(run_id=run_id))
+        await entered.wait()
+        await rt.send(run_id, "one more thing")
+        gate.set()
+        await work
+        return await _consistent_events(rt, run_id)
+
+    events = _in_runtime(db_url, scenario)
+    types = [e.type for e in events]
+    late = types.index("message_received", 2)
+    assert types[late - 1] == "model_responded"  # read right after the would-be final answer
+    assert events[late].body.text == "one more thing"  # type: ignore[union-attr]
+    assert events[-1].body.output == "answer to the late message"  # type: ignore[union-attr]

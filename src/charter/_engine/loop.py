@@ -125,6 +125,7 @@ class RunDriver:
         self.conversation = Conversation()
         self._unflushed: list[Event] = []
         self._consumed: list[int] = []
+        self._taken: set[int] = set()
         self._seq = 0
         self._hash = ""
         self._committed_seq = 0
@@ -171,11 +172,21 @@ class RunDriver:
         elif previous == "waiting" and self.state.status == "waiting":
             reason = "timer" if self.state.waiting_for == "timer" else "message"
             self._append(RunResumed(reason=reason, worker=self.worker))
-        if self.state.finished:
-            return
-        for message in await self.store.pending_messages(self.run_id):
+        if not self.state.finished:
+            await self._take_messages()
+
+    async def _take_messages(self) -> int:
+        """Append the messages waiting in the run's inbox; return how many."""
+        messages = [
+            m
+            for m in await self.store.pending_messages(self.run_id)
+            if m.inbox_id not in self._taken
+        ]
+        for message in messages:
             self._append(MessageReceived(text=message.text, inbox_id=message.inbox_id))
             self._consumed.append(message.inbox_id)
+            self._taken.add(message.inbox_id)  # consumed in the database only at the next commit
+        return len(messages)
 
     # -- events and commits -------------------------------------------------------------------
 
@@ -293,7 +304,8 @@ class RunDriver:
             )
         )
         if not response.tool_calls:
-            self._append(RunFinished(status="succeeded", output=response.content))
+            if not await self._take_messages():  # new messages get an answer first
+                self._append(RunFinished(status="succeeded", output=response.content))
             return
         for call in response.tool_calls:
             self._propose(call)
