@@ -325,15 +325,15 @@ def test_send_to_an_unknown_run_is_not_found(db_path: Path) -> None:
 # -- schema -----------------------------------------------------------------------------------
 
 
-def test_a_fresh_file_gets_schema_version_1(db_path: Path) -> None:
+def test_a_fresh_file_gets_every_migration_once(db_path: Path) -> None:
     async def scenario(store: SQLiteStore) -> None:
-        assert store.schema_version() == 1
+        assert await store.schema_version() == store.latest_schema_version() == 2
 
     _with_store(db_path, scenario)
-    assert [v for (v,) in _sql(db_path, "SELECT version FROM charter_migrations")] == [1]
+    assert [v for (v,) in _sql(db_path, "SELECT version FROM charter_migrations")] == [1, 2]
     # Opening it again applies nothing twice.
     _with_store(db_path, scenario)
-    assert _sql(db_path, "SELECT count(*) FROM charter_migrations") == [(1,)]
+    assert _sql(db_path, "SELECT count(*) FROM charter_migrations") == [(2,)]
     assert _sql(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 

@@ -24,7 +24,7 @@ from charter.agents import Agent
 from charter.errors import CharterError, ConflictError, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
-from charter.store import Claim, RunRecord, Store
+from charter.store import Claim, RunRecord, Store, WorkerInfo
 
 log = logging.getLogger("charter.worker")
 
@@ -70,6 +70,13 @@ class Worker:
         self.clock = clock
         self._tasks: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._wake = asyncio.Event()
+        self.info = WorkerInfo(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.options.concurrency,
+            started_at=clock(),
+        )
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -84,13 +91,14 @@ class Worker:
     ) -> WorkerReport:
         """Work runs until ``stop`` is set, or until idle, or (with ``run_id``) until it parks."""
         report = WorkerReport()
+        await self.store.heartbeat_worker(self.info)
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             while not (stop and stop.is_set()):
                 claimed = await self._claim(report, run_id)
                 if not self._tasks and not claimed and await self._done(until_idle, run_id):
                     break
-                await self._pause()
+                await self._pause(stop)
         finally:
             heartbeat.cancel()
             for task, _ in self._tasks.values():
@@ -98,6 +106,8 @@ class Worker:
             await asyncio.gather(
                 heartbeat, *(t for t, _ in self._tasks.values()), return_exceptions=True
             )
+            with contextlib.suppress(CharterError):
+                await self.store.remove_worker(self.worker_id)
         return report
 
     async def _claim(self, report: WorkerReport, run_id: str | None) -> int:
@@ -121,15 +131,21 @@ class Worker:
             return claimable == 0 and in_progress == 0
         return False
 
-    async def _pause(self) -> None:
+    async def _pause(self, stop: asyncio.Event | None) -> None:
+        """Until a run finishes here, work is announced (this process or the store), or a poll."""
+        waiters = [
+            asyncio.create_task(self._wake.wait()),
+            asyncio.create_task(self.store.wait_for_work(self.options.poll_s)),
+        ]
+        if stop is not None:
+            waiters.append(asyncio.create_task(stop.wait()))
         tasks = [t for t, _ in self._tasks.values()]
-        waiter = asyncio.create_task(self._wake.wait())
         try:
-            await asyncio.wait(
-                [*tasks, waiter], timeout=self.options.poll_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([*tasks, *waiters], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
             self._wake.clear()
 
     async def _work(self, claim: Claim, report: WorkerReport) -> None:
@@ -175,10 +191,13 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             leases = {run_id: epoch for run_id, (_, epoch) in self._tasks.items()}
-            if not leases:
-                continue
             try:
-                lost = await self.store.renew(self.worker_id, leases, lease_s=self.options.lease_s)
+                await self.store.heartbeat_worker(self.info)
+                lost = (
+                    await self.store.renew(self.worker_id, leases, lease_s=self.options.lease_s)
+                    if leases
+                    else set()
+                )
             except CharterError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue

@@ -17,8 +17,10 @@ from charter.store._base import (
     InboxMessage,
     MemoryItem,
     NewRun,
+    RunExport,
     RunRecord,
     Store,
+    WorkerInfo,
 )
 from charter.store._sqlite import SQLiteStore
 
@@ -32,9 +34,11 @@ __all__ = [
     "InboxMessage",
     "MemoryItem",
     "NewRun",
+    "RunExport",
     "RunRecord",
     "SQLiteStore",
     "Store",
+    "WorkerInfo",
     "open_store",
 ]
 

@@ -103,6 +103,33 @@ EventRow = tuple[int, str, int, float, str, str]
 """(seq, type, schema_version, at, payload, hash) as stored."""
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as it announces itself; ``leases`` is filled in by ``list_workers``."""
+
+    worker_id: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: float
+    heartbeat_at: float = 0.0
+    leases: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class RunExport:
+    """Everything a store holds about one run, exactly as stored (for ``charter db copy``)."""
+
+    record: RunRecord
+    agent_spec: str
+    events: tuple[EventRow, ...]
+    inbox: tuple[tuple[int, str, float, float | None], ...]
+    """(inbox_id, text, sent_at, consumed_at)"""
+
+
 class Store(Protocol):
     """Durable storage for runs, their event logs, inboxes, leases and memory."""
 
@@ -137,6 +164,23 @@ class Store(Protocol):
     async def next_ready_at(self) -> float | None: ...
     async def work_outlook(self) -> tuple[int, int]: ...
 
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when work may have appeared (a wake-up from another process), or after
+        ``timeout`` seconds. Backends without notifications just sleep."""
+        ...
+
+    # -- workers ----------------------------------------------------------------------------
+    async def heartbeat_worker(self, info: WorkerInfo) -> None: ...
+    async def remove_worker(self, worker_id: str) -> None: ...
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
     # -- memory -----------------------------------------------------------------------------
     async def remember(self, item: MemoryItem) -> None: ...
     async def recall(self, tenant: str, key: str) -> MemoryItem | None: ...
+    async def memory_items(self) -> list[MemoryItem]: ...
+
+    # -- schema and copying -----------------------------------------------------------------
+    async def schema_version(self) -> int: ...
+    def latest_schema_version(self) -> int: ...
+    async def export_run(self, run_id: str) -> RunExport: ...
+    async def import_run(self, export: RunExport) -> None: ...

@@ -37,7 +37,9 @@ from charter.store._base import (
     InboxMessage,
     MemoryItem,
     NewRun,
+    RunExport,
     RunRecord,
+    WorkerInfo,
 )
 
 T = TypeVar("T")
@@ -162,9 +164,14 @@ class SQLiteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def schema_version(self) -> int:
-        row = self._reader.execute("SELECT max(version) FROM charter_migrations").fetchone()
+    async def schema_version(self) -> int:
+        row = await self._read(
+            lambda c: c.execute("SELECT max(version) FROM charter_migrations").fetchone()
+        )
         return int(row[0] or 0)
+
+    def latest_schema_version(self) -> int:
+        return _migrations()[-1][0]
 
     async def close(self) -> None:
         if self._closed:
@@ -485,6 +492,39 @@ class SQLiteStore:
         )
         return None if row[0] is None else float(row[0])
 
+    async def wait_for_work(self, timeout: float) -> None:
+        """SQLite has no notifications between processes: workers poll."""
+        await asyncio.sleep(timeout)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def heartbeat_worker(self, info: WorkerInfo) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                "INSERT INTO workers VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id)"
+                " DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (info.worker_id, info.host, info.pid, info.concurrency, info.started_at, now),
+            )
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write(
+            lambda conn, now: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        now = self._clock()
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
+                " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
+                "  AND r.lease_expires_at >= ?)"
+                " FROM workers w ORDER BY w.started_at",
+                (now,),
+            ).fetchall()
+        )
+        return [WorkerInfo(*row) for row in rows]
+
     # -- memory -------------------------------------------------------------------------------
 
     async def remember(self, item: MemoryItem) -> None:
@@ -518,6 +558,56 @@ class SQLiteStore:
             return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
 
         return await self._read(op)
+
+    async def memory_items(self) -> list[MemoryItem]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
+                " ORDER BY tenant, key"
+            ).fetchall()
+        )
+        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+
+    # -- copying ------------------------------------------------------------------------------
+
+    async def export_run(self, run_id: str) -> RunExport:
+        record = await self.get_run(run_id)
+        spec = await self.get_agent_spec(record.agent_hash)
+        rows = await self.event_rows(run_id)
+        inbox = await self._read(
+            lambda c: c.execute(
+                "SELECT inbox_id, text, sent_at, consumed_at FROM inbox WHERE run_id = ?"
+                " ORDER BY inbox_id",
+                (run_id,),
+            ).fetchall()
+        )
+        return RunExport(record, spec, tuple(rows), tuple(tuple(r) for r in inbox))
+
+    async def import_run(self, export: RunExport) -> None:
+        """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
+        r = export.record
+
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO agents (agent_hash, spec) VALUES (?, ?)",
+                (r.agent_hash, export.agent_spec),
+            )
+            values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
+            values[14] = json.dumps(r.state)
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 17)})", values
+            )
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.run_id, *row) for row in export.events],
+            )
+            conn.executemany(
+                "INSERT INTO inbox (run_id, text, sent_at, consumed_at) VALUES (?, ?, ?, ?)",
+                [(r.run_id, text, sent, consumed) for _, text, sent, consumed in export.inbox],
+            )
+
+        await self._write(op)
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
