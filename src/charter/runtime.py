@@ -165,9 +165,19 @@ class Runtime:
         concurrency: int = 16,
         lease_s: float = 30.0,
         faults: Faults | None = None,
+        give_up_after_s: float | None = 0.0,
     ) -> WorkerReport:
-        """Work runs in this process: until idle, or (``run_id``) until that run parks."""
-        options = WorkerOptions(concurrency=concurrency, lease_s=lease_s, faults=faults or Faults())
+        """Work runs in this process: until idle, or (``run_id``) until that run parks.
+
+        A database error raises at once unless ``give_up_after_s`` allows retrying (None:
+        retry for ever, as ``charter worker`` does).
+        """
+        options = WorkerOptions(
+            concurrency=concurrency,
+            lease_s=lease_s,
+            faults=faults or Faults(),
+            give_up_after_s=give_up_after_s,
+        )
         return await self.worker(options).run(until_idle=until_idle, run_id=run_id)
 
     async def run(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -49,6 +50,35 @@ class WorkerOptions:
     lease_s: float = 30.0
     poll_s: float = 0.2
     faults: Faults = field(default_factory=Faults)
+    give_up_after_s: float | None = None
+    """How long the database may stay unusable before the worker stops (None: never)."""
+
+
+class _Outage:
+    """Backoff while the database is unusable: 0.5 s doubling to 30 s, with jitter."""
+
+    def __init__(self, limit_s: float | None, clock: Callable[[], float]) -> None:
+        self.limit_s = limit_s
+        self.clock = clock
+        self.started: float | None = None
+        self.attempts = 0
+
+    async def wait(self, exc: StoreError) -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        if self.limit_s is not None and now - self.started >= self.limit_s:
+            raise exc
+        self.attempts += 1
+        delay = min(30.0, 0.5 * 2 ** (self.attempts - 1)) * random.uniform(0.75, 1.25)
+        log.warning("database unusable (%s); retrying in %.1fs", exc, delay)
+        await asyncio.sleep(delay)
+
+    def over(self) -> None:
+        if self.started is not None:
+            log.info("database usable again after %.1fs", self.clock() - self.started)
+        self.started = None
+        self.attempts = 0
 
 
 class Worker:
@@ -91,12 +121,23 @@ class Worker:
     ) -> WorkerReport:
         """Work runs until ``stop`` is set, or until idle, or (with ``run_id``) until it parks."""
         report = WorkerReport()
-        await self.store.heartbeat_worker(self.info)
         heartbeat = asyncio.create_task(self._heartbeat())
+        outage = _Outage(self.options.give_up_after_s, self.clock)
+        registered = False
         try:
             while not (stop and stop.is_set()):
-                claimed = await self._claim(report, run_id)
-                if not self._tasks and not claimed and await self._done(until_idle, run_id):
+                try:
+                    if not registered:  # announce this worker (again, after an outage)
+                        await self.store.heartbeat_worker(self.info)
+                        registered = True
+                    claimed = await self._claim(report, run_id)
+                    done = not self._tasks and not claimed and await self._done(until_idle, run_id)
+                except StoreError as exc:
+                    registered = False
+                    await outage.wait(exc)  # raises once the outage lasts too long
+                    continue
+                outage.over()
+                if done:
                     break
                 await self._pause(stop)
         finally:

@@ -15,6 +15,8 @@ import click
 from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import WorkerOptions
 from charter.agents import load_agent
+from charter.cli._ops import db_group, workers_group
+from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import (
     RUN_HEADERS,
     echo_json,
@@ -25,21 +27,9 @@ from charter.cli._render import (
 )
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime
-from charter.store import DEFAULT_URL
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    envvar="CHARTER_DB",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Database URL (also CHARTER_DB).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-debug_option = click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 
 
 def with_runtime(db_url: str, work: Callable[[Runtime], Awaitable[T]]) -> T:
@@ -156,6 +146,12 @@ def start_cmd(
     help="How often to look for work when idle.",
 )
 @click.option(
+    "--retry-for",
+    type=click.FloatRange(0),
+    default=None,
+    help="Stop if the database stays unusable this many seconds [default: retry for ever].",
+)
+@click.option(
     "--fault-point",
     default=None,
     hidden=True,
@@ -169,6 +165,7 @@ def worker_cmd(
     concurrency: int,
     lease_seconds: float,
     poll_seconds: float,
+    retry_for: float | None,
     fault_point: str | None,
     fault_delay: float,
     db_url: str,
@@ -185,6 +182,7 @@ def worker_cmd(
         lease_s=lease_seconds,
         poll_s=poll_seconds,
         faults=Faults.parse(fault_point, during_delay_s=fault_delay),
+        give_up_after_s=retry_for,
     )
 
     async def work(rt: Runtime) -> Any:
@@ -360,6 +358,10 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
             for t in tools
         ],
     )
+
+
+cli.add_command(workers_group)
+cli.add_command(db_group)
 
 
 @cli.command("demo")

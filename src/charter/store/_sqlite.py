@@ -335,6 +335,12 @@ class SQLiteStore:
 
         return await self._read(op)
 
+    async def run_counts(self) -> dict[str, int]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall()
+        )
+        return {status: int(n) for status, n in rows}
+
     async def run_ids(self) -> list[str]:
         return await self._read(
             lambda c: [r[0] for r in c.execute("SELECT run_id FROM runs ORDER BY created_at")]

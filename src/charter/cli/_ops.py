@@ -1,0 +1,161 @@
+"""Operator commands: workers and the database (migrate, status, copy)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._render import clock_time, echo_json, table
+from charter.store import open_store
+from charter.store._copy import copy_store
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@click.group("workers")
+def workers_group() -> None:
+    """Live workers, their leases and heartbeats."""
+
+
+@workers_group.command("list")
+@db_option
+@json_option
+@debug_option
+def workers_list(db_url: str, as_json: bool, debug: bool) -> None:
+    """Workers that announced themselves, with their leases and last heartbeat."""
+
+    async def main() -> Any:
+        store = open_store(db_url)
+        try:
+            return await store.list_workers()
+        finally:
+            await store.close()
+
+    workers = asyncio.run(main())
+    if as_json:
+        echo_json([w.to_dict() for w in workers])
+        return
+    if not workers:
+        click.echo("no live workers")
+        return
+    now = time.time()
+    table(
+        ["worker_id", "host", "pid", "leases", "concurrency", "started", "heartbeat"],
+        [
+            (
+                w.worker_id,
+                w.host,
+                w.pid,
+                w.leases,
+                w.concurrency,
+                clock_time(w.started_at),
+                f"{now - w.heartbeat_at:.1f}s ago",
+            )
+            for w in workers
+        ],
+    )
+
+
+@click.group("db")
+def db_group() -> None:
+    """The database: schema migrations, status, and copying to another database."""
+
+
+async def _status(url: str) -> dict[str, Any]:
+    store = open_store(url)
+    try:
+        return {
+            "url": redact(url),
+            "schema_version": await store.schema_version(),
+            "latest_schema_version": store.latest_schema_version(),
+            "runs": await store.run_counts(),
+            "workers": len(await store.list_workers()),
+        }
+    finally:
+        await store.close()
+
+
+def _show_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        echo_json(status)
+        return
+    click.echo(f"database  {status['url']}")
+    click.echo(
+        f"schema    version {status['schema_version']} (this Charter knows up to "
+        f"{status['latest_schema_version']})"
+    )
+    runs = status["runs"]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(runs.items())) or "none"
+    click.echo(f"runs      {sum(runs.values())}: {counts}")
+    click.echo(f"workers   {status['workers']} announced")
+
+
+@db_group.command("migrate")
+@db_option
+@json_option
+@debug_option
+def db_migrate(db_url: str, as_json: bool, debug: bool) -> None:
+    """Create the schema or bring it up to this version of Charter.
+
+    Opening a database migrates it too; this command does it on purpose, and reports.
+    """
+    _show_status(asyncio.run(_status(db_url)), as_json)
+
+
+@db_group.command("status")
+@db_option
+@json_option
+@debug_option
+def db_status(db_url: str, as_json: bool, debug: bool) -> None:
+    """Schema version, runs by status, announced workers."""
+    _show_status(asyncio.run(_status(db_url)), as_json)
+
+
+@db_group.command("copy")
+@click.option("--from", "source_url", required=True, help="Database URL to copy from.")
+@click.option("--to", "target_url", required=True, help="Database URL to copy into.")
+@json_option
+@debug_option
+def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> None:
+    """Copy every run, event and memory entry to another database, verifying each chain.
+
+    Stop the workers first. A run already in the target with the same history is skipped, so
+    an interrupted copy can be run again.
+    """
+
+    async def main() -> Any:
+        source, target = open_store(source_url), open_store(target_url)
+        try:
+            total = len(await source.run_ids())
+            with click.progressbar(length=total, label="copying runs", file=sys.stderr) as bar:
+
+                def advance(_: str) -> None:
+                    bar.update(1)
+
+                return await copy_store(source, target, on_run=advance)
+        finally:
+            await source.close()
+            await target.close()
+
+    report = asyncio.run(main())
+    if as_json:
+        echo_json(vars(report))
+    else:
+        click.echo(
+            f"copied {report.runs} run(s) and {report.events} event(s), every chain verified;"
+            f" {report.skipped} already there; {report.memory} memory entr"
+            f"{'y' if report.memory == 1 else 'ies'}"
+        )
