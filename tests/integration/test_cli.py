@@ -7,6 +7,8 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
@@ -215,3 +217,30 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     done = charter(tmp_path, "runs", "show", "run_nope", "--debug")
     assert done.returncode != 0
     assert "Traceback" in done.stderr
+
+
+def test_worker_waits_out_a_locked_database_then_works(tmp_path: Path, agent: Path) -> None:
+    run_id = json.loads(charter(tmp_path, "start", "agent.yaml", "--input", "x", "--json").stdout)[
+        "run_id"
+    ]
+    holder = sqlite3.connect(tmp_path / "charter.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "charter", "worker", "--until-idle", "--poll-seconds", "0.05"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(6.5)  # longer than the 5 s busy timeout: the worker has met the lock
+        assert worker.poll() is None, "the worker gave up on a locked database"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "retrying in" in stderr and "locked" in stderr
+    shown = json.loads(charter(tmp_path, "runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "waiting"

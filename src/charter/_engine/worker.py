@@ -54,7 +54,7 @@ class WorkerOptions:
     """How long the database may stay unusable before the worker stops (None: never)."""
 
 
-class _Outage:
+class Outage:
     """Backoff while the database is unusable: 0.5 s doubling to 30 s, with jitter."""
 
     def __init__(self, limit_s: float | None, clock: Callable[[], float]) -> None:
@@ -122,7 +122,7 @@ class Worker:
         """Work runs until ``stop`` is set, or until idle, or (with ``run_id``) until it parks."""
         report = WorkerReport()
         heartbeat = asyncio.create_task(self._heartbeat())
-        outage = _Outage(self.options.give_up_after_s, self.clock)
+        outage = Outage(self.options.give_up_after_s, self.clock)
         registered = False
         try:
             while not (stop and stop.is_set()):

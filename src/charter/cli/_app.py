@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,9 +14,9 @@ from typing import Any, TypeVar
 import click
 
 from charter._engine.faults import FAULT_POINTS, Faults
-from charter._engine.worker import WorkerOptions
+from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
-from charter.cli._ops import db_group, workers_group
+from charter.cli._ops import db_group, redact, workers_group
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import (
     RUN_HEADERS,
@@ -25,6 +26,7 @@ from charter.cli._render import (
     table,
     timeline,
 )
+from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime
 
@@ -185,16 +187,25 @@ def worker_cmd(
         give_up_after_s=retry_for,
     )
 
-    async def work(rt: Runtime) -> Any:
+    async def work() -> WorkerReport:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = rt.worker(options)
-        logging.getLogger("charter.worker").info("worker %s on %s", worker.worker_id, db_url)
-        return await worker.run(until_idle=until_idle, stop=stop)
+        outage = Outage(retry_for, time.time)
+        while True:  # a database that is down at start is waited for, like one that goes away
+            try:
+                rt = Runtime.open(db_url)
+            except StoreError as exc:
+                await outage.wait(exc)
+                continue
+            async with rt:
+                worker = rt.worker(options)
+                log = logging.getLogger("charter.worker")
+                log.info("worker %s on %s", worker.worker_id, redact(db_url))
+                return await worker.run(until_idle=until_idle, stop=stop)
 
-    report = with_runtime(db_url, work)
+    report = asyncio.run(work())
     click.echo(f"worked {len(report.worked)} run(s); {len(report.errors)} error(s)", err=True)
     if report.errors:
         sys.exit(1)
