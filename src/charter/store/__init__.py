@@ -1,7 +1,12 @@
 """Storage: the ``Store`` contract and its backends, opened from URLs.
 
-``sqlite:///charter.db`` (relative path), ``sqlite:////var/lib/charter.db`` (absolute);
-``?synchronous=NORMAL`` trades the last commits on power loss for speed (default FULL).
+SQLite, embedded: ``sqlite:///charter.db`` (relative path), ``sqlite:////var/lib/charter.db``
+(absolute); ``?synchronous=NORMAL`` trades the last commits on power loss for speed (default
+FULL).
+
+PostgreSQL, for workers on several machines: ``postgresql://user:password@host:5432/dbname``
+(``postgres://`` too; any libpq parameter may follow as a query, e.g. ``?sslmode=require``).
+The database must exist; Charter creates and migrates its tables on first use.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from charter.store._base import (
     Store,
     WorkerInfo,
 )
+from charter.store._postgres import PostgresStore, redact
 from charter.store._sqlite import SQLiteStore
 
 DEFAULT_URL = "sqlite:///charter.db"
@@ -34,6 +40,7 @@ __all__ = [
     "InboxMessage",
     "MemoryItem",
     "NewRun",
+    "PostgresStore",
     "RunExport",
     "RunRecord",
     "SQLiteStore",
@@ -43,17 +50,18 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> SQLiteStore:
-    """Open the store a URL names, creating and migrating it if needed."""
+def open_store(url: str) -> SQLiteStore | PostgresStore:
+    """Open the store a URL names, creating and migrating it if needed.
+
+    A PostgreSQL store connects (and migrates) on first use, inside the caller's event loop.
+    """
     parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        return PostgresStore(url)
     if parts.scheme != "sqlite":
-        if parts.scheme in ("postgresql", "postgres"):
-            raise ConfigError(
-                "PostgreSQL stores are not available in this version",
-                hint="use a sqlite:/// URL",
-            )
         raise ConfigError(
-            f"unsupported database URL {url!r}", hint="use sqlite:///path/to/charter.db"
+            f"unsupported database URL {redact(url)!r}",
+            hint="use sqlite:///path/to/charter.db or postgresql://user@host:5432/dbname",
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:

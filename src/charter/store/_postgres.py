@@ -1,0 +1,743 @@
+"""PostgreSQL store: psycopg 3 async, a small pool, claims with SKIP LOCKED, LISTEN/NOTIFY.
+
+It behaves exactly as the SQLite store (one conformance suite runs against both). Each write
+is one transaction; PostgreSQL's own group commit serves the runs that commit at the same
+moment. Times come from the database's clock unless a ``clock`` is given, so that workers on
+several machines agree about leases and timers. The pool opens on first use, inside the
+caller's event loop, once the schema has been migrated under an advisory lock.
+
+A run that becomes runnable now is announced with ``NOTIFY charter_work`` in the transaction
+that made it so; ``wait_for_work`` listens on one dedicated connection per store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from charter.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RunStateError,
+    SchemaTooNewError,
+    StoreError,
+)
+from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.store._base import (
+    Claim,
+    Commit,
+    EventRow,
+    InboxMessage,
+    MemoryItem,
+    NewRun,
+    RunExport,
+    RunRecord,
+    WorkerInfo,
+)
+
+log = logging.getLogger("charter.store")
+
+Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+CHANNEL = "charter_work"
+_MIGRATION_LOCK = 0x63686172746572  # "charter": one migrator at a time per database
+_RELISTEN_S = 1.0
+_RUN_COLUMNS = (
+    "run_id, agent_name, agent_version, agent_hash, tenant, principal, status, waiting_for,"
+    " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
+    " created_at, updated_at"
+)
+_CLAIM = """
+WITH picked AS (
+    SELECT run_id, status, waiting_for, ready_at FROM runs
+    WHERE ready_at <= %(now)s AND (lease_expires_at IS NULL OR lease_expires_at < %(now)s)
+      AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text)
+    ORDER BY ready_at LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE runs r SET lease_owner = %(worker)s, lease_expires_at = %(expires)s,
+        lease_epoch = r.lease_epoch + 1, status = 'running'
+    FROM picked p WHERE r.run_id = p.run_id
+    RETURNING r.run_id, r.lease_epoch, p.status, p.waiting_for, p.ready_at
+)
+SELECT run_id, lease_epoch, status, waiting_for FROM claimed ORDER BY ready_at, run_id
+"""
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("charter.store") / "migrations" / "postgres"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a store points, as messages name it: never with the password."""
+
+    host: str
+    port: str
+    dbname: str
+    user: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.dbname}"
+
+
+def redact(url: str) -> str:
+    """The URL with its password (in the user part or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        netloc = f"{credentials}@{host}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _reason(text: str) -> str:
+    """libpq's own words, without its preamble: 'Connection refused', 'role "x" ...'."""
+    first = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return first.rsplit("failed: ", 1)[-1].replace("FATAL:  ", "").strip()
+
+
+_LOST_STATES = ("57P01", "57P02", "57P03")
+_LOST_WORDS = (
+    "server closed the connection",
+    "terminating connection",
+    "consuming input failed",
+    "connection is lost",
+)
+_AUTH_WORDS = ("password authentication failed", "no password supplied", "pg_hba.conf")
+
+
+def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> StoreError:
+    """psycopg's errors, translated once at the boundary into messages a user can act on."""
+    text = str(exc)
+    reason = _reason(text)
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, pg_errors.UniqueViolation) and run_id is not None:
+        return StoreError(
+            f"run {run_id} already exists in the database at {target}",
+            hint="run ids are unique; copy into an empty database or use another id",
+        )
+    if isinstance(exc, PoolTimeout):
+        return StoreError(
+            f"no connection to PostgreSQL at {target.address} came free in time",
+            hint="is the server running? the worker will retry",
+        )
+    if isinstance(exc, PoolClosed):
+        return StoreError("the store is closed")
+    if state == "3D000" or ('database "' in text and "does not exist" in text):
+        return StoreError(
+            f"database {target.dbname!r} does not exist on the PostgreSQL server at"
+            f" {target.address}",
+            hint=f"create it with `createdb {target.dbname}` or point --db at an existing one",
+        )
+    if (
+        state.startswith("28")
+        or any(word in text for word in _AUTH_WORDS)
+        or ('role "' in text and "does not exist" in text)
+    ):
+        return StoreError(
+            f"PostgreSQL at {target.address} refused user {target.user!r}: {reason}",
+            hint="check the user and password in the URL",
+        )
+    if state in _LOST_STATES or state.startswith("08") or _is_lost(exc, text):
+        return StoreError(
+            f"lost the connection to PostgreSQL at {target.address}: {reason}",
+            hint="the worker will retry; is the server restarting?",
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreError(
+            f"cannot connect to PostgreSQL at {target.address}: {reason}",
+            hint="is the server running? check the URL",
+        )
+    return StoreError(f"PostgreSQL at {target}: {reason}")
+
+
+def _is_lost(exc: Exception, text: str) -> bool:
+    """A connection that broke mid-operation (not one that could not be made)."""
+    if isinstance(exc, psycopg.InterfaceError):
+        return True  # "the connection is closed" / "the connection is lost"
+    if text.startswith("connection failed"):
+        return False
+    return any(word in text for word in _LOST_WORDS)
+
+
+class PostgresStore:
+    """The server store. Open it with :func:`charter.store.open_store` or directly."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        max_connections: int = 10,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = redact(url)
+        try:
+            params: dict[str, Any] = conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ConfigError(
+                f"{self.url!r} is not a valid PostgreSQL URL",
+                hint="postgresql://user:password@host:5432/dbname",
+            ) from None
+        params.setdefault("connect_timeout", str(max(1, round(timeout_s))))
+        user = str(params.get("user") or getpass.getuser())
+        self.target = Target(
+            host=str(params.get("host") or "localhost"),
+            port=str(params.get("port") or 5432),
+            dbname=str(params.get("dbname") or user),
+            user=user,
+        )
+        self._conninfo = make_conninfo("", **params)
+        self._clock = clock
+        self._max_connections = max_connections
+        self._timeout_s = timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        self._opening = asyncio.Lock()
+        self._closed = False
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._woken = asyncio.Event()
+
+    # -- connections and schema ---------------------------------------------------------------
+
+    async def _open(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    await self._migrate()
+                    pool = AsyncConnectionPool(
+                        self._conninfo,
+                        min_size=1,
+                        max_size=self._max_connections,
+                        open=False,
+                        timeout=self._timeout_s,
+                        kwargs={"autocommit": True},
+                        check=AsyncConnectionPool.check_connection,
+                        name="charter",
+                    )
+                    await pool.open()
+                    self._pool = pool
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _cursor(self, *, write: bool, run_id: str | None = None) -> AsyncIterator[Cursor]:
+        """A pooled connection's cursor; ``write``: inside one transaction."""
+        pool = await self._open()
+        try:
+            async with pool.connection() as conn:
+                if write:
+                    async with conn.transaction(), conn.cursor() as cur:
+                        yield cur
+                else:
+                    async with conn.cursor() as cur:
+                        yield cur
+        except psycopg.Error as exc:
+            raise translate(exc, self.target, run_id=run_id) from exc
+
+    async def _now(self, cur: Cursor) -> float:
+        if self._clock is not None:
+            return self._clock()
+        await cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return float((await _one(cur))[0])
+
+    async def _migrate(self) -> None:
+        migrations = _migrations()
+        latest = migrations[-1][0]
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise translate(exc, self.target) from exc
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                await cur.execute(
+                    "CREATE TABLE IF NOT EXISTS charter_migrations"
+                    " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                await cur.execute("SELECT max(version) FROM charter_migrations")
+                current = int((await _one(cur))[0] or 0)
+                if current > latest:
+                    raise SchemaTooNewError(
+                        f"database {self.target} has schema version {current};"
+                        f" this Charter knows up to {latest}",
+                        hint="upgrade Charter; it will not open a database newer than itself",
+                    )
+                for version, sql in migrations:
+                    if version > current:
+                        await cur.execute(sql)
+                        await cur.execute(
+                            "INSERT INTO charter_migrations VALUES (%s, %s)",
+                            (version, await self._now(cur)),
+                        )
+        except psycopg.Error as exc:
+            raise translate(exc, self.target) from exc
+        finally:
+            await conn.close()
+
+    async def schema_version(self) -> int:
+        async with self._cursor(write=False) as cur:
+            await cur.execute("SELECT max(version) FROM charter_migrations")
+            return int((await _one(cur))[0] or 0)
+
+    def latest_schema_version(self) -> int:
+        return _migrations()[-1][0]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+
+    # -- agents and runs ----------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun) -> None:
+        last = run.events[-1]
+        async with self._cursor(write=True, run_id=run.run_id) as cur:
+            await cur.execute(
+                "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (run.agent_hash, run.agent_spec),
+            )
+            await cur.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, 'queued',"
+                " NULL, %s, NULL, NULL, 0, %s, %s, %s, %s, %s)",
+                (
+                    run.run_id,
+                    run.agent_name,
+                    run.agent_version,
+                    run.agent_hash,
+                    run.tenant,
+                    run.principal,
+                    run.created_at,
+                    last.seq,
+                    last.hash,
+                    run.state,
+                    run.created_at,
+                    run.created_at,
+                ),
+            )
+            await _insert_events(cur, run.events)
+            await _notify(cur, run.run_id)
+
+    async def get_agent_spec(self, agent_hash: str) -> str:
+        async with self._cursor(write=False) as cur:
+            await cur.execute("SELECT spec FROM agents WHERE agent_hash = %s", (agent_hash,))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"no agent with hash {agent_hash}")
+        return str(row[0])
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        async with self._cursor(write=False) as cur:
+            await cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"no run {run_id!r} in {self.url}", hint="'charter runs list' shows the runs"
+            )
+        return _record(row)
+
+    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+        where, args = ("WHERE status = %s", [status]) if status else ("", [])
+        async with self._cursor(write=False) as cur:
+            await cur.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT %s",
+                [*args, limit],
+            )
+            return [_record(r) for r in await cur.fetchall()]
+
+    async def run_counts(self) -> dict[str, int]:
+        async with self._cursor(write=False) as cur:
+            await cur.execute("SELECT status, count(*) FROM runs GROUP BY status")
+            return {str(status): int(n) for status, n in await cur.fetchall()}
+
+    async def run_ids(self) -> list[str]:
+        async with self._cursor(write=False) as cur:
+            await cur.execute("SELECT run_id FROM runs ORDER BY created_at")
+            return [str(r[0]) for r in await cur.fetchall()]
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        async with self._cursor(write=False) as cur:
+            # One row before the range, for the first event's prev_hash.
+            await cur.execute(
+                "SELECT seq, type, at, payload, hash, schema_version FROM events"
+                " WHERE run_id = %s AND seq >= %s ORDER BY seq",
+                (run_id, after_seq),
+            )
+            rows = await cur.fetchall()
+        prev = GENESIS_HASH
+        events = []
+        for seq, type_, at, payload, hash_, version in rows:
+            if seq > after_seq:
+                body = parse_body(payload, type_)
+                events.append(Event(run_id, seq, at, body, payload, prev, hash_, version))
+            prev = hash_
+        return events
+
+    async def event_rows(self, run_id: str) -> list[EventRow]:
+        async with self._cursor(write=False) as cur:
+            await cur.execute(
+                "SELECT seq, type, schema_version, at, payload, hash FROM events"
+                " WHERE run_id = %s ORDER BY seq",
+                (run_id,),
+            )
+            return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in await cur.fetchall()]
+
+    async def commit(self, commit: Commit) -> None:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            ready_at = await _apply_commit(cur, commit, now)
+            if commit.release and ready_at is not None and ready_at <= now:
+                await _notify(cur, commit.run_id)
+
+    # -- inbox --------------------------------------------------------------------------------
+
+    async def send(self, run_id: str, text: str) -> int:
+        async with self._cursor(write=True) as cur:
+            # The row lock orders this send with a commit that parks the run at the same time.
+            await cur.execute("SELECT status FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.url}")
+            if row[0] in FINAL_STATUSES:
+                raise RunStateError(
+                    f"run {run_id} has finished ({row[0]}); it takes no more messages",
+                    hint="start a new run instead",
+                )
+            now = await self._now(cur)
+            await cur.execute(
+                "INSERT INTO inbox (run_id, text, sent_at) VALUES (%s, %s, %s) RETURNING inbox_id",
+                (run_id, text, now),
+            )
+            inbox_id = int((await _one(cur))[0])
+            await cur.execute(
+                "UPDATE runs SET ready_at = %s WHERE run_id = %s AND status = 'waiting'"
+                " AND waiting_for = 'message'",
+                (now, run_id),
+            )
+            if cur.rowcount == 1:
+                await _notify(cur, run_id)
+            return inbox_id
+
+    async def pending_messages(self, run_id: str) -> list[InboxMessage]:
+        async with self._cursor(write=False) as cur:
+            await cur.execute(
+                "SELECT inbox_id, text, sent_at FROM inbox"
+                " WHERE run_id = %s AND consumed_at IS NULL ORDER BY inbox_id",
+                (run_id,),
+            )
+            return [InboxMessage(*row) for row in await cur.fetchall()]
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim(
+        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+    ) -> list[Claim]:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            args = {"now": now, "run_id": run_id, "limit": limit, "worker": worker}
+            await cur.execute(_CLAIM, {**args, "expires": now + lease_s})
+            return [Claim(r, int(e), s, w) for r, e, s, w in await cur.fetchall()]
+
+    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
+        lost: set[str] = set()
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            for run_id, epoch in leases.items():
+                await cur.execute(
+                    "UPDATE runs SET lease_expires_at = %s WHERE run_id = %s"
+                    " AND lease_owner = %s AND lease_epoch = %s",
+                    (now + lease_s, run_id, worker, epoch),
+                )
+                if cur.rowcount != 1:
+                    lost.add(run_id)
+        return lost
+
+    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE run_id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING ready_at",
+                (run_id, worker, epoch),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] is not None and row[0] <= await self._now(cur):
+                await _notify(cur, run_id)
+
+    async def work_outlook(self) -> tuple[int, int]:
+        """(runs claimable now, runs ready but leased): zero and zero means idle."""
+        async with self._cursor(write=False) as cur:
+            now = await self._now(cur)
+            await cur.execute(
+                "SELECT"
+                " count(*) FILTER (WHERE lease_expires_at IS NULL OR lease_expires_at < %(now)s),"
+                " count(*) FILTER (WHERE lease_expires_at >= %(now)s)"
+                " FROM runs WHERE ready_at <= %(now)s",
+                {"now": now},
+            )
+            claimable, leased = await _one(cur)
+        return int(claimable), int(leased)
+
+    async def next_ready_at(self) -> float | None:
+        async with self._cursor(write=False) as cur:
+            await cur.execute("SELECT min(ready_at) FROM runs WHERE ready_at IS NOT NULL")
+            found = (await _one(cur))[0]
+        return None if found is None else float(found)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return at the first wake-up (from any process), or after ``timeout``; never raises.
+
+        One background task per store holds the LISTEN connection and reconnects when it
+        breaks, so waiters can be cancelled freely and several may wait at once. A wake-up
+        that arrives while nobody waits is kept for the next waiter.
+        """
+        if self._closed:
+            await asyncio.sleep(timeout)
+            return
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="charter-pg-listen")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._listening.wait()
+                await self._woken.wait()
+        except TimeoutError:
+            return
+        self._woken.clear()
+
+    async def _listen(self) -> None:
+        first = True
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            except psycopg.Error as exc:
+                log.warning("cannot listen for work: %s", translate(exc, self.target))
+                await asyncio.sleep(_RELISTEN_S)
+                continue
+            try:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                if not first:
+                    self._woken.set()  # wake-ups may have been missed while reconnecting
+                first = False
+                self._listening.set()
+                async for _ in conn.notifies():
+                    self._woken.set()
+            except psycopg.Error as exc:
+                log.warning("lost the wake-up connection: %s", translate(exc, self.target))
+            finally:
+                self._listening.clear()
+                await conn.close()
+            await asyncio.sleep(_RELISTEN_S)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def heartbeat_worker(self, info: WorkerInfo) -> None:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            await cur.execute(
+                "INSERT INTO workers VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (worker_id)"
+                " DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (info.worker_id, info.host, info.pid, info.concurrency, info.started_at, now),
+            )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        async with self._cursor(write=False) as cur:
+            now = await self._now(cur)
+            await cur.execute(
+                "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
+                " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
+                "  AND r.lease_expires_at >= %s)"
+                " FROM workers w ORDER BY w.started_at",
+                (now,),
+            )
+            return [WorkerInfo(*row) for row in await cur.fetchall()]
+
+    # -- memory -------------------------------------------------------------------------------
+
+    async def remember(self, item: MemoryItem) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(
+                "INSERT INTO memory VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, key)"
+                " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
+                " created_at = excluded.created_at, expires_at = excluded.expires_at",
+                (
+                    item.tenant,
+                    item.key,
+                    json.dumps(item.value),
+                    json.dumps(item.provenance),
+                    item.created_at,
+                    item.expires_at,
+                ),
+            )
+
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
+        async with self._cursor(write=False) as cur:
+            now = await self._now(cur)
+            await cur.execute(
+                "SELECT value, provenance, created_at, expires_at FROM memory"
+                " WHERE tenant = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)",
+                (tenant, key, now),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
+
+    async def memory_items(self) -> list[MemoryItem]:
+        async with self._cursor(write=False) as cur:
+            await cur.execute(
+                "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
+                " ORDER BY tenant, key"
+            )
+            rows = await cur.fetchall()
+        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+
+    # -- copying ------------------------------------------------------------------------------
+
+    async def export_run(self, run_id: str) -> RunExport:
+        record = await self.get_run(run_id)
+        spec = await self.get_agent_spec(record.agent_hash)
+        rows = await self.event_rows(run_id)
+        async with self._cursor(write=False) as cur:
+            await cur.execute(
+                "SELECT inbox_id, text, sent_at, consumed_at FROM inbox WHERE run_id = %s"
+                " ORDER BY inbox_id",
+                (run_id,),
+            )
+            inbox = tuple((int(i), str(t), float(s), c) for i, t, s, c in await cur.fetchall())
+        return RunExport(record, spec, tuple(rows), inbox)
+
+    async def import_run(self, export: RunExport) -> None:
+        """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
+        r = export.record
+        values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
+        values[14] = json.dumps(r.state)
+        async with self._cursor(write=True, run_id=r.run_id) as cur:
+            await cur.execute(
+                "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (r.agent_hash, export.agent_spec),
+            )
+            await cur.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})", values
+            )
+            await cur.executemany(
+                "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(r.run_id, *row) for row in export.events],
+            )
+            await cur.executemany(
+                "INSERT INTO inbox (run_id, text, sent_at, consumed_at) VALUES (%s, %s, %s, %s)",
+                [(r.run_id, text, sent, consumed) for _, text, sent, consumed in export.inbox],
+            )
+
+
+async def _one(cur: Cursor) -> tuple[Any, ...]:
+    row = await cur.fetchone()
+    assert row is not None, "the query returns one row"
+    return row
+
+
+async def _notify(cur: Cursor, run_id: str) -> None:
+    """Announce a run that is runnable now; delivered when the transaction commits."""
+    await cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, run_id))
+
+
+async def _insert_events(cur: Cursor, events: Iterable[Event]) -> None:
+    await cur.executemany(
+        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events],
+    )
+
+
+async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
+    """Append a step, fenced by sequence number and lease; return the run's new ready_at."""
+    last = c.events[-1] if c.events else None
+    await cur.execute(
+        "UPDATE runs SET last_seq = %s, last_hash = coalesce(%s, last_hash), state = %s,"
+        " status = %s, ready_at = %s, waiting_for = %s, updated_at = %s,"
+        " lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END,"
+        " lease_expires_at = CASE WHEN %s THEN NULL ELSE lease_expires_at END"
+        " WHERE run_id = %s AND last_seq = %s AND lease_epoch = %s AND lease_owner = %s",
+        (
+            last.seq if last else c.expected_seq,
+            last.hash if last else None,
+            c.state,
+            c.status,
+            c.ready_at,
+            c.waiting_for,
+            now,
+            c.release,
+            c.release,
+            c.run_id,
+            c.expected_seq,
+            c.epoch,
+            c.worker,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise ConflictError(
+            f"run {c.run_id} moved on (expected seq {c.expected_seq}, lease epoch {c.epoch}):"
+            " another worker holds it now"
+        )
+    await _insert_events(cur, c.events)
+    if c.consumed_inbox:
+        await cur.execute(
+            "UPDATE inbox SET consumed_at = %s WHERE inbox_id = ANY(%s)",
+            (now, list(c.consumed_inbox)),
+        )
+    if c.waiting_for == "message":
+        # A message that arrived while the run was working makes it runnable at once.
+        await cur.execute(
+            "UPDATE runs SET ready_at = %s WHERE run_id = %s AND EXISTS"
+            " (SELECT 1 FROM inbox WHERE run_id = %s AND consumed_at IS NULL)",
+            (now, c.run_id, c.run_id),
+        )
+        if cur.rowcount == 1:
+            return now
+    return c.ready_at
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    values = list(row)
+    values[14] = json.loads(values[14])
+    return RunRecord(*values)
