@@ -1,7 +1,9 @@
 """Named fault points: where durability tests kill a worker with a real SIGKILL.
 
 A worker started with ``--fault-point NAME[:N]`` kills itself the N-th time (default first)
-it reaches NAME. Nothing else in the engine changes when faults are off.
+it reaches NAME; with ``--fault-action stop`` it stops itself instead (SIGSTOP), as a process
+cut off or frozen past its lease would, until the test sends SIGCONT. Nothing else in the
+engine changes when faults are off.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ class Faults:
     point: str | None = None
     nth: int = 1
     during_delay_s: float = 0.05
+    action: str = "kill"
     _hits: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str | None, *, during_delay_s: float = 0.05) -> Faults:
+    def parse(
+        cls, text: str | None, *, during_delay_s: float = 0.05, action: str = "kill"
+    ) -> Faults:
         if not text:
             return cls()
+        if action not in ("kill", "stop"):
+            raise ConfigError(f"fault action must be kill or stop, not {action!r}")
         name, _, nth = text.partition(":")
         if name not in FAULT_POINTS:
             raise ConfigError(
@@ -41,7 +48,7 @@ class Faults:
             count = int(nth) if nth else 1
         except ValueError:
             raise ConfigError(f"fault point count must be a number, not {nth!r}") from None
-        return cls(point=name, nth=count, during_delay_s=during_delay_s)
+        return cls(point=name, nth=count, during_delay_s=during_delay_s, action=action)
 
     def armed(self, name: str) -> bool:
         """Count a visit to ``name``; True when this visit is the one to die at."""
@@ -52,7 +59,10 @@ class Faults:
 
     def hit(self, name: str) -> None:
         if self.armed(name):
-            kill_self()
+            if self.action == "stop":
+                os.kill(os.getpid(), signal.SIGSTOP)
+            else:
+                kill_self()
 
 
 def kill_self() -> None:

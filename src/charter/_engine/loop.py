@@ -28,7 +28,7 @@ from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
-from charter.errors import ModelError
+from charter.errors import ConflictError, ModelError
 from charter.events import (
     BudgetExceeded,
     ErrorInfo,
@@ -104,8 +104,10 @@ class RunDriver:
         faults: Faults,
         clock: Callable[[], float] = time.time,
         rand: random.Random | None = None,
+        lease_valid: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
+        self.lease_valid = lease_valid
         self.record = record
         self.claim = claim
         self.agent = agent
@@ -387,6 +389,10 @@ class RunDriver:
         self._append(ToolCallStarted(call_id=call.call_id, tool=call.tool, idempotency_key=key))
         await self._flush()
         self.faults.hit("after_intent_commit")
+        if not self.lease_valid():
+            # Paused past the lease (a stopped process, a long GC, a cut network): another
+            # worker may own the run and settle this intent. Never start the effect here.
+            raise ConflictError(f"run {self.run_id}: lease expired before {call.tool} could start")
         outcome = await self._invoke(call, key, watch=True)
         self.faults.hit("after_tool_before_commit")
         if outcome.unknown:

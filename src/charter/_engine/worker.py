@@ -99,6 +99,7 @@ class Worker:
         self.executor = executor or ToolExecutor(clock=clock)
         self.clock = clock
         self._tasks: dict[str, tuple[asyncio.Task[None], int]] = {}
+        self._lease_until: dict[str, float] = {}  # by this worker's clock, from claim and renew
         self._wake = asyncio.Event()
         self.info = WorkerInfo(
             worker_id=self.worker_id,
@@ -155,10 +156,12 @@ class Worker:
         free = self.options.concurrency - len(self._tasks)
         if free <= 0:
             return 0
+        asked = self.clock()
         claims = await self.store.claim(
             self.worker_id, lease_s=self.options.lease_s, limit=free, run_id=run_id
         )
         for claim in claims:
+            self._lease_until[claim.run_id] = asked + self.options.lease_s
             task = asyncio.create_task(self._work(claim, report))
             self._tasks[claim.run_id] = (task, claim.epoch)
         return len(claims)
@@ -204,6 +207,7 @@ class Worker:
                 executor=self.executor,
                 faults=self.options.faults,
                 clock=self.clock,
+                lease_valid=lambda: self.clock() < self._lease_until.get(run_id, 0.0),
             )
             state = await driver.drive()
             report.worked[run_id] = state.status
@@ -226,12 +230,14 @@ class Worker:
                 log.error("%s: could not mark the run failed: %s", run_id, again)
         finally:
             self._tasks.pop(run_id, None)
+            self._lease_until.pop(run_id, None)
 
     async def _heartbeat(self) -> None:
         interval = self.options.lease_s / 3
         while True:
             await asyncio.sleep(interval)
             leases = {run_id: epoch for run_id, (_, epoch) in self._tasks.items()}
+            asked = self.clock()  # the renewed leases run from no earlier than this
             try:
                 await self.store.heartbeat_worker(self.info)
                 lost = (
@@ -242,6 +248,9 @@ class Worker:
             except CharterError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            for run_id in leases.keys() - lost:
+                if run_id in self._lease_until:
+                    self._lease_until[run_id] = asked + self.options.lease_s
             for run_id in lost:
                 entry = self._tasks.get(run_id)
                 if entry is not None:

@@ -160,6 +160,7 @@ def start_cmd(
     help=f"Testing: SIGKILL this worker at NAME[:N], one of {', '.join(FAULT_POINTS)}.",
 )
 @click.option("--fault-delay", default=0.05, hidden=True, type=float)
+@click.option("--fault-action", default="kill", hidden=True, type=click.Choice(["kill", "stop"]))
 @db_option
 @debug_option
 def worker_cmd(
@@ -170,6 +171,7 @@ def worker_cmd(
     retry_for: float | None,
     fault_point: str | None,
     fault_delay: float,
+    fault_action: str,
     db_url: str,
     debug: bool,
 ) -> None:
@@ -183,7 +185,7 @@ def worker_cmd(
         concurrency=concurrency,
         lease_s=lease_seconds,
         poll_s=poll_seconds,
-        faults=Faults.parse(fault_point, during_delay_s=fault_delay),
+        faults=Faults.parse(fault_point, during_delay_s=fault_delay, action=fault_action),
         give_up_after_s=retry_for,
     )
 
