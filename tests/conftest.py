@@ -1,17 +1,39 @@
-"""Shared test setup: the repository root on ``sys.path`` and real SQLite files in tmp_path."""
+"""Shared test setup: the repository root on ``sys.path``, real SQLite files in tmp_path, and
+fresh databases on the real PostgreSQL server.
+
+PostgreSQL: ``CHARTER_TEST_PG_ADMIN`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``)
+names a role that may create databases. A test session creates one database of its own
+(``charter_t_<pid>_0``, dropped at the end); each test that asks for ``pg_url`` gets a new,
+empty schema in it, named by the URL (``?options=-csearch_path%3Dt_<n>``) and dropped after the
+test. A schema costs milliseconds where a database costs a checkpoint. ``pg_databases.create()``
+makes a whole fresh database for a test that needs one. CI guarantees the server: when it is
+unreachable the PostgreSQL tests fail, they are not skipped.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     # Tool references such as "tests.helpers.tools:lookup" are imported by module name, as a
     # worker in another process would import them.
     sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_ENV = "CHARTER_TEST_PG_ADMIN"
+PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+_TEST_DB = re.compile(r"^charter_t_(\d+)_\d+$")
 
 
 @pytest.fixture
@@ -22,3 +44,125 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def db_url(db_path: Path) -> str:
     return f"sqlite:///{db_path}"
+
+
+class PostgresDatabases:
+    """Throwaway databases (through the admin connection) and schemas (in the session's own
+    database) for the tests."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self._names = (f"charter_t_{os.getpid()}_{n}" for n in itertools.count())
+        try:
+            self._conn = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+        except psycopg.Error as exc:
+            reason = str(exc)
+        else:
+            reason = ""
+        if reason:
+            parts = urlsplit(admin_url)
+            pytest.fail(
+                f"PostgreSQL is not reachable at {parts.hostname}:{parts.port or 5432}"
+                f" ({reason}). The PostgreSQL tests need the server: start it"
+                " (pg_ctlcluster --skip-systemctl-redirect 15 main start) or point"
+                f" {PG_ADMIN_ENV} at one whose role may create databases.",
+                pytrace=False,
+            )
+        self._drop_leftovers()
+        self._schemas = (f"t_{n}" for n in itertools.count())
+        self.session_db = self.create()
+        self._session: psycopg.Connection[tuple[object, ...]] | None = None
+
+    def url(self, dbname: str, *, schema: str | None = None) -> str:
+        """The admin URL with another database name (and a schema to work in)."""
+        parts = urlsplit(self.admin_url)
+        query = parts.query
+        if schema is not None:
+            option = "options=" + quote(f"-csearch_path={schema}")
+            query = f"{query}&{option}" if query else option
+        return urlunsplit(parts._replace(path=f"/{dbname}", query=query))
+
+    def _in_session_db(self) -> psycopg.Connection[tuple[object, ...]]:
+        if self._session is None or self._session.closed or self._session.broken:
+            self._session = psycopg.connect(self.url(self.session_db), autocommit=True)
+        return self._session
+
+    def create_schema(self) -> str:
+        """A new, empty schema in the session's database; returns its name."""
+        name = next(self._schemas)
+        self._in_session_db().execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        return name
+
+    def drop_schema(self, name: str) -> None:
+        # Tests run one at a time: a connection still open here was leaked by this test.
+        conn = self._in_session_db()
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+    def create(self) -> str:
+        """A new, empty database; returns its name."""
+        name = next(self._names)
+        self._conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return name
+
+    def drop(self, name: str) -> None:
+        self._conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        with contextlib.suppress(psycopg.Error):
+            self.drop(self.session_db)
+        self._conn.close()
+
+    def _drop_leftovers(self) -> None:
+        """Drop the test databases of test sessions that died before their teardown."""
+        for (name,) in self._conn.execute("SELECT datname FROM pg_database").fetchall():
+            found = _TEST_DB.match(name)
+            if found and not _alive(int(found.group(1))):
+                with contextlib.suppress(psycopg.errors.ObjectInUse):  # someone uses it still
+                    self._conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+                    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases(os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT))
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def pg_url(pg_databases: PostgresDatabases) -> Iterator[str]:
+    """A PostgreSQL URL to a fresh, empty place (its own schema), dropped after the test."""
+    name = pg_databases.create_schema()
+    try:
+        yield pg_databases.url(pg_databases.session_db, schema=name)
+    finally:
+        pg_databases.drop_schema(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A fresh store URL for each backend: a new SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{db_path}"
+    return str(request.getfixturevalue("pg_url"))

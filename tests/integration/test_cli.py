@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -233,14 +234,24 @@ def test_worker_waits_out_a_locked_database_then_works(tmp_path: Path, agent: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert worker.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(worker.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
-        time.sleep(6.5)  # longer than the 5 s busy timeout: the worker has met the lock
-        assert worker.poll() is None, "the worker gave up on a locked database"
+        deadline = time.monotonic() + 60
+        while not any("retrying in" in line for line in lines):  # it met the lock, and waits
+            assert worker.poll() is None, "the worker gave up on a locked database"
+            assert time.monotonic() < deadline, "the worker never reported the locked database"
+            time.sleep(0.1)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    _, stderr = worker.communicate(timeout=60)
+    worker.wait(timeout=60)
+    reader.join(timeout=10)
+    worker.stderr.close()
+    stderr = "".join(lines)
     assert worker.returncode == 0, stderr
-    assert "retrying in" in stderr and "locked" in stderr
+    assert "locked" in stderr
     shown = json.loads(charter(tmp_path, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "waiting"

@@ -16,7 +16,7 @@ import click
 from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
-from charter.cli._ops import db_group, redact, workers_group
+from charter.cli._ops import db_group, workers_group
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import (
     RUN_HEADERS,
@@ -29,6 +29,7 @@ from charter.cli._render import (
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime
+from charter.store import redact
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")

@@ -6,23 +6,13 @@ import asyncio
 import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import clock_time, echo_json, table
-from charter.store import open_store
+from charter.store import open_store, redact
 from charter.store._copy import copy_store
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @click.group("workers")

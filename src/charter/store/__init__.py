@@ -47,6 +47,7 @@ __all__ = [
     "Store",
     "WorkerInfo",
     "open_store",
+    "redact",
 ]
 
 

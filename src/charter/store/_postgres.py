@@ -17,7 +17,8 @@ import contextlib
 import getpass
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -51,14 +52,20 @@ from charter.store._base import (
 
 log = logging.getLogger("charter.store")
 
-Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+Row = tuple[Any, ...]
+Cursor = psycopg.AsyncCursor[Row]
+Args = Sequence[Any] | dict[str, Any] | None
 CHANNEL = "charter_work"
 _MIGRATION_LOCK = 0x63686172746572  # "charter": one migrator at a time per database
-_RELISTEN_S = 1.0
+_RELISTEN_S = 0.5
 _RUN_COLUMNS = (
     "run_id, agent_name, agent_version, agent_hash, tenant, principal, status, waiting_for,"
     " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
     " created_at, updated_at"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 _CLAIM = """
 WITH picked AS (
@@ -68,7 +75,7 @@ WITH picked AS (
     ORDER BY ready_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE runs r SET lease_owner = %(worker)s, lease_expires_at = %(expires)s,
+    UPDATE runs r SET lease_owner = %(worker)s, lease_expires_at = %(now)s + %(lease_s)s,
         lease_epoch = r.lease_epoch + 1, status = 'running'
     FROM picked p WHERE r.run_id = p.run_id
     RETURNING r.run_id, r.lease_epoch, p.status, p.waiting_for, p.ready_at
@@ -79,11 +86,8 @@ SELECT run_id, lease_epoch, status, waiting_for FROM claimed ORDER BY ready_at, 
 
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("charter.store") / "migrations" / "postgres"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-    return sorted(found)
+    files = [f for f in folder.iterdir() if f.name.endswith(".sql")]
+    return sorted((int(f.name.split("_", 1)[0]), f.read_text()) for f in files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,68 +129,49 @@ def _reason(text: str) -> str:
     return first.rsplit("failed: ", 1)[-1].replace("FATAL:  ", "").strip()
 
 
-_LOST_STATES = ("57P01", "57P02", "57P03")
-_LOST_WORDS = (
-    "server closed the connection",
-    "terminating connection",
-    "consuming input failed",
-    "connection is lost",
+_LOST = re.compile(
+    "server closed the connection|terminating connection|consuming input failed|connection is lost"
 )
-_AUTH_WORDS = ("password authentication failed", "no password supplied", "pg_hba.conf")
+_AUTH = re.compile('password authentication failed|no password supplied|pg_hba.conf|role ".*" does')
 
 
 def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> StoreError:
     """psycopg's errors, translated once at the boundary into messages a user can act on."""
-    text = str(exc)
-    reason = _reason(text)
-    state = getattr(exc, "sqlstate", None) or ""
+    text, state = str(exc), getattr(exc, "sqlstate", None) or ""
+    where, reason = target.address, _reason(text)
     if isinstance(exc, pg_errors.UniqueViolation) and run_id is not None:
         return StoreError(
             f"run {run_id} already exists in the database at {target}",
             hint="run ids are unique; copy into an empty database or use another id",
         )
-    if isinstance(exc, PoolTimeout):
-        return StoreError(
-            f"no connection to PostgreSQL at {target.address} came free in time",
-            hint="is the server running? the worker will retry",
-        )
     if isinstance(exc, PoolClosed):
         return StoreError("the store is closed")
-    if state == "3D000" or ('database "' in text and "does not exist" in text):
+    if state == "3D000" or re.search('database ".*" does not exist', text):
         return StoreError(
-            f"database {target.dbname!r} does not exist on the PostgreSQL server at"
-            f" {target.address}",
+            f"database {target.dbname!r} does not exist on the PostgreSQL server at {where}",
             hint=f"create it with `createdb {target.dbname}` or point --db at an existing one",
         )
-    if (
-        state.startswith("28")
-        or any(word in text for word in _AUTH_WORDS)
-        or ('role "' in text and "does not exist" in text)
-    ):
+    if state.startswith("28") or _AUTH.search(text):
         return StoreError(
-            f"PostgreSQL at {target.address} refused user {target.user!r}: {reason}",
+            f"PostgreSQL at {where} refused user {target.user!r}: {reason}",
             hint="check the user and password in the URL",
         )
-    if state in _LOST_STATES or state.startswith("08") or _is_lost(exc, text):
+    connecting = text.startswith("connection failed")  # never got a connection at all
+    if (
+        isinstance(exc, PoolTimeout | psycopg.InterfaceError)
+        or state.startswith(("08", "57P"))
+        or (_LOST.search(text) and not connecting)
+    ):
         return StoreError(
-            f"lost the connection to PostgreSQL at {target.address}: {reason}",
-            hint="the worker will retry; is the server restarting?",
+            f"lost the connection to PostgreSQL at {where}: {reason}",
+            hint="the worker will retry; is the server running?",
         )
     if isinstance(exc, psycopg.OperationalError):
         return StoreError(
-            f"cannot connect to PostgreSQL at {target.address}: {reason}",
+            f"cannot connect to PostgreSQL at {where}: {reason}",
             hint="is the server running? check the URL",
         )
     return StoreError(f"PostgreSQL at {target}: {reason}")
-
-
-def _is_lost(exc: Exception, text: str) -> bool:
-    """A connection that broke mid-operation (not one that could not be made)."""
-    if isinstance(exc, psycopg.InterfaceError):
-        return True  # "the connection is closed" / "the connection is lost"
-    if text.startswith("connection failed"):
-        return False
-    return any(word in text for word in _LOST_WORDS)
 
 
 class PostgresStore:
@@ -203,24 +188,22 @@ class PostgresStore:
         self.url = redact(url)
         try:
             params: dict[str, Any] = conninfo_to_dict(url)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            secret = urlsplit(url).password  # libpq may quote it back: then say nothing
+            reason = "" if secret and secret in str(exc) else f": {_reason(str(exc))}"
             raise ConfigError(
-                f"{self.url!r} is not a valid PostgreSQL URL",
+                f"{self.url!r} is not a valid PostgreSQL URL{reason}",
                 hint="postgresql://user:password@host:5432/dbname",
             ) from None
         params.setdefault("connect_timeout", str(max(1, round(timeout_s))))
+        params.setdefault("application_name", "charter")  # how pg_stat_activity names us
         user = str(params.get("user") or getpass.getuser())
-        self.target = Target(
-            host=str(params.get("host") or "localhost"),
-            port=str(params.get("port") or 5432),
-            dbname=str(params.get("dbname") or user),
-            user=user,
-        )
+        host, port = str(params.get("host") or "localhost"), str(params.get("port") or 5432)
+        self.target = Target(host, port, str(params.get("dbname") or user), user)
         self._conninfo = make_conninfo("", **params)
         self._clock = clock
-        self._max_connections = max_connections
-        self._timeout_s = timeout_s
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] | None = None
+        self._max_connections, self._timeout_s = max_connections, timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
         self._opening = asyncio.Lock()
         self._closed = False
         self._listener: asyncio.Task[None] | None = None
@@ -229,7 +212,7 @@ class PostgresStore:
 
     # -- connections and schema ---------------------------------------------------------------
 
-    async def _open(self) -> AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+    async def _open(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Row]]:
         if self._closed:
             raise StoreError("the store is closed")
         if self._pool is None:
@@ -243,8 +226,7 @@ class PostgresStore:
                         open=False,
                         timeout=self._timeout_s,
                         kwargs={"autocommit": True},
-                        check=AsyncConnectionPool.check_connection,
-                        name="charter",
+                        check=AsyncConnectionPool.check_connection,  # survives server restarts
                     )
                     await pool.open()
                     self._pool = pool
@@ -255,13 +237,12 @@ class PostgresStore:
         """A pooled connection's cursor; ``write``: inside one transaction."""
         pool = await self._open()
         try:
-            async with pool.connection() as conn:
-                if write:
-                    async with conn.transaction(), conn.cursor() as cur:
-                        yield cur
-                else:
-                    async with conn.cursor() as cur:
-                        yield cur
+            async with (
+                pool.connection() as conn,
+                conn.cursor() as cur,
+                conn.transaction() if write else contextlib.nullcontext(),
+            ):
+                yield cur
         except psycopg.Error as exc:
             raise translate(exc, self.target, run_id=run_id) from exc
 
@@ -306,9 +287,8 @@ class PostgresStore:
             await conn.close()
 
     async def schema_version(self) -> int:
-        async with self._cursor(write=False) as cur:
-            await cur.execute("SELECT max(version) FROM charter_migrations")
-            return int((await _one(cur))[0] or 0)
+        [(version,)] = await self._fetch("SELECT max(version) FROM charter_migrations")
+        return int(version or 0)
 
     def latest_schema_version(self) -> int:
         return _migrations()[-1][0]
@@ -323,84 +303,61 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
 
+    async def _fetch(self, query: str, args: Args = None, *, now: bool = False) -> list[Row]:
+        """One statement (atomic by itself); ``now``: ``%(now)s`` is the store's time."""
+        async with self._cursor(write=False) as cur:
+            if now:
+                args = {**(args if isinstance(args, dict) else {}), "now": await self._now(cur)}
+            await cur.execute(query, args)
+            return await cur.fetchall() if cur.description else []
+
     # -- agents and runs ----------------------------------------------------------------------
 
     async def create_run(self, run: NewRun) -> None:
-        last = run.events[-1]
+        r, last = run, run.events[-1]
+        values: list[Any] = [r.run_id, r.agent_name, r.agent_version, r.agent_hash, r.tenant]
+        values += [r.principal, "queued", None, r.created_at, None, None, 0, last.seq, last.hash]
+        values += [r.state, r.created_at, r.created_at]
         async with self._cursor(write=True, run_id=run.run_id) as cur:
-            await cur.execute(
-                "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (run.agent_hash, run.agent_spec),
-            )
-            await cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, 'queued',"
-                " NULL, %s, NULL, NULL, 0, %s, %s, %s, %s, %s)",
-                (
-                    run.run_id,
-                    run.agent_name,
-                    run.agent_version,
-                    run.agent_hash,
-                    run.tenant,
-                    run.principal,
-                    run.created_at,
-                    last.seq,
-                    last.hash,
-                    run.state,
-                    run.created_at,
-                    run.created_at,
-                ),
-            )
+            await _insert_run(cur, values, run.agent_spec)
             await _insert_events(cur, run.events)
             await _notify(cur, run.run_id)
 
     async def get_agent_spec(self, agent_hash: str) -> str:
-        async with self._cursor(write=False) as cur:
-            await cur.execute("SELECT spec FROM agents WHERE agent_hash = %s", (agent_hash,))
-            row = await cur.fetchone()
-        if row is None:
-            raise NotFoundError(f"no agent with hash {agent_hash}")
-        return str(row[0])
+        query = "SELECT spec FROM agents WHERE agent_hash = %s"
+        for (spec,) in await self._fetch(query, (agent_hash,)):
+            return str(spec)
+        raise NotFoundError(f"no agent with hash {agent_hash}")
 
     async def get_run(self, run_id: str) -> RunRecord:
-        async with self._cursor(write=False) as cur:
-            await cur.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,))
-            row = await cur.fetchone()
-        if row is None:
-            raise NotFoundError(
-                f"no run {run_id!r} in {self.url}", hint="'charter runs list' shows the runs"
-            )
-        return _record(row)
+        query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s"
+        for row in await self._fetch(query, (run_id,)):
+            return _record(row)
+        raise NotFoundError(
+            f"no run {run_id!r} in {self.url}", hint="'charter runs list' shows the runs"
+        )
 
     async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
         where, args = ("WHERE status = %s", [status]) if status else ("", [])
-        async with self._cursor(write=False) as cur:
-            await cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT %s",
-                [*args, limit],
-            )
-            return [_record(r) for r in await cur.fetchall()]
+        query = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT %s"
+        return [_record(r) for r in await self._fetch(query, [*args, limit])]
 
     async def run_counts(self) -> dict[str, int]:
-        async with self._cursor(write=False) as cur:
-            await cur.execute("SELECT status, count(*) FROM runs GROUP BY status")
-            return {str(status): int(n) for status, n in await cur.fetchall()}
+        rows = await self._fetch("SELECT status, count(*) FROM runs GROUP BY status")
+        return {str(status): int(n) for status, n in rows}
 
     async def run_ids(self) -> list[str]:
-        async with self._cursor(write=False) as cur:
-            await cur.execute("SELECT run_id FROM runs ORDER BY created_at")
-            return [str(r[0]) for r in await cur.fetchall()]
+        return [str(r[0]) for r in await self._fetch("SELECT run_id FROM runs ORDER BY created_at")]
 
     # -- events -------------------------------------------------------------------------------
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
-        async with self._cursor(write=False) as cur:
-            # One row before the range, for the first event's prev_hash.
-            await cur.execute(
-                "SELECT seq, type, at, payload, hash, schema_version FROM events"
-                " WHERE run_id = %s AND seq >= %s ORDER BY seq",
-                (run_id, after_seq),
-            )
-            rows = await cur.fetchall()
+        # One row before the range, for the first event's prev_hash.
+        rows = await self._fetch(
+            "SELECT seq, type, at, payload, hash, schema_version FROM events"
+            " WHERE run_id = %s AND seq >= %s ORDER BY seq",
+            (run_id, after_seq),
+        )
         prev = GENESIS_HASH
         events = []
         for seq, type_, at, payload, hash_, version in rows:
@@ -411,13 +368,12 @@ class PostgresStore:
         return events
 
     async def event_rows(self, run_id: str) -> list[EventRow]:
-        async with self._cursor(write=False) as cur:
-            await cur.execute(
-                "SELECT seq, type, schema_version, at, payload, hash FROM events"
-                " WHERE run_id = %s ORDER BY seq",
-                (run_id,),
-            )
-            return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in await cur.fetchall()]
+        rows = await self._fetch(
+            "SELECT seq, type, schema_version, at, payload, hash FROM events"
+            " WHERE run_id = %s ORDER BY seq",
+            (run_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def commit(self, commit: Commit) -> None:
         async with self._cursor(write=True) as cur:
@@ -456,38 +412,32 @@ class PostgresStore:
             return inbox_id
 
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:
-        async with self._cursor(write=False) as cur:
-            await cur.execute(
-                "SELECT inbox_id, text, sent_at FROM inbox"
-                " WHERE run_id = %s AND consumed_at IS NULL ORDER BY inbox_id",
-                (run_id,),
-            )
-            return [InboxMessage(*row) for row in await cur.fetchall()]
+        rows = await self._fetch(
+            "SELECT inbox_id, text, sent_at FROM inbox"
+            " WHERE run_id = %s AND consumed_at IS NULL ORDER BY inbox_id",
+            (run_id,),
+        )
+        return [InboxMessage(*row) for row in rows]
 
     # -- leases -------------------------------------------------------------------------------
 
     async def claim(
         self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
     ) -> list[Claim]:
-        async with self._cursor(write=True) as cur:
-            now = await self._now(cur)
-            args = {"now": now, "run_id": run_id, "limit": limit, "worker": worker}
-            await cur.execute(_CLAIM, {**args, "expires": now + lease_s})
-            return [Claim(r, int(e), s, w) for r, e, s, w in await cur.fetchall()]
+        args = {"run_id": run_id, "limit": limit, "worker": worker, "lease_s": lease_s}
+        return [Claim(r, int(e), s, w) for r, e, s, w in await self._fetch(_CLAIM, args, now=True)]
 
     async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
-        lost: set[str] = set()
-        async with self._cursor(write=True) as cur:
-            now = await self._now(cur)
-            for run_id, epoch in leases.items():
-                await cur.execute(
-                    "UPDATE runs SET lease_expires_at = %s WHERE run_id = %s"
-                    " AND lease_owner = %s AND lease_epoch = %s",
-                    (now + lease_s, run_id, worker, epoch),
-                )
-                if cur.rowcount != 1:
-                    lost.add(run_id)
-        return lost
+        ids, epochs = list(leases), list(leases.values())
+        held = await self._fetch(
+            "UPDATE runs r SET lease_expires_at = %(now)s + %(lease_s)s"
+            " FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l (run_id, epoch)"
+            " WHERE r.run_id = l.run_id AND r.lease_owner = %(worker)s AND r.lease_epoch = l.epoch"
+            " RETURNING r.run_id",
+            {"ids": ids, "epochs": epochs, "worker": worker, "lease_s": lease_s},
+            now=True,
+        )
+        return set(leases) - {run_id for (run_id,) in held}
 
     async def release(self, worker: str, run_id: str, epoch: int) -> None:
         async with self._cursor(write=True) as cur:
@@ -502,22 +452,18 @@ class PostgresStore:
 
     async def work_outlook(self) -> tuple[int, int]:
         """(runs claimable now, runs ready but leased): zero and zero means idle."""
-        async with self._cursor(write=False) as cur:
-            now = await self._now(cur)
-            await cur.execute(
-                "SELECT"
-                " count(*) FILTER (WHERE lease_expires_at IS NULL OR lease_expires_at < %(now)s),"
-                " count(*) FILTER (WHERE lease_expires_at >= %(now)s)"
-                " FROM runs WHERE ready_at <= %(now)s",
-                {"now": now},
-            )
-            claimable, leased = await _one(cur)
+        [(claimable, leased)] = await self._fetch(
+            "SELECT"
+            " count(*) FILTER (WHERE lease_expires_at IS NULL OR lease_expires_at < %(now)s),"
+            " count(*) FILTER (WHERE lease_expires_at >= %(now)s)"
+            " FROM runs WHERE ready_at <= %(now)s",
+            now=True,
+        )
         return int(claimable), int(leased)
 
     async def next_ready_at(self) -> float | None:
-        async with self._cursor(write=False) as cur:
-            await cur.execute("SELECT min(ready_at) FROM runs WHERE ready_at IS NOT NULL")
-            found = (await _one(cur))[0]
+        query = "SELECT min(ready_at) FROM runs WHERE ready_at IS NOT NULL"
+        [(found,)] = await self._fetch(query)
         return None if found is None else float(found)
 
     async def wait_for_work(self, timeout: float) -> None:
@@ -541,19 +487,21 @@ class PostgresStore:
         self._woken.clear()
 
     async def _listen(self) -> None:
-        first = True
+        """Hold ``LISTEN charter_work`` for the store's life; reconnect, backing off, if lost."""
+        delay, first = _RELISTEN_S, True
         while not self._closed:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
             except psycopg.Error as exc:
                 log.warning("cannot listen for work: %s", translate(exc, self.target))
-                await asyncio.sleep(_RELISTEN_S)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
                 continue
             try:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 if not first:
                     self._woken.set()  # wake-ups may have been missed while reconnecting
-                first = False
+                delay, first = _RELISTEN_S, False
                 self._listening.set()
                 async for _ in conn.notifies():
                     self._woken.set()
@@ -562,73 +510,59 @@ class PostgresStore:
             finally:
                 self._listening.clear()
                 await conn.close()
-            await asyncio.sleep(_RELISTEN_S)
+            await asyncio.sleep(delay)
 
     # -- workers ------------------------------------------------------------------------------
 
     async def heartbeat_worker(self, info: WorkerInfo) -> None:
-        async with self._cursor(write=True) as cur:
-            now = await self._now(cur)
-            await cur.execute(
-                "INSERT INTO workers VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (worker_id)"
-                " DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                (info.worker_id, info.host, info.pid, info.concurrency, info.started_at, now),
-            )
+        await self._fetch(
+            "INSERT INTO workers VALUES (%(worker_id)s, %(host)s, %(pid)s, %(concurrency)s,"
+            " %(started_at)s, %(now)s)"
+            " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            info.to_dict(),
+            now=True,
+        )
 
     async def remove_worker(self, worker_id: str) -> None:
-        async with self._cursor(write=True) as cur:
-            await cur.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+        await self._fetch("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
 
     async def list_workers(self) -> list[WorkerInfo]:
-        async with self._cursor(write=False) as cur:
-            now = await self._now(cur)
-            await cur.execute(
-                "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
-                " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
-                "  AND r.lease_expires_at >= %s)"
-                " FROM workers w ORDER BY w.started_at",
-                (now,),
-            )
-            return [WorkerInfo(*row) for row in await cur.fetchall()]
+        rows = await self._fetch(
+            "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
+            " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
+            "  AND r.lease_expires_at >= %(now)s)"
+            " FROM workers w ORDER BY w.started_at",
+            now=True,
+        )
+        return [WorkerInfo(*row) for row in rows]
 
     # -- memory -------------------------------------------------------------------------------
 
     async def remember(self, item: MemoryItem) -> None:
-        async with self._cursor(write=True) as cur:
-            await cur.execute(
-                "INSERT INTO memory VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, key)"
-                " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
-                " created_at = excluded.created_at, expires_at = excluded.expires_at",
-                (
-                    item.tenant,
-                    item.key,
-                    json.dumps(item.value),
-                    json.dumps(item.provenance),
-                    item.created_at,
-                    item.expires_at,
-                ),
-            )
+        value, provenance = json.dumps(item.value), json.dumps(item.provenance)
+        await self._fetch(
+            "INSERT INTO memory VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, key)"
+            " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at",
+            (item.tenant, item.key, value, provenance, item.created_at, item.expires_at),
+        )
 
     async def recall(self, tenant: str, key: str) -> MemoryItem | None:
-        async with self._cursor(write=False) as cur:
-            now = await self._now(cur)
-            await cur.execute(
-                "SELECT value, provenance, created_at, expires_at FROM memory"
-                " WHERE tenant = %s AND key = %s AND (expires_at IS NULL OR expires_at > %s)",
-                (tenant, key, now),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
+        rows = await self._fetch(
+            "SELECT value, provenance, created_at, expires_at FROM memory WHERE tenant ="
+            " %(tenant)s AND key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s)",
+            {"tenant": tenant, "key": key},
+            now=True,
+        )
+        for v, p, created_at, expires_at in rows:
+            return MemoryItem(tenant, key, json.loads(v), json.loads(p), created_at, expires_at)
+        return None
 
     async def memory_items(self) -> list[MemoryItem]:
-        async with self._cursor(write=False) as cur:
-            await cur.execute(
-                "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
-                " ORDER BY tenant, key"
-            )
-            rows = await cur.fetchall()
+        rows = await self._fetch(
+            "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
+            " ORDER BY tenant, key"
+        )
         return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
 
     # -- copying ------------------------------------------------------------------------------
@@ -637,14 +571,12 @@ class PostgresStore:
         record = await self.get_run(run_id)
         spec = await self.get_agent_spec(record.agent_hash)
         rows = await self.event_rows(run_id)
-        async with self._cursor(write=False) as cur:
-            await cur.execute(
-                "SELECT inbox_id, text, sent_at, consumed_at FROM inbox WHERE run_id = %s"
-                " ORDER BY inbox_id",
-                (run_id,),
-            )
-            inbox = tuple((int(i), str(t), float(s), c) for i, t, s, c in await cur.fetchall())
-        return RunExport(record, spec, tuple(rows), inbox)
+        inbox = await self._fetch(
+            "SELECT inbox_id, text, sent_at, consumed_at FROM inbox WHERE run_id = %s"
+            " ORDER BY inbox_id",
+            (run_id,),
+        )
+        return RunExport(record, spec, tuple(rows), tuple((i, t, s, c) for i, t, s, c in inbox))
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
@@ -652,28 +584,36 @@ class PostgresStore:
         values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
         values[14] = json.dumps(r.state)
         async with self._cursor(write=True, run_id=r.run_id) as cur:
-            await cur.execute(
-                "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (r.agent_hash, export.agent_spec),
-            )
-            await cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})", values
-            )
+            await _insert_run(cur, values, export.agent_spec)
+            await cur.executemany(_INSERT_EVENT, [(r.run_id, *row) for row in export.events])
+            # Inbox ids are kept (message_received events name them); the identity moves past.
             await cur.executemany(
-                "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(r.run_id, *row) for row in export.events],
+                "INSERT INTO inbox (inbox_id, run_id, text, sent_at, consumed_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [(i, r.run_id, text, sent, consumed) for i, text, sent, consumed in export.inbox],
             )
-            await cur.executemany(
-                "INSERT INTO inbox (run_id, text, sent_at, consumed_at) VALUES (%s, %s, %s, %s)",
-                [(r.run_id, text, sent, consumed) for _, text, sent, consumed in export.inbox],
-            )
+            if export.inbox:
+                await cur.execute(
+                    "SELECT setval(pg_get_serial_sequence('inbox', 'inbox_id'),"
+                    " greatest((SELECT max(inbox_id) FROM inbox), 1))"
+                )
 
 
-async def _one(cur: Cursor) -> tuple[Any, ...]:
+async def _one(cur: Cursor) -> Row:
     row = await cur.fetchone()
     assert row is not None, "the query returns one row"
     return row
+
+
+async def _insert_run(cur: Cursor, values: list[Any], agent_spec: str) -> None:
+    """The run's row (``_RUN_COLUMNS``), and its agent's spec unless stored already."""
+    await cur.execute(
+        "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (values[3], agent_spec),
+    )
+    await cur.execute(
+        f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})", values
+    )
 
 
 async def _notify(cur: Cursor, run_id: str) -> None:
@@ -682,37 +622,22 @@ async def _notify(cur: Cursor, run_id: str) -> None:
 
 
 async def _insert_events(cur: Cursor, events: Iterable[Event]) -> None:
-    await cur.executemany(
-        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events],
-    )
+    rows = [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events]
+    await cur.executemany(_INSERT_EVENT, rows)
 
 
 async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
     """Append a step, fenced by sequence number and lease; return the run's new ready_at."""
-    last = c.events[-1] if c.events else None
+    head = (c.events[-1].seq, c.events[-1].hash) if c.events else (c.expected_seq, None)
+    changes = (*head, c.state, c.status, c.ready_at, c.waiting_for, now, c.release, c.release)
+    fence = (c.run_id, c.expected_seq, c.epoch, c.worker)
     await cur.execute(
         "UPDATE runs SET last_seq = %s, last_hash = coalesce(%s, last_hash), state = %s,"
         " status = %s, ready_at = %s, waiting_for = %s, updated_at = %s,"
         " lease_owner = CASE WHEN %s THEN NULL ELSE lease_owner END,"
         " lease_expires_at = CASE WHEN %s THEN NULL ELSE lease_expires_at END"
         " WHERE run_id = %s AND last_seq = %s AND lease_epoch = %s AND lease_owner = %s",
-        (
-            last.seq if last else c.expected_seq,
-            last.hash if last else None,
-            c.state,
-            c.status,
-            c.ready_at,
-            c.waiting_for,
-            now,
-            c.release,
-            c.release,
-            c.run_id,
-            c.expected_seq,
-            c.epoch,
-            c.worker,
-        ),
+        (*changes, *fence),
     )
     if cur.rowcount != 1:
         raise ConflictError(
@@ -737,7 +662,7 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
     return c.ready_at
 
 
-def _record(row: tuple[Any, ...]) -> RunRecord:
+def _record(row: Row) -> RunRecord:
     values = list(row)
     values[14] = json.loads(values[14])
     return RunRecord(*values)

@@ -608,9 +608,11 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(r.run_id, *row) for row in export.events],
             )
+            # Inbox ids are kept: message_received events name them.
             conn.executemany(
-                "INSERT INTO inbox (run_id, text, sent_at, consumed_at) VALUES (?, ?, ?, ?)",
-                [(r.run_id, text, sent, consumed) for _, text, sent, consumed in export.inbox],
+                "INSERT INTO inbox (inbox_id, run_id, text, sent_at, consumed_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(i, r.run_id, text, sent, consumed) for i, text, sent, consumed in export.inbox],
             )
 
         await self._write(op)
