@@ -4,7 +4,8 @@
 Usage::
 
     python bench/scale_out.py [--runs 1000] [--steps 20] [--tool-ms 20] [--workers 1,2,4]
-                              [--concurrency 100] [--pg-admin URL] [--quick] [--json]
+                              [--concurrency 100] [--pg-admin URL] [--quick]
+                              [--keep-logs DIR] [--timeout 600] [--json]
 
 Each part on a fresh PostgreSQL database (created on ``--pg-admin``, dropped at the end):
 
@@ -76,6 +77,7 @@ TAKEOVER_RUNS = 100
 TAKEOVER_STEPS = 20
 TAKEOVER_LEASE_S = 2.0
 TAKEOVER_HOLD_S = 0.5  # worker A works this long after its first claim, then is killed
+OTHER_CPU_WARNING = 0.10  # share of the machine used by other processes that skews a figure
 START_BATCH = 50  # runs created concurrently while setting up (not timed)
 _WORKED = re.compile(r"worked (\d+) run\(s\); (\d+) error\(s\)")
 
@@ -230,6 +232,12 @@ def machine_busy_s() -> float | None:
     return (user + nice + system + irq + softirq + steal) / TICK
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / TICK
+
+
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -242,19 +250,49 @@ def self_cpu_s() -> float:
 
 @dataclass
 class CpuMeter:
-    """CPU used between :meth:`start` and :meth:`stop` by the workers, PostgreSQL, everything."""
+    """CPU used between :meth:`start` and :meth:`stop` by the workers, PostgreSQL, everything.
+
+    Workers that exit in between are counted from ``RUSAGE_CHILDREN`` once reaped; workers that
+    live through the whole interval are named by ``pids`` and read from /proc.
+    """
 
     postmaster: int | None
+    pids: tuple[int, ...] = ()
+
+    def _sample(self) -> list[float | None]:
+        workers = children_cpu_s() + sum(proc_cpu_s(pid) for pid in self.pids)
+        return [workers, pg_cpu_s(self.postmaster), machine_busy_s(), self_cpu_s()]
 
     def start(self) -> None:
-        self._t0 = (children_cpu_s(), pg_cpu_s(self.postmaster), machine_busy_s(), self_cpu_s())
+        self._wall0 = time.perf_counter()
+        self._t0 = self._sample()
 
     def stop(self) -> dict[str, float | None]:
-        t1 = (children_cpu_s(), pg_cpu_s(self.postmaster), machine_busy_s(), self_cpu_s())
-        delta = [
-            None if a is None or b is None else b - a for a, b in zip(self._t0, t1, strict=True)
-        ]
-        return dict(zip(("workers", "postgres", "machine", "bench"), delta, strict=True))
+        pairs = zip(self._t0, self._sample(), strict=True)
+        delta = [None if a is None or b is None else b - a for a, b in pairs]
+        cpu = dict(zip(("workers", "postgres", "machine", "bench"), delta, strict=True))
+        cpu["wall"] = time.perf_counter() - self._wall0
+        workers, postgres, machine, bench = delta
+        cpu["other"] = None
+        if workers is not None and postgres is not None and machine is not None:
+            cpu["other"] = machine - workers - postgres - (bench or 0.0)
+        return cpu
+
+
+def cpu_line(cpu: dict[str, float | None]) -> str:
+    """Where the CPU went; says so when other processes took a noticeable share."""
+    capacity = (os.cpu_count() or 1) * (cpu["wall"] or 1.0)
+    busy, other = cpu["machine"], cpu["other"]
+    line = (
+        f"CPU: workers {_num(cpu['workers'], '.1f', ' s')}, PostgreSQL"
+        f" {_num(cpu['postgres'], '.1f', ' s')}, this script {_num(cpu['bench'], '.1f', ' s')},"
+        f" other processes {_num(other, '.1f', ' s')}; machine busy"
+        f" {_num(None if busy is None else busy / capacity * 100, '.0f', '%')} of"
+        f" {os.cpu_count()} CPUs"
+    )
+    if other is not None and other > OTHER_CPU_WARNING * capacity:
+        line += f" (SKEWED: other processes used {other / capacity * 100:.0f}% of the machine)"
+    return line
 
 
 # -- worker processes ---------------------------------------------------------------------------
@@ -278,6 +316,10 @@ class WorkerProc:
         """(runs worked, errors) as the worker printed them when it exited."""
         found = _WORKED.findall(self.log.read_text(errors="replace"))
         return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+    def lease_lost(self) -> int:
+        """How many runs the worker said it lost the lease of (and stopped working)."""
+        return self.log.read_text(errors="replace").count("lease lost")
 
     def tail(self, lines: int = 8) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -379,10 +421,14 @@ async def bench_throughput(
         "runs_per_s_in_span": args.runs / span if span else None,
         "exit_codes": codes,
         "runs_per_worker": [r[0] if r else None for r in reports],
+        "lease_lost_per_worker": [w.lease_lost() for w in workers],
         "errors_per_worker": [r[1] if r else None for r in reports],
         "failed_worker_logs": failed,
         "cpu_s": cpu,
-        "cpu_ms_per_step": {k: None if v is None else v / steps * 1000 for k, v in cpu.items()}
+        "cpu_ms_per_step": {
+            k: None if cpu[k] is None else cpu[k] / steps * 1000  # type: ignore[operator]
+            for k in ("workers", "postgres", "bench", "other")
+        }
         if steps
         else None,
     }
@@ -392,8 +438,9 @@ async def bench_throughput(
 
 
 async def bench_wakeup(
-    dbs: Databases, args: argparse.Namespace, logdir: Path, timeout: float
+    dbs: Databases, args: argparse.Namespace, logdir: Path, postmaster: int | None
 ) -> dict[str, Any]:
+    timeout = args.timeout
     async with fresh_db(dbs, "wake") as url, Runtime.open(url) as rt:
         ids = await start_runs(rt, ask_agent(), WAKE_RUNS)
         flags = ["--concurrency", str(args.concurrency)]  # default poll: wake-ups are NOTIFYs
@@ -408,6 +455,8 @@ async def bench_wakeup(
                 0.05,
             )
             await asyncio.sleep(0.5)  # let the workers settle into waiting for work
+            meter = CpuMeter(postmaster, tuple(w.proc.pid for w in workers))
+            meter.start()
             t0 = time.monotonic()
             for i, run_id in enumerate(ids):
                 await asyncio.sleep(max(0.0, t0 + i * WAKE_INTERVAL_S - time.monotonic()))
@@ -419,6 +468,7 @@ async def bench_wakeup(
                 timeout,
                 0.05,
             )
+            cpu = meter.stop()
         finally:
             for w in workers:
                 if w.proc.returncode is None:
@@ -453,6 +503,7 @@ async def bench_wakeup(
         "max_ms": max(latencies) if latencies else None,
         "min_ms": min(latencies) if latencies else None,
         "exit_codes_after_sigterm": codes,
+        "cpu_s": cpu,
     }
 
 
@@ -460,8 +511,9 @@ async def bench_wakeup(
 
 
 async def bench_takeover(
-    dbs: Databases, args: argparse.Namespace, logdir: Path, timeout: float
+    dbs: Databases, args: argparse.Namespace, logdir: Path, postmaster: int | None
 ) -> dict[str, Any]:
+    timeout = args.timeout
     async with fresh_db(dbs, "takeover") as url, Runtime.open(url) as rt:
         ids = await start_runs(rt, io_agent(TAKEOVER_STEPS, args.tool_ms), TAKEOVER_RUNS)
         lease = ["--lease-seconds", str(TAKEOVER_LEASE_S), "--poll-seconds", str(POLL_S)]
@@ -480,7 +532,10 @@ async def bench_takeover(
             )
         )
         await a.proc.wait()
+        meter = CpuMeter(postmaster)
+        meter.start()
         code_b = await wait_exit(b, timeout)
+        cpu = meter.stop()
         final = await statuses(rt)
         delays: list[float] = []
         after_expiry: list[float] = []
@@ -510,6 +565,8 @@ async def bench_takeover(
         "chain_breaks": len(breaks),
         "exit_code_b": code_b,
         "runs_worked_by_b": (b.report() or (None, None))[0],
+        "lease_lost_b": b.lease_lost(),
+        "cpu_s": cpu,
         "worker_b_log_tail": b.tail() if code_b != 0 else None,
     }
 
@@ -589,6 +646,21 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
     )
     rows.append(("takeover delay, p50", _num(t["delay_p50_s"], ".2f", " s"), "(reference)", "-"))
+    shares = [
+        cpu["other"] / ((os.cpu_count() or 1) * cpu["wall"])
+        for cpu in [*(r["cpu_s"] for r in tp.values()), w["cpu_s"], t["cpu_s"]]
+        if cpu["other"] is not None and cpu["wall"]
+    ]
+    worst_share = max(shares) if shares else None
+    results["other_cpu_share_max"] = worst_share
+    rows.append(
+        (
+            "CPU used by other processes, max",
+            _num(None if worst_share is None else worst_share * 100, ".0f", "%"),
+            f"< {OTHER_CPU_WARNING * 100:g}% (else skewed)",
+            met(None if worst_share is None else worst_share < OTHER_CPU_WARNING),
+        )
+    )
     return rows
 
 
@@ -603,21 +675,14 @@ def print_throughput(r: dict[str, Any]) -> None:
     print(
         f"      first step to last finish {_num(span, '.2f', ' s')}"
         f" ({_num(r['runs_per_s_in_span'], ',.1f')} runs/s); runs per worker"
-        f" {r['runs_per_worker']}; exit codes {r['exit_codes']}"
+        f" {r['runs_per_worker']} (as each reported; 'lease lost' warnings"
+        f" {r['lease_lost_per_worker']}); exit codes {r['exit_codes']}"
     )
-    cpu, per = r["cpu_s"], r["cpu_ms_per_step"] or {}
-    capacity = (os.cpu_count() or 1) * r["wall_s"]
-    busy = cpu["machine"]
-    others = None
-    if None not in (busy, cpu["workers"], cpu["postgres"], cpu["bench"]):
-        others = busy - cpu["workers"] - cpu["postgres"] - cpu["bench"]
+    per = r["cpu_ms_per_step"] or {}
+    print(f"      {cpu_line(r['cpu_s'])}")
     print(
-        f"      CPU: workers {_num(cpu['workers'], '.1f', ' s')}"
-        f" ({_num(per.get('workers'), '.2f')} ms/step), PostgreSQL"
-        f" {_num(cpu['postgres'], '.1f', ' s')} ({_num(per.get('postgres'), '.2f')} ms/step),"
-        f" other {_num(others, '.1f', ' s')}; machine busy"
-        f" {_num(None if busy is None else busy / capacity * 100, '.0f', '%')} of"
-        f" {os.cpu_count()} CPUs"
+        f"      per step: workers {_num(per.get('workers'), '.2f', ' ms')} (with their start-up),"
+        f" PostgreSQL {_num(per.get('postgres'), '.2f', ' ms')}"
     )
     for tail in r["failed_worker_logs"]:
         print("      a worker failed; its log ends:")
@@ -662,6 +727,7 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
         f"   statuses {w['statuses']}; resumed by {w['resumed_reasons']}; workers' exit codes"
         f" after SIGTERM {w['exit_codes_after_sigterm']}"
     )
+    print(f"   while sending and until all finished: {cpu_line(w['cpu_s'])}")
     t = results["takeover"]
     left = t["lease_left_at_kill_s"]
     print(
@@ -674,7 +740,8 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
     )  # how long A's leases still ran
     print(
         f"   A held {t['held_at_kill']} runs at the kill (leases ending {lease_left} later);"
-        f" B resumed {t['recovered']} with reason 'recovery' and worked {t['runs_worked_by_b']}"
+        f" B resumed {t['recovered']} with reason 'recovery' and reported {t['runs_worked_by_b']}"
+        f" worked ({t['lease_lost_b']} 'lease lost' warnings)"
     )
     print(
         f"   kill -> run_resumed: p50 {_num(t['delay_p50_s'], '.2f')} s, max"
@@ -686,6 +753,7 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
         f"   statuses {t['statuses']}; hash chains broken: {t['chain_breaks']}; B's exit code"
         f" {t['exit_code_b']}"
     )
+    print(f"   while B worked: {cpu_line(t['cpu_s'])}")
     if t["worker_b_log_tail"]:
         print("   worker B's log ends:")
         print("     " + t["worker_b_log_tail"].replace("\n", "\n     "))
@@ -728,8 +796,8 @@ async def run_all(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
         results["throughput"] = [
             await bench_throughput(dbs, args, n, logdir, postmaster) for n in args.workers
         ]
-        results["wakeup"] = await bench_wakeup(dbs, args, logdir, args.timeout)
-        results["takeover"] = await bench_takeover(dbs, args, logdir, args.timeout)
+        results["wakeup"] = await bench_wakeup(dbs, args, logdir, postmaster)
+        results["takeover"] = await bench_takeover(dbs, args, logdir, postmaster)
     finally:
         dbs.close()
     results["total_s"] = time.perf_counter() - started
@@ -771,6 +839,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.steps = 200, 10
+    try:
+        psycopg.connect(args.pg_admin, autocommit=True, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        where = urlsplit(args.pg_admin)
+        reason = str(exc).strip().splitlines()[0]
+        print(f"cannot reach PostgreSQL at {where.hostname}:{where.port or 5432}: {reason}")
+        return 2
     if args.keep_logs is not None:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
         logdir = Path(tempfile.mkdtemp(prefix="scale_out_", dir=args.keep_logs))

@@ -17,7 +17,9 @@
         └── CircuitOpenError          circuit_open    8
 
 Signals the runtime injects into user code derive from ``BaseException`` so that
-``except Exception`` in a tool cannot swallow them (none are needed yet).
+``except Exception`` in a tool cannot swallow them::
+
+    LeaseLost      raised by ToolContext.ensure_lease() when this worker no longer owns the run
 """
 
 from __future__ import annotations
@@ -113,3 +115,14 @@ class TransientToolError(ToolError):
 
 class CircuitOpenError(ToolError):
     code = "circuit_open"
+
+
+class LeaseLost(BaseException):
+    """This worker no longer holds the run's lease: another worker may own it now.
+
+    Raised by :meth:`charter.ToolContext.ensure_lease` so that a tool stops before an effect
+    that another worker may already be making. Derives from ``BaseException`` so that a tool's
+    ``except Exception`` cannot swallow it.
+    """
+
+    code = "lease_lost"

@@ -54,6 +54,7 @@ class Runtime:
         self.memory = StoreMemory(store, clock=clock)
         self._agents: dict[str, Agent] = {}
         self._models: dict[str, Model] = {}
+        self._resolving = asyncio.Lock()
 
     @classmethod
     def open(cls, url: str = DEFAULT_URL) -> Runtime:
@@ -82,8 +83,11 @@ class Runtime:
     async def _resolve(self, record: RunRecord) -> tuple[Agent, Model]:
         agent = self._agents.get(record.agent_hash)
         if agent is None:
-            spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
-            agent = self.register(Agent.from_spec(spec))
+            async with self._resolving:  # many runs claimed at once build their agent once
+                agent = self._agents.get(record.agent_hash)
+                if agent is None:
+                    spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
+                    agent = self.register(Agent.from_spec(spec))
         model = self._models.get(record.agent_hash)
         if model is None:
             model = self._models[record.agent_hash] = build_model(agent.model)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
-from charter.errors import ConfigError, NotFoundError, ToolImportError
+from charter.errors import ConfigError, LeaseLost, NotFoundError, ToolImportError
 
 Effect = Literal["read", "write", "control"]
 Risk = Literal["low", "medium", "high", "critical"]
@@ -52,10 +52,21 @@ class ToolContext:
     call_id: str
     attempt: int = 1
     idempotency_key: str | None = None
+    lease_valid: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
 
     @property
     def trace_id(self) -> str:
         return self.run_id
+
+    def ensure_lease(self) -> None:
+        """Raise :class:`~charter.errors.LeaseLost` unless this worker still owns the run.
+
+        Call it in a write tool right before an effect the external system cannot deduplicate
+        (a payment without an idempotency key): a worker frozen or cut off past its lease then
+        stops instead of acting beside the worker that took the run over.
+        """
+        if not self.lease_valid():
+            raise LeaseLost(f"run {self.run_id}: this worker's lease has expired")
 
 
 @dataclass(frozen=True, slots=True)

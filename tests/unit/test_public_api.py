@@ -12,6 +12,7 @@ PUBLIC = [
     "CharterError",
     "ConfigError",
     "ConflictError",
+    "LeaseLost",
     "ModelError",
     "ModelSpec",
     "NotFoundError",

@@ -28,7 +28,7 @@ from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
-from charter.errors import ConflictError, ModelError
+from charter.errors import LeaseLost, ModelError
 from charter.events import (
     BudgetExceeded,
     ErrorInfo,
@@ -128,6 +128,7 @@ class RunDriver:
         self._unflushed: list[Event] = []
         self._consumed: list[int] = []
         self._taken: set[int] = set()
+        self._intent_at: dict[str, float] = {}
         self._seq = 0
         self._hash = ""
         self._committed_seq = 0
@@ -164,6 +165,8 @@ class RunDriver:
         for event in events:
             self.state = fold(self.state, event)
             self.conversation.apply(event)
+            if isinstance(event.body, ToolCallStarted):
+                self._intent_at[event.body.call_id] = event.at
         self._seq, self._hash = events[-1].seq, events[-1].hash
         self._committed_seq = self._seq
 
@@ -392,7 +395,7 @@ class RunDriver:
         if not self.lease_valid():
             # Paused past the lease (a stopped process, a long GC, a cut network): another
             # worker may own the run and settle this intent. Never start the effect here.
-            raise ConflictError(f"run {self.run_id}: lease expired before {call.tool} could start")
+            raise LeaseLost(f"run {self.run_id}: lease expired before {call.tool} could start")
         outcome = await self._invoke(call, key, watch=True)
         self.faults.hit("after_tool_before_commit")
         if outcome.unknown:
@@ -434,6 +437,7 @@ class RunDriver:
             step=self.state.step,
             call_id=call.call_id,
             idempotency_key=key,
+            lease_valid=self.lease_valid,
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
@@ -475,6 +479,8 @@ class RunDriver:
             self._escalate_unknown(call, "it is not idempotent and has no reconcile hook")
             return
         self._note_unknown(call, key, "reconcile")
+        if recovered:
+            await self._outlast_earlier_attempt(tool, call)
         verdict = await self._reconcile(tool, call, key)
         if verdict.applied is True:
             self._append(
@@ -490,6 +496,17 @@ class RunDriver:
                 self._record_outcome(call, outcome)
         else:
             self._escalate_unknown(call, "reconcile could not tell whether it happened")
+
+    async def _outlast_earlier_attempt(self, tool: Tool, call: PendingCall) -> None:
+        """Wait until the dead worker's attempt is past its timeout before asking reconcile.
+
+        A worker cut off from the database may still be inside the call; "not applied" only
+        means something once that call could no longer land (it is bounded by the tool's
+        timeout for a worker that is alive; a frozen one is stopped by ``ensure_lease``).
+        """
+        started = self._intent_at.get(call.call_id)
+        if started is not None:
+            await asyncio.sleep(max(0.0, started + tool.timeout_s - self.clock()))
 
     def _note_unknown(
         self, call: PendingCall, key: str, resolution: Literal["recall", "reconcile", "escalate"]

@@ -22,7 +22,7 @@ from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver, abandon
 from charter.agents import Agent
-from charter.errors import CharterError, ConflictError, StoreError
+from charter.errors import CharterError, ConflictError, LeaseLost, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
 from charter.store import Claim, RunRecord, Store, WorkerInfo
@@ -100,6 +100,7 @@ class Worker:
         self.clock = clock
         self._tasks: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._lease_until: dict[str, float] = {}  # by this worker's clock, from claim and renew
+        self._lost: set[str] = set()
         self._wake = asyncio.Event()
         self.info = WorkerInfo(
             worker_id=self.worker_id,
@@ -215,6 +216,13 @@ class Worker:
         except ConflictError as exc:
             report.errors[run_id] = exc.message
             log.warning("%s: lease lost, another worker has it (%s)", run_id, exc.message)
+        except LeaseLost as exc:
+            report.errors[run_id] = str(exc)
+            log.warning("%s: stopped: %s; the new owner settles it", run_id, exc)
+        except asyncio.CancelledError:
+            if run_id in self._lost:
+                report.errors[run_id] = "lease lost: another worker may own the run"
+            raise
         except StoreError as exc:  # the database, not the run: let go and retry later
             report.errors[run_id] = str(exc)
             log.error("%s: %s", run_id, exc)
@@ -253,6 +261,15 @@ class Worker:
                     self._lease_until[run_id] = asked + self.options.lease_s
             for run_id in lost:
                 entry = self._tasks.get(run_id)
-                if entry is not None:
+                if entry is not None and await self._taken_over(run_id, leases[run_id]):
+                    self._lost.add(run_id)
                     log.warning("%s: lease lost; stopping work on it", run_id)
                     entry[0].cancel()
+
+    async def _taken_over(self, run_id: str, epoch: int) -> bool:
+        """A renewal failed: lost to another worker, or released by this one's last commit?"""
+        try:
+            record = await self.store.get_run(run_id)
+        except CharterError:
+            return True
+        return record.lease_epoch != epoch or record.lease_owner not in (None, self.worker_id)

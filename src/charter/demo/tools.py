@@ -140,9 +140,10 @@ def update_ticket(
         raise _as_tool_error(exc) from exc
 
 
-@charter.tool(effect="write", risk="high", owner="billing", idempotent=False)
+@charter.tool(effect="write", risk="high", owner="billing", idempotent=False, timeout_s=3.0)
 def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> Refund:
     """Refund part or all of an order to the customer's card (amount in EUR)."""
+    ctx.ensure_lease()  # billing cannot deduplicate: never pay beside a worker that took over
     try:
         made = systems().refund(order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason)
     except SystemsError as exc:
