@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.errors import ConfigError, ToolImportError
 from charter.models import ModelSpec
+from charter.policy import PolicySet
 from charter.tools import Tool, ToolRegistry, import_tool
 
 
@@ -55,6 +56,9 @@ class Agent:
     tools: Sequence[Tool] = ()
     budgets: Budgets = field(default_factory=Budgets)
     max_context_messages: int = 50
+    policy: PolicySet | None = None
+    """The policy set that governs every call; None runs ungoverned (every call allowed)."""
+    trust_tier: str = "standard"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -82,6 +86,10 @@ class Agent:
             "tools": [t.ref for t in self.tools],
             "budgets": self.budgets.model_dump(mode="json"),
             "max_context_messages": self.max_context_messages,
+            "trust_tier": self.trust_tier,
+            "policy": None
+            if self.policy is None
+            else json.loads(self.policy.document.canonical_json()),
         }
 
     @cached_property
@@ -105,6 +113,10 @@ class Agent:
             tools=[import_tool(ref) for ref in spec["tools"]],
             budgets=Budgets.model_validate(spec["budgets"]),
             max_context_messages=spec["max_context_messages"],
+            trust_tier=spec.get("trust_tier", "standard"),
+            policy=None
+            if spec.get("policy") is None
+            else PolicySet.from_dict({"policy": spec["policy"]}, source=f"agent {spec['name']}"),
         )
 
 
@@ -118,6 +130,8 @@ class _AgentSection(BaseModel):
     tools: list[str] = []
     budgets: Budgets = Budgets()
     max_context_messages: int = 50
+    policy: str | None = None
+    trust_tier: str = "standard"
 
 
 class _AgentFile(BaseModel):
@@ -156,6 +170,12 @@ def load_agent(path: str | Path) -> Agent:
             tools.append(import_tool(ref))
         except ToolImportError as exc:
             raise ToolImportError(f"{where}: {exc.message}", hint=exc.hint) from exc
+    policy = None
+    if section.policy is not None:
+        policy_path = (base / section.policy).resolve()
+        if not policy_path.is_file():
+            raise ConfigError(f"{where}: policy file {section.policy!r} does not exist")
+        policy = PolicySet.load(policy_path, known_tools={t.name for t in tools})
     return Agent(
         name=section.name,
         version=section.version,
@@ -164,6 +184,8 @@ def load_agent(path: str | Path) -> Agent:
         tools=tools,
         budgets=section.budgets,
         max_context_messages=section.max_context_messages,
+        policy=policy,
+        trust_tier=section.trust_tier,
     )
 
 

@@ -61,6 +61,8 @@ class RunStarted(_Body):
     tenant: str
     principal: str
     input: str
+    roles: tuple[str, ...] = ()
+    environment: str = "dev"
 
 
 class MessageReceived(_Body):
@@ -98,6 +100,23 @@ class ToolCallProposed(_Body):
     tool: str
     effect: Literal["read", "write", "control", "unknown"]
     arguments: dict[str, Any] | None = None
+
+
+class PolicyEvaluated(_Body):
+    """The policy engine's decision on a proposed call, before anything runs."""
+
+    type: Literal["policy_evaluated"] = "policy_evaluated"
+    call_id: str
+    tool: str
+    outcome: Literal["allow", "deny", "require_approval"]
+    reason: str
+    rule_ids: tuple[str, ...] = ()
+    policy_hash: str
+    rewritten: bool = False
+    arguments: dict[str, Any] | None = None
+    """The arguments to execute, when a rule rewrote them."""
+    approval: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class ToolCallRejected(_Body):
@@ -180,6 +199,7 @@ EventBody = Annotated[
     | ModelResponded
     | ModelCallFailed
     | ToolCallProposed
+    | PolicyEvaluated
     | ToolCallRejected
     | ToolCallStarted
     | ToolCallSucceeded
@@ -197,6 +217,7 @@ BODY_TYPES: tuple[type[_Body], ...] = (
     ModelResponded,
     ModelCallFailed,
     ToolCallProposed,
+    PolicyEvaluated,
     ToolCallRejected,
     ToolCallStarted,
     ToolCallSucceeded,
@@ -346,6 +367,10 @@ _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
     ModelResponded: _model_summary,
     ModelCallFailed: lambda b: f"step {b.step} {b.model} failed: {b.error.message}",
     ToolCallProposed: lambda b: f"{b.tool} ({b.effect}) {_clip(str(b.arguments))}",
+    PolicyEvaluated: lambda b: (
+        f"{b.tool}: {b.outcome} by {', '.join(b.rule_ids) or 'default'}"
+        f"{' (rewritten)' if b.rewritten else ''}: {_clip(b.reason)}"
+    ),
     ToolCallRejected: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
     ToolCallFailed: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
     ToolCallStarted: lambda b: f"{b.tool} intent, key {b.idempotency_key}",

@@ -16,7 +16,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -48,17 +48,21 @@ def new_run_id(clock: Callable[[], float] = time.time) -> str:
 class Runtime:
     """Starts runs, delivers messages, works runs and reads their logs."""
 
-    def __init__(self, *, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, store: Store, clock: Callable[[], float] = time.time, environment: str = "dev"
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.environment = environment
+        """Recorded on every run started here; policy rules can match on it."""
         self.memory = StoreMemory(store, clock=clock)
         self._agents: dict[str, Agent] = {}
         self._models: dict[str, Model] = {}
         self._resolving = asyncio.Lock()
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL) -> Runtime:
-        return cls(store=open_store(url))
+    def open(cls, url: str = DEFAULT_URL, *, environment: str = "dev") -> Runtime:
+        return cls(store=open_store(url), environment=environment)
 
     async def close(self) -> None:
         await self.store.close()
@@ -102,9 +106,13 @@ class Runtime:
         *,
         tenant: str = "default",
         principal: str = "anonymous",
+        roles: Sequence[str] = (),
         run_id: str | None = None,
     ) -> str:
-        """Create a queued run; a worker will pick it up. Returns the run id."""
+        """Create a queued run; a worker will pick it up. Returns the run id.
+
+        ``roles`` are the principal's roles, which policy rules may require.
+        """
         self.register(agent)
         run_id = run_id or new_run_id(self.clock)
         now = self.clock()
@@ -119,6 +127,8 @@ class Runtime:
                 tenant=tenant,
                 principal=principal,
                 input=input,
+                roles=tuple(roles),
+                environment=self.environment,
             ),
             prev_hash=GENESIS_HASH,
         )
@@ -191,9 +201,10 @@ class Runtime:
         *,
         tenant: str = "default",
         principal: str = "anonymous",
+        roles: Sequence[str] = (),
     ) -> RunRecord:
         """Start a run and work it here until it finishes or waits."""
-        run_id = await self.start(agent, input, tenant=tenant, principal=principal)
+        run_id = await self.start(agent, input, tenant=tenant, principal=principal, roles=roles)
         await self.work(run_id=run_id)
         return await self.store.get_run(run_id)
 

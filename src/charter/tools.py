@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints, overload
 
@@ -96,6 +96,7 @@ class Tool:
         idempotent: bool,
         timeout_s: float,
         retry: RetryPolicy,
+        destinations: Sequence[str] = (),
     ) -> None:
         if effect not in ("read", "write", "control"):
             raise ConfigError(f"tool {name!r}: effect must be 'read' or 'write', not {effect!r}")
@@ -111,6 +112,8 @@ class Tool:
         self.idempotent = idempotent
         self.timeout_s = timeout_s
         self.retry = retry
+        self.destinations = tuple(destinations)
+        """Argument paths that name where data goes (an address, a URL, an account)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
         self._context_param, self.input_model, self._output = _signature_models(fn, name)
@@ -160,6 +163,7 @@ class Tool:
             "reconcile": self.reconcile is not None,
             "timeout_s": self.timeout_s,
             "max_attempts": self.retry.max_attempts,
+            "destinations": list(self.destinations),
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -185,6 +189,7 @@ def tool(
     name: str | None = ...,
     version: str = ...,
     description: str | None = ...,
+    destinations: Sequence[str] = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -199,12 +204,14 @@ def tool(
     name: str | None = None,
     version: str = "1",
     description: str | None = None,
+    destinations: Sequence[str] = (),
 ) -> Any:
     """Declare a function as a tool contract.
 
     ``idempotent`` defaults to True for reads and False for writes: a write is only called
     again after an unknown outcome when it says it honours its idempotency key.
-    ``retry`` is a :class:`RetryPolicy` or a number of attempts.
+    ``retry`` is a :class:`RetryPolicy` or a number of attempts. ``destinations`` names the
+    arguments (dotted paths) that say where data goes, for policy allowlists.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -220,6 +227,7 @@ def tool(
             idempotent=(effect != "write") if idempotent is None else idempotent,
             timeout_s=timeout_s,
             retry=policy,
+            destinations=destinations,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -228,6 +228,7 @@ def test_describe_has_the_registry_fields() -> None:
         "reconcile": False,
         "timeout_s": 7.5,
         "max_attempts": 4,
+        "destinations": [],
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from charter._engine.context import Conversation
 from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
+from charter._engine.governance import Governor, decision_event
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
 from charter.errors import LeaseLost, ModelError
@@ -40,6 +41,7 @@ from charter.events import (
     ProposedCall,
     RunFinished,
     RunResumed,
+    RunStarted,
     RunWaiting,
     ToolCallFailed,
     ToolCallProposed,
@@ -49,6 +51,7 @@ from charter.events import (
     ToolOutcomeUnknown,
 )
 from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
+from charter.policy import Decision
 from charter.store import Claim, Commit, RunRecord, Store
 from charter.tools import Reconciliation, Tool, ToolContext, validation_message
 
@@ -119,10 +122,9 @@ class RunDriver:
         self.rand = rand or random.Random()
         self.run_id = record.run_id
         self.tools = agent.registry()
-        self.tool_specs = tuple(
-            ToolSpec(name=t.name, description=t.description, parameters=t.input_schema)
-            for t in agent.tools
-        )
+        self.tool_specs: tuple[ToolSpec, ...] = ()
+        self.governor: Governor | None = None
+        self._needs_approval: list[tuple[str, Decision]] = []
         self.state = RunState()
         self.conversation = Conversation()
         self._unflushed: list[Event] = []
@@ -169,6 +171,13 @@ class RunDriver:
                 self._intent_at[event.body.call_id] = event.at
         self._seq, self._hash = events[-1].seq, events[-1].hash
         self._committed_seq = self._seq
+        started = events[0].body
+        assert isinstance(started, RunStarted), "a run's log starts with run_started"
+        self.governor = Governor(self.agent, started)
+        self.tool_specs = tuple(
+            ToolSpec(name=t.name, description=t.description, parameters=t.input_schema)
+            for t in self.governor.visible(self.agent.tools)
+        )
 
     async def _resume(self) -> None:
         previous = self.claim.previous_status
@@ -314,7 +323,9 @@ class RunDriver:
             return
         for call in response.tool_calls:
             self._propose(call)
-        if self._check_budgets() and self.state.pending:
+        if self._needs_approval:
+            self._escalate_for_approval()
+        elif self._check_budgets() and self.state.pending:
             await self._execute_pending()
 
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
@@ -361,8 +372,36 @@ class RunDriver:
                 step=step, call_id=call.call_id, tool=call.name, effect=effect, arguments=arguments
             )
         )
+        if error is None and tool is not None and arguments is not None:
+            error = self._govern(call.call_id, tool, arguments)
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
+
+    def _govern(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> ErrorInfo | None:
+        """Ask policy; record its decision; return the error the model gets for a denial."""
+        assert self.governor is not None
+        decision = self.governor.decide(tool, arguments)
+        if decision is None:
+            return None
+        self._append(decision_event(call_id, tool.name, decision))
+        if decision.outcome == "deny":
+            return ErrorInfo(code="policy_denied", message=decision.reason)
+        if decision.outcome == "require_approval":
+            self._needs_approval.append((call_id, decision))
+        return None
+
+    def _escalate_for_approval(self) -> None:
+        """Approvals are not implemented yet: a call that needs one goes to a human instead."""
+        call_id, decision = self._needs_approval[0]
+        approval = decision.approval
+        who = f" (tier {approval.tier}, role {approval.role})" if approval else ""
+        self._needs_approval.clear()
+        self._append(
+            RunFinished(
+                status="escalated",
+                reason=f"call {call_id} requires approval{who}: {decision.reason}",
+            )
+        )
 
     # -- tools --------------------------------------------------------------------------------
 

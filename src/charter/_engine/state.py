@@ -17,6 +17,7 @@ from charter.events import (
     Event,
     MessageReceived,
     ModelResponded,
+    PolicyEvaluated,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -89,6 +90,12 @@ def fold(state: RunState, event: Event) -> RunState:
                 arguments=body.arguments or {},
             )
             changes["pending"] = (*state.pending, call)
+        case PolicyEvaluated() if body.rewritten and body.arguments is not None:
+            rewritten = body.arguments
+            changes["pending"] = tuple(
+                p.model_copy(update={"arguments": rewritten}) if p.call_id == body.call_id else p
+                for p in state.pending
+            )
         case ToolCallStarted():
             changes["pending"] = tuple(
                 p.model_copy(update={"stage": "started", "idempotency_key": body.idempotency_key})

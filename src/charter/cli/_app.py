@@ -18,6 +18,7 @@ from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
 from charter.cli._ops import db_group, workers_group
 from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._policy import policy_group
 from charter.cli._render import (
     RUN_HEADERS,
     echo_json,
@@ -35,9 +36,11 @@ T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
 
 
-def with_runtime(db_url: str, work: Callable[[Runtime], Awaitable[T]]) -> T:
+def with_runtime(
+    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, environment: str = "dev"
+) -> T:
     async def main() -> T:
-        async with Runtime.open(db_url) as rt:
+        async with Runtime.open(db_url, environment=environment) as rt:
             return await work(rt)
 
     return asyncio.run(main())
@@ -60,6 +63,16 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--principal", default="anonymous", show_default=True, help="On whose behalf the run acts."
     )(fn)
+    fn = click.option(
+        "--environment",
+        envvar="CHARTER_ENVIRONMENT",
+        default="dev",
+        show_default=True,
+        help="Where the run acts (prod, staging, ...); recorded, and matched by policy rules.",
+    )(fn)
+    fn = click.option(
+        "--role", "roles", multiple=True, help="A role of the principal (repeatable)."
+    )(fn)
     fn = click.option("--tenant", default="default", show_default=True, help="Tenant id.")(fn)
     fn = click.option("--input", "text", required=True, help="The task, as the first message.")(fn)
     return click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))(fn)
@@ -74,6 +87,8 @@ def run_cmd(
     agent_file: Path,
     text: str,
     tenant: str,
+    roles: tuple[str, ...],
+    environment: str,
     principal: str,
     db_url: str,
     as_json: bool,
@@ -86,10 +101,9 @@ def run_cmd(
     agent = load_agent(agent_file)
 
     async def work(rt: Runtime) -> Any:
-        record = await rt.run(agent, text, tenant=tenant, principal=principal)
-        return record
+        return await rt.run(agent, text, tenant=tenant, principal=principal, roles=roles)
 
-    record = with_runtime(db_url, work)
+    record = with_runtime(db_url, work, environment=environment)
     if as_json:
         echo_json(record.to_dict())
     else:
@@ -109,6 +123,8 @@ def start_cmd(
     agent_file: Path,
     text: str,
     tenant: str,
+    roles: tuple[str, ...],
+    environment: str,
     principal: str,
     db_url: str,
     as_json: bool,
@@ -117,7 +133,9 @@ def start_cmd(
     """Enqueue a run for a worker; print its run id."""
     agent = load_agent(agent_file)
     run_id = with_runtime(
-        db_url, lambda rt: rt.start(agent, text, tenant=tenant, principal=principal)
+        db_url,
+        lambda rt: rt.start(agent, text, tenant=tenant, principal=principal, roles=roles),
+        environment=environment,
     )
     if as_json:
         echo_json({"run_id": run_id, "status": "queued"})
@@ -376,6 +394,7 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
 
 cli.add_command(workers_group)
 cli.add_command(db_group)
+cli.add_command(policy_group)
 
 
 @cli.command("demo")

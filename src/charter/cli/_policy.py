@@ -1,0 +1,137 @@
+"""``charter policy``: ask the policy engine the operator's questions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from charter._engine.governance import Governor
+from charter.agents import Agent, load_agent
+from charter.cli._options import debug_option, json_option
+from charter.cli._render import echo_json
+from charter.errors import ConfigError
+from charter.events import RunStarted
+from charter.policy import Decision
+from charter.tools import validation_message
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Check and test the policy that governs an agent."""
+
+
+class _Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    tool: str
+    args: dict[str, Any] = {}
+    tenant: str = "default"
+    principal: str = "anonymous"
+    roles: list[str] = []
+    environment: str = "dev"
+    expect: str
+    rule: str | None = None
+
+
+def _decide(agent: Agent, case: _Case) -> Decision:
+    if agent.policy is None:
+        raise ConfigError(f"agent {agent.name} has no policy", hint="add 'policy: FILE' to it")
+    tool = agent.registry().get(case.tool)
+    try:
+        arguments = tool.validate(case.args)
+    except ValidationError as exc:
+        raise ConfigError(f"arguments for {tool.name}: {validation_message(exc)}") from exc
+    started = RunStarted(
+        agent_name=agent.name,
+        agent_version=agent.version,
+        agent_hash=agent.spec_hash,
+        tenant=case.tenant,
+        principal=case.principal,
+        input="",
+        roles=tuple(case.roles),
+        environment=case.environment,
+    )
+    decision = Governor(agent, started).decide(tool, arguments)
+    if decision is None:
+        raise ConfigError(f"{tool.name} is a control tool: policy does not govern it")
+    return decision
+
+
+@policy_group.command("check")
+@click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--tool", "tool_name", required=True, help="The tool the call is for.")
+@click.option("--args", "args_json", default="{}", show_default=True, help="Arguments as JSON.")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--principal", default="anonymous", show_default=True)
+@click.option("--role", "roles", multiple=True, help="A role of the principal (repeatable).")
+@click.option("--environment", default="dev", show_default=True)
+@json_option
+@debug_option
+def policy_check(
+    agent_file: Path, tool_name: str, args_json: str, tenant: str, principal: str,
+    roles: tuple[str, ...], environment: str, as_json: bool, debug: bool,
+) -> None:  # fmt: skip
+    """The decision on one call, and which rules made it."""
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--args is not valid JSON: {exc}") from exc
+    case = _Case(tool=tool_name, args=args, tenant=tenant, principal=principal,
+                 roles=list(roles), environment=environment, expect="?")  # fmt: skip
+    decision = _decide(load_agent(agent_file), case)
+    if as_json:
+        echo_json(decision.to_dict())
+        return
+    click.echo(f"{decision.outcome}: {decision.reason}")
+    click.echo(f"rules: {', '.join(decision.rule_ids) or '(none matched: default deny)'}")
+    if decision.rewritten:
+        click.echo(f"arguments after rewrite: {json.dumps(dict(decision.arguments))}")
+    if decision.approval is not None:
+        a = decision.approval
+        click.echo(f"approval: tier {a.tier}, role {a.role}, expires in {a.expires_in_s}s")
+    click.echo(f"policy hash: {decision.policy_hash}")
+
+
+@policy_group.command("test")
+@click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("cases_file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@debug_option
+def policy_test(agent_file: Path, cases_file: Path, as_json: bool, debug: bool) -> None:
+    """Run a table of expected decisions; exit 1 on any mismatch (for CI).
+
+    CASES_FILE is a YAML list of {tool, args, tenant, principal, roles, environment,
+    expect: allow|deny|require_approval, rule: the deciding rule id (optional)}.
+    """
+    agent = load_agent(agent_file)
+    try:
+        raw = yaml.safe_load(cases_file.read_text())
+        cases = [_Case.model_validate(c) for c in raw]
+    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
+        raise ConfigError(f"{cases_file}: not a list of policy cases: {exc}") from exc
+    results: list[dict[str, Any]] = []
+    for i, case in enumerate(cases, 1):
+        decision = _decide(agent, case)
+        deciding = decision.rule_ids[-1] if decision.rule_ids else None
+        ok = decision.outcome == case.expect and case.rule in (None, deciding)
+        results.append({"case": case.name or f"#{i}", "ok": ok, "expected": case.expect,
+                        "rule": case.rule, "got": decision.outcome, "by": deciding})  # fmt: skip
+    failed = [r for r in results if not r["ok"]]
+    if as_json:
+        echo_json({"cases": len(results), "failed": len(failed), "results": results})
+    else:
+        for r in results:
+            mark = "ok  " if r["ok"] else "FAIL"
+            click.echo(f"{mark} {r['case']}: expected {r['expected']}"
+                       f"{' by ' + r['rule'] if r['rule'] else ''}, got {r['got']}"
+                       f" by {r['by'] or 'default'}")  # fmt: skip
+        click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,290 @@
+"""Policy between proposal and execution: decisions are events, denials reach the model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from tests.helpers.cli import run_charter
+
+from charter import Agent, ConfigError, ModelSpec, Runtime, ToolContext, load_agent, tool
+from charter._engine.state import RunState, fold_all
+from charter.events import Event, PolicyEvaluated, RunFinished, ToolCallRejected
+from charter.models import ModelRequest, ModelResponse, ScriptedModel
+from charter.policy import PolicySet
+
+T = TypeVar("T")
+EXECUTED: list[dict[str, Any]] = []
+
+POLICY = {
+    "policy": {
+        "name": "refunds",
+        "version": "1",
+        "allowlists": {"customers": ["example.com"]},
+        "rules": [
+            {"id": "reads", "when": {"effect": "read"}, "then": "allow"},
+            {
+                "id": "test-mode-in-staging",
+                "when": {"environment": "staging", "tool": "pay_back"},
+                "then": {"rewrite": {"set": {"test_mode": True}}},
+            },
+            {
+                "id": "mail-customers-only",
+                "when": {"tool": "notify", "destinations": {"not_in": "customers"}},
+                "then": {"deny": "recipient outside the customer domains"},
+            },
+            {"id": "notify", "when": {"tool": "notify"}, "then": "allow"},
+            {
+                "id": "small",
+                "when": {
+                    "tool": "pay_back",
+                    "roles_any": ["support"],
+                    "args": {"amount": {"lte": 50}},
+                },
+                "then": "allow",
+            },
+            {
+                "id": "medium",
+                "when": {"tool": "pay_back", "args": {"amount": {"gt": 50, "lte": 300}}},
+                "then": {
+                    "require_approval": {"tier": "manager", "role": "lead", "expires_in": "1h"}
+                },
+            },
+        ],
+    }
+}
+
+
+@tool(effect="read")
+def look(order_id: str) -> str:
+    """Look an order up."""
+    return f"order {order_id}"
+
+
+@tool(effect="write", risk="high", owner="billing")
+def pay_back(ctx: ToolContext, order_id: str, amount: float, test_mode: bool = False) -> str:
+    """Refund an order."""
+    EXECUTED.append({"order_id": order_id, "amount": amount, "test_mode": test_mode})
+    return "refunded"
+
+
+@tool(effect="write", destinations=["to"])
+def notify(to: str, text: str) -> str:
+    """Email someone."""
+    EXECUTED.append({"to": to})
+    return "sent"
+
+
+@tool(effect="write")
+def wipe(order_id: str) -> str:
+    """Delete an order: no rule allows it."""
+    EXECUTED.append({"wiped": order_id})
+    return "gone"
+
+
+class Recording:
+    provider = "scripted"
+    name = "scripted"
+
+    def __init__(self, script: Any) -> None:
+        self._inner = ScriptedModel(script)
+        self.requests: list[ModelRequest] = []
+
+    async def respond(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        return await self._inner.respond(request)
+
+
+def _scenario(
+    url: str, calls: list[dict[str, Any]], *, roles: tuple[str, ...] = ("support",),
+    environment: str = "dev",
+) -> tuple[str, list[Event], Recording]:  # fmt: skip
+    EXECUTED.clear()
+    script = [{"tool_calls": calls}, {"content": "done"}]
+    agent = Agent(
+        name="refunder",
+        instructions="Refund when asked.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[look, pay_back, notify, wipe],
+        policy=PolicySet.from_dict(POLICY),
+    )
+    model = Recording(script)
+
+    async def main() -> tuple[str, list[Event]]:
+        async with Runtime.open(url, environment=environment) as rt:
+            rt.register(agent, model=model)
+            run = await rt.run(agent, "refund please", roles=roles)
+            events = await rt.events(run.run_id)
+            assert RunState.model_validate(run.state) == fold_all(events)
+            return run.status, events
+
+    status, events = asyncio.run(main())
+    return status, events, model
+
+
+def _bodies(events: list[Event], kind: type[T]) -> list[T]:
+    return [e.body for e in events if isinstance(e.body, kind)]
+
+
+def test_an_allowed_call_runs_and_its_decision_is_recorded(db_url: str) -> None:
+    status, events, _ = _scenario(
+        db_url, [{"name": "pay_back", "arguments": {"order_id": "7", "amount": 20}}]
+    )
+    assert status == "succeeded"
+    [decision] = _bodies(events, PolicyEvaluated)
+    assert (decision.outcome, decision.rule_ids) == ("allow", ("small",))
+    assert decision.policy_hash == PolicySet.from_dict(POLICY).hash
+    assert EXECUTED == [{"order_id": "7", "amount": 20.0, "test_mode": False}]
+
+
+def test_a_denied_call_never_runs_and_the_model_is_told_why(db_url: str) -> None:
+    calls = [{"name": "notify", "arguments": {"to": "eve@evil.test", "text": "hi"}}]
+    status, events, model = _scenario(db_url, calls)
+    assert status == "succeeded"  # the run goes on: the model answers without the call
+    assert EXECUTED == []
+    [decision] = _bodies(events, PolicyEvaluated)
+    assert (decision.outcome, decision.rule_ids) == ("deny", ("mail-customers-only",))
+    [rejected] = _bodies(events, ToolCallRejected)
+    assert rejected.error.code == "policy_denied"
+    told = json.loads(model.requests[1].messages[-1].content or "")
+    assert told["error"]["message"] == "recipient outside the customer domains"
+
+
+def test_no_rule_allows_means_denied(db_url: str) -> None:
+    _, events, _ = _scenario(
+        db_url, [{"name": "pay_back", "arguments": {"order_id": "7", "amount": 20}}], roles=()
+    )
+    [decision] = _bodies(events, PolicyEvaluated)
+    assert decision.outcome == "deny" and decision.rule_ids == ()
+    assert EXECUTED == []
+
+
+def test_a_rewrite_changes_what_executes_and_is_recorded(db_url: str) -> None:
+    calls = [{"name": "pay_back", "arguments": {"order_id": "7", "amount": 20}}]
+    status, events, _ = _scenario(db_url, calls, environment="staging")
+    assert status == "succeeded"
+    [decision] = _bodies(events, PolicyEvaluated)
+    assert decision.rewritten and decision.rule_ids == ("test-mode-in-staging", "small")
+    assert decision.arguments == {"order_id": "7", "amount": 20.0, "test_mode": True}
+    assert EXECUTED == [{"order_id": "7", "amount": 20.0, "test_mode": True}]
+
+
+def test_a_call_that_needs_approval_escalates_without_running(db_url: str) -> None:
+    calls = [{"name": "pay_back", "arguments": {"order_id": "7", "amount": 120}}]
+    status, events, _ = _scenario(db_url, calls)
+    assert status == "escalated"
+    assert EXECUTED == []
+    [finished] = _bodies(events, RunFinished)
+    assert "requires approval" in (finished.reason or "") and "role lead" in (finished.reason or "")
+
+
+def test_the_model_is_shown_only_tools_policy_could_allow(db_url: str) -> None:
+    _, _, model = _scenario(db_url, [{"name": "look", "arguments": {"order_id": "7"}}])
+    shown = {t.name for t in model.requests[0].tools}
+    assert shown == {"look", "pay_back", "notify"}  # no rule could ever allow wipe
+
+
+def test_agent_files_name_their_policy(tmp_path: Path) -> None:
+    (tmp_path / "prompt.md").write_text("Refund.")
+    (tmp_path / "script.json").write_text("[]")
+    (tmp_path / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n    - id: reads\n      when: {effect: read}\n"
+        "      then: allow\n"
+    )
+    text = (
+        "agent:\n  name: a\n  instructions: prompt.md\n  trust_tier: sandbox\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["tests.helpers.tools:lookup"]\n  policy: policy.yaml\n'
+    )
+    (tmp_path / "agent.yaml").write_text(text)
+    agent = load_agent(tmp_path / "agent.yaml")
+    assert agent.policy is not None and agent.trust_tier == "sandbox"
+    assert Agent.from_spec(agent.spec()).policy.hash == agent.policy.hash  # type: ignore[union-attr]
+
+    (tmp_path / "agent.yaml").write_text(text.replace("policy.yaml", "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        load_agent(tmp_path / "agent.yaml")
+    (tmp_path / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n    - id: x\n      when: {tool: nowhere}\n"
+        "      then: allow\n"
+    )
+    (tmp_path / "agent.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"policy.yaml:\d+.*nowhere"):
+        load_agent(tmp_path / "agent.yaml")
+
+
+def test_a_worker_in_another_process_applies_the_same_policy(tmp_path: Path) -> None:
+    (tmp_path / "prompt.md").write_text("Refund.")
+    script = [
+        {"tool_calls": [{"name": "refund", "arguments": {"order_id": "1", "amount": 5}}]},
+        {"content": "done"},
+    ]
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    (tmp_path / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n    - id: no-refunds\n      when: {tool: refund}\n"
+        "      then: {deny: no refunds today}\n"
+    )
+    (tmp_path / "agent.yaml").write_text(
+        "agent:\n  name: a\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
+    )
+    run_id = run_charter(tmp_path, "start", "agent.yaml", "--input", "x").stdout.strip()
+    assert run_charter(tmp_path, "worker", "--until-idle").returncode == 0
+    events = json.loads(run_charter(tmp_path, "events", run_id, "--json").stdout)
+    decisions = [e["body"] for e in events if e["type"] == "policy_evaluated"]
+    assert [(d["outcome"], d["rule_ids"]) for d in decisions] == [("deny", ["no-refunds"])]
+    assert decisions[0]["policy_hash"] == PolicySet.load(tmp_path / "policy.yaml").hash
+
+
+def _policy_agent(tmp: Path) -> Path:
+    (tmp / "prompt.md").write_text("Refund.")
+    (tmp / "script.json").write_text("[]")
+    (tmp / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n"
+        "    - id: small\n"
+        "      when: {tool: refund, roles_any: [support], args: {amount: {lte: 50}}}\n"
+        "      then: allow\n"
+        "    - id: medium\n      when: {tool: refund, args: {amount: {gt: 50, lte: 300}}}\n"
+        "      then: {require_approval: {tier: manager, role: lead, expires_in: 1h}}\n"
+    )
+    (tmp / "agent.yaml").write_text(
+        "agent:\n  name: a\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
+    )
+    return tmp / "agent.yaml"
+
+
+def test_policy_check_prints_the_decision_and_its_rules(tmp_path: Path) -> None:
+    _policy_agent(tmp_path)
+    args = ["policy", "check", "agent.yaml", "--tool", "refund", "--role", "support"]
+    small = run_charter(tmp_path, *args, "--args", '{"order_id": "1", "amount": 20}', "--json")
+    assert small.returncode == 0, small.stderr
+    assert (json.loads(small.stdout)["outcome"], json.loads(small.stdout)["rule_ids"]) == (
+        "allow",
+        ["small"],
+    )
+    medium = run_charter(tmp_path, *args, "--args", '{"order_id": "1", "amount": 120}')
+    assert medium.stdout.splitlines()[0].startswith("require_approval")
+    assert "tier manager, role lead" in medium.stdout
+    bad = run_charter(tmp_path, *args, "--args", '{"order_id": "1"}')
+    assert bad.returncode == 2 and "amount" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_policy_test_fails_on_a_mismatch(tmp_path: Path) -> None:
+    _policy_agent(tmp_path)
+    (tmp_path / "cases.yaml").write_text(
+        "- {tool: refund, args: {order_id: '1', amount: 20}, roles: [support], expect: allow,"
+        " rule: small}\n"
+        "- {tool: refund, args: {order_id: '1', amount: 20}, expect: deny}\n"
+        "- {tool: refund, args: {order_id: '1', amount: 500}, expect: allow}\n"
+    )
+    done = run_charter(tmp_path, "policy", "test", "agent.yaml", "cases.yaml", "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert (report["cases"], report["failed"]) == (3, 1)
+    assert [r["ok"] for r in report["results"]] == [True, True, False]
