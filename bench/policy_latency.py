@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _report import emit
 from charter.policy import PolicyInput, PolicySet
 
 MEDIAN_TARGET_US = 10.0
@@ -427,15 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON dump instead")
     args = parser.parse_args(argv)
     results = run(args)
-    table = summary(results)
-    if args.json:
-        results["table"] = [
-            dict(zip(("figure", "value", "target", "met"), r, strict=True)) for r in table
-        ]
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(results, table)
+    emit(results, summary(results), as_json=args.json, print_report=print_report)
     return 0
 
 

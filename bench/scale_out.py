@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import re
@@ -58,6 +57,7 @@ SRC_DIR = BENCH_DIR.parent / "src"
 if str(BENCH_DIR) not in sys.path:  # the tool's reference must be "scale_tools:io_wait"
     sys.path.insert(0, str(BENCH_DIR))
 
+from _report import emit  # noqa: E402
 from scale_tools import io_wait  # noqa: E402
 
 T = TypeVar("T")
@@ -853,15 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="charter_scale_out_") as tmp:
             results = asyncio.run(run_all(args, Path(tmp)))
-    table = summary(results)
-    if args.json:
-        results["table"] = [
-            dict(zip(("figure", "value", "target", "met"), r, strict=True)) for r in table
-        ]
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(results, table)
+    emit(results, summary(results), as_json=args.json, print_report=print_report)
     return 0
 
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _report import emit
 from charter import Agent, Budgets, ModelSpec, Runtime, tool
 from charter.tools import Tool
 
@@ -494,15 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    table = summary(results)
-    if args.json:
-        results["table"] = [
-            dict(zip(("figure", "value", "target", "met"), r, strict=True)) for r in table
-        ]
-        json.dump(results, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(results, table)
+    emit(results, summary(results), as_json=args.json, print_report=print_report)
     return 0
 
 

@@ -177,10 +177,18 @@ class Worker:
         return False
 
     async def _pause(self, stop: asyncio.Event | None) -> None:
-        """Until a run finishes here, work is announced (this process or the store), or a poll."""
+        """Until a run finishes here, work is announced (this process or the store), a timer
+        comes due, or the poll interval passes."""
+        timeout = self.options.poll_s
+        try:
+            due = await self.store.next_ready_at()
+        except StoreError:
+            due = None  # the next claim meets the outage and backs off
+        if due is not None and due > self.clock():  # the next timer, when nothing else is ready
+            timeout = min(timeout, due - self.clock())
         waiters = [
             asyncio.create_task(self._wake.wait()),
-            asyncio.create_task(self.store.wait_for_work(self.options.poll_s)),
+            asyncio.create_task(self.store.wait_for_work(timeout)),
         ]
         if stop is not None:
             waiters.append(asyncio.create_task(stop.wait()))
