@@ -288,3 +288,51 @@ def test_policy_test_fails_on_a_mismatch(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert (report["cases"], report["failed"]) == (3, 1)
     assert [r["ok"] for r in report["results"]] == [True, True, False]
+
+
+def test_the_kill_switch_stops_writes_in_runs_already_in_flight(tmp_path: Path) -> None:
+    (tmp_path / "prompt.md").write_text("Refund.")
+    script = [
+        {"tool_calls": [{"name": "ask_principal", "arguments": {"question": "Which order?"}}]},
+        {"tool_calls": [{"name": "lookup", "arguments": {"order_id": "1"}},
+                        {"name": "refund", "arguments": {"order_id": "1", "amount": 5}}]},
+        {"content": "done"},
+    ]  # fmt: skip
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    (tmp_path / "agent.yaml").write_text(
+        "agent:\n  name: a\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["tests.helpers.tools:lookup", "tests.helpers.tools:refund",'
+        ' "charter.tools:ask_principal"]\n'
+    )
+
+    def run_for(tenant: str) -> str:
+        ran = run_charter(tmp_path, "run", "agent.yaml", "--input", "x", "--tenant", tenant)
+        return ran.stdout.split()[0]  # the run waits for the reply: it is in flight
+
+    in_flight = run_for("acme")
+    other = run_for("globex")
+    on = run_charter(tmp_path, "killswitch", "on", "--tenant", "acme", "--reason", "incident 7")
+    assert on.returncode == 0 and "incident 7" in on.stdout
+    for run_id in (in_flight, other):
+        assert run_charter(tmp_path, "send", run_id, "order 1").returncode == 0
+    assert run_charter(tmp_path, "worker", "--until-idle").returncode == 0
+
+    def outcomes(run_id: str) -> dict[str, str]:
+        events = json.loads(run_charter(tmp_path, "events", run_id, "--json").stdout)
+        found = {}
+        for e in events:
+            if e["type"] in ("tool_call_succeeded", "tool_call_rejected"):
+                code = e["body"].get("error", {}).get("code", "ok")
+                found[e["body"]["tool"]] = code
+        return found
+
+    assert outcomes(in_flight) == {"ask_principal": "ok", "lookup": "ok", "refund": "kill_switch"}
+    assert outcomes(other) == {"ask_principal": "ok", "lookup": "ok", "refund": "ok"}
+
+    off = run_charter(tmp_path, "killswitch", "off", "--tenant", "acme", "--json")
+    assert json.loads(off.stdout) == []
+    again = run_for("acme")
+    run_charter(tmp_path, "send", again, "order 1")
+    run_charter(tmp_path, "worker", "--until-idle")
+    assert outcomes(again)["refund"] == "ok"

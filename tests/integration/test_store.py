@@ -822,15 +822,16 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 2
+        assert await store.schema_version() == store.latest_schema_version() == 3
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(2,)]
-    assert {"runs", "events", "inbox", "memory", "agents", "workers"} <= backend.tables()
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(3,)]
+    tables = {"runs", "events", "inbox", "memory", "agents", "workers", "killswitch"}
+    assert tables <= backend.tables()
 
 
 def test_sqlite_only_a_database_file_is_in_wal_mode(db_path: Path) -> None:
@@ -873,9 +874,10 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [2] * 6
+    assert asyncio.run(scenario()) == [3] * 6
     postgres = Backend("postgres", pg_url)
-    assert postgres.sql("SELECT version FROM charter_migrations ORDER BY version") == [(1,), (2,)]
+    versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
+    assert versions == [(1,), (2,), (3,)]
 
 
 _OPEN_READ_ONLY = """
@@ -1035,7 +1037,7 @@ def test_postgres_only_both_url_schemes_open_a_postgres_store(pg_url: str) -> No
     for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):
         store = open_store(url)
         assert isinstance(store, PostgresStore)
-        assert asyncio.run(_schema_and_close(store)) == 2
+        assert asyncio.run(_schema_and_close(store)) == store.latest_schema_version()
 
 
 async def _schema_and_close(store: Store) -> int:
@@ -1121,3 +1123,25 @@ def test_postgres_only_after_every_connection_is_cut_operations_and_wake_ups_res
             await other.close()
 
     asyncio.run(scenario())
+
+
+# -- kill switch ------------------------------------------------------------------------------
+
+
+def test_kill_switches_are_set_listed_and_lifted(backend: Backend) -> None:
+    async def scenario(store: Store) -> None:
+        assert await store.killswitches() == []
+        await store.set_killswitch(tenant="acme", agent="*", on=True, reason="incident 12")
+        await store.set_killswitch(tenant="*", agent="mailer", on=True, reason="")
+        await store.set_killswitch(tenant="acme", agent="*", on=True, reason="incident 13")
+        switches = await store.killswitches()
+        assert [(s.tenant, s.agent, s.reason) for s in switches] == [
+            ("acme", "*", "incident 13"),
+            ("*", "mailer", ""),
+        ]
+        assert switches[0].covers("acme", "anyone") and not switches[0].covers("globex", "x")
+        assert switches[1].covers("globex", "mailer") and not switches[1].covers("acme", "x")
+        await store.set_killswitch(tenant="acme", agent="*", on=False, reason="")
+        assert [(s.tenant, s.agent) for s in await store.killswitches()] == [("*", "mailer")]
+
+    _with_store(backend, scenario)

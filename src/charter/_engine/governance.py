@@ -7,8 +7,8 @@ are runtime primitives with no external effect and are not governed. Without a p
 every call is allowed and nothing is recorded.
 
 Not yet known to the engine, and so passed to policy as unknown: the provenance of argument
-values (counted as untrusted) and the principal's own tenant. The kill switch comes with the
-approvals work.
+values (counted as untrusted) and the principal's own tenant. The kill switch is enforced by
+the loop itself, right before each write (``RunDriver._write``), whatever the policy says.
 """
 
 from __future__ import annotations

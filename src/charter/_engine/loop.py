@@ -52,7 +52,7 @@ from charter.events import (
 )
 from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.policy import Decision
-from charter.store import Claim, Commit, RunRecord, Store
+from charter.store import Claim, Commit, KillSwitch, RunRecord, Store
 from charter.tools import Reconciliation, Tool, ToolContext, validation_message
 
 
@@ -427,6 +427,18 @@ class RunDriver:
                 await self._write(call)
 
     async def _write(self, call: PendingCall) -> None:
+        switch = await self._killswitch()
+        if switch is not None:  # checked at the last moment: it stops runs in flight too
+            where = f"tenant {switch.tenant}, agent {switch.agent}"
+            message = f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
+            self._append(
+                ToolCallRejected(
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    error=ErrorInfo(code="kill_switch", message=message),
+                )
+            )
+            return
         key = idempotency_key(self.run_id, self.state.step, call.call_id)
         self._append(ToolCallStarted(call_id=call.call_id, tool=call.tool, idempotency_key=key))
         await self._flush()
@@ -442,6 +454,12 @@ class RunDriver:
             await self._settle_unknown(started, recovered=False)
         else:
             self._record_outcome(call, outcome)
+
+    async def _killswitch(self) -> KillSwitch | None:
+        for switch in await self.store.killswitches():
+            if switch.covers(self.record.tenant, self.agent.name):
+                return switch
+        return None
 
     def _control(self, call: PendingCall) -> None:
         if call.tool == "sleep":

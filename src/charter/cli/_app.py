@@ -16,7 +16,7 @@ import click
 from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
-from charter.cli._ops import db_group, workers_group
+from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._policy import policy_group
 from charter.cli._render import (
@@ -395,6 +395,7 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
 cli.add_command(workers_group)
 cli.add_command(db_group)
 cli.add_command(policy_group)
+cli.add_command(killswitch_group)
 
 
 @cli.command("demo")

@@ -149,3 +149,81 @@ def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> Non
             f" {report.skipped} already there; {report.memory} memory entr"
             f"{'y' if report.memory == 1 else 'ies'}"
         )
+
+
+@click.group("killswitch")
+def killswitch_group() -> None:
+    """Switch every write call off at once (reads go on), for all, a tenant or an agent."""
+
+
+def _switch(db_url: str, tenant: str, agent: str, on: bool, reason: str) -> list[Any]:
+    async def main() -> list[Any]:
+        store = open_store(db_url)
+        try:
+            await store.set_killswitch(tenant=tenant, agent=agent, on=on, reason=reason)
+            return await store.killswitches()
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def _show_switches(switches: list[Any], as_json: bool) -> None:
+    if as_json:
+        echo_json([s.to_dict() for s in switches])
+    elif not switches:
+        click.echo("no kill switch is on: writes are allowed (as policy decides)")
+    else:
+        table(
+            ["tenant", "agent", "since", "reason"],
+            [(s.tenant, s.agent, clock_time(s.since), s.reason) for s in switches],
+        )
+
+
+def _scope_options(fn: Any) -> Any:
+    fn = click.option("--agent", default="*", show_default=True, help="Agent name, or * for all.")(
+        fn
+    )
+    return click.option("--tenant", default="*", show_default=True, help="Tenant, or * for all.")(
+        fn
+    )
+
+
+@killswitch_group.command("on")
+@_scope_options
+@click.option("--reason", default="", help="Why; shown to the model and in the log.")
+@db_option
+@json_option
+@debug_option
+def killswitch_on(
+    tenant: str, agent: str, reason: str, db_url: str, as_json: bool, debug: bool
+) -> None:
+    """Block every write call now, in runs already in flight too; blocked calls are recorded."""
+    _show_switches(_switch(db_url, tenant, agent, True, reason), as_json)
+
+
+@killswitch_group.command("off")
+@_scope_options
+@db_option
+@json_option
+@debug_option
+def killswitch_off(tenant: str, agent: str, db_url: str, as_json: bool, debug: bool) -> None:
+    """Lift the switch set for exactly this tenant and agent."""
+    _show_switches(_switch(db_url, tenant, agent, False, ""), as_json)
+
+
+@killswitch_group.command("status")
+@db_option
+@json_option
+@debug_option
+def killswitch_status(db_url: str, as_json: bool, debug: bool) -> None:
+    """The switches that are on."""
+
+    async def main() -> list[Any]:
+        store = open_store(db_url)
+        try:
+            return await store.killswitches()
+        finally:
+            await store.close()
+
+    _show_switches(asyncio.run(main()), as_json)

@@ -120,6 +120,22 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class KillSwitch:
+    """Writes are switched off for ``tenant`` and ``agent`` (``*``: every one) since ``since``."""
+
+    tenant: str
+    agent: str
+    since: float
+    reason: str
+
+    def covers(self, tenant: str, agent: str) -> bool:
+        return self.tenant in ("*", tenant) and self.agent in ("*", agent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
 class RunExport:
     """Everything a store holds about one run, exactly as stored (for ``charter db copy``)."""
 
@@ -176,6 +192,13 @@ class Store(Protocol):
     async def heartbeat_worker(self, info: WorkerInfo) -> None: ...
     async def remove_worker(self, worker_id: str) -> None: ...
     async def list_workers(self) -> list[WorkerInfo]: ...
+
+    # -- kill switch ------------------------------------------------------------------------
+    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
+        """Switch writes off (or on again) for a tenant and agent; ``*`` means all."""
+        ...
+
+    async def killswitches(self) -> list[KillSwitch]: ...
 
     # -- memory -----------------------------------------------------------------------------
     async def remember(self, item: MemoryItem) -> None: ...

@@ -43,6 +43,7 @@ from charter.store._base import (
     Commit,
     EventRow,
     InboxMessage,
+    KillSwitch,
     MemoryItem,
     NewRun,
     RunExport,
@@ -535,6 +536,27 @@ class PostgresStore:
             now=True,
         )
         return [WorkerInfo(*row) for row in rows]
+
+    # -- kill switch --------------------------------------------------------------------------
+
+    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
+        if on:
+            await self._fetch(
+                "INSERT INTO killswitch VALUES (%(tenant)s, %(agent)s, %(now)s, %(reason)s)"
+                " ON CONFLICT (tenant, agent) DO UPDATE SET reason = excluded.reason",
+                {"tenant": tenant, "agent": agent, "reason": reason},
+                now=True,
+            )
+        else:
+            await self._fetch(
+                "DELETE FROM killswitch WHERE tenant = %s AND agent = %s", (tenant, agent)
+            )
+
+    async def killswitches(self) -> list[KillSwitch]:
+        rows = await self._fetch(
+            "SELECT tenant, agent, since, reason FROM killswitch ORDER BY since"
+        )
+        return [KillSwitch(*row) for row in rows]
 
     # -- memory -------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from charter.store._base import (
     Commit,
     EventRow,
     InboxMessage,
+    KillSwitch,
     MemoryItem,
     NewRun,
     RunExport,
@@ -530,6 +531,31 @@ class SQLiteStore:
             ).fetchall()
         )
         return [WorkerInfo(*row) for row in rows]
+
+    # -- kill switch --------------------------------------------------------------------------
+
+    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            if on:
+                conn.execute(
+                    "INSERT INTO killswitch VALUES (?, ?, ?, ?) ON CONFLICT (tenant, agent)"
+                    " DO UPDATE SET reason = excluded.reason",
+                    (tenant, agent, now, reason),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM killswitch WHERE tenant = ? AND agent = ?", (tenant, agent)
+                )
+
+        await self._write(op)
+
+    async def killswitches(self) -> list[KillSwitch]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT tenant, agent, since, reason FROM killswitch ORDER BY since"
+            ).fetchall()
+        )
+        return [KillSwitch(*row) for row in rows]
 
     # -- memory -------------------------------------------------------------------------------
 
