@@ -4,7 +4,8 @@
 Usage::
 
     python bench/step_overhead.py [--steps 1000] [--runs 100] [--run-steps 100]
-                                  [--workdir DIR] [--sync-tool] [--json]
+                                  [--policy-repeats 3] [--workdir DIR] [--sync-tool]
+                                  [--json]
 
 In one process, on fresh SQLite files (WAL, ``synchronous=FULL``, as Charter's store):
 
@@ -13,7 +14,12 @@ In one process, on fresh SQLite files (WAL, ``synchronous=FULL``, as Charter's s
    final answer), fully durable; wall and CPU time of the work phase only;
 3. ``--runs`` concurrent runs of ``--run-steps`` steps, worked by one worker with
    ``concurrency=--runs`` so that group commit shares the flushes;
-4. storage growth: a ``--steps``-step run whose tool returns a 200-byte string every step.
+4. storage growth: a ``--steps``-step run whose tool returns a 200-byte string every step;
+5. the policy check's share: the single run of (2) again, ``--policy-repeats`` times without
+   and with a realistic policy set attached to the agent (``examples/policies/support.yaml``
+   plus one rule that allows the bench's tool after four others are checked), alternating,
+   on fresh files; the medians' difference is what policy adds per step (the decision and
+   its ``policy_evaluated`` event), also timed alone (decide + event body, no store).
 
 It is a benchmark, not a test: it asserts nothing, it prints what it measured and whether
 each target was met. CPU time is ``time.process_time()``: every thread of the process,
@@ -36,14 +42,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from _report import emit
 from charter import Agent, Budgets, ModelSpec, Runtime, tool
+from charter._engine.governance import Governor, decision_event
+from charter.events import RunStarted
+from charter.policy import PolicySet
 from charter.tools import Tool
 
 RAW_TARGET_RATIO = 2.0  # raw commits/s / Charter steps/s, at most
 CPU_TARGET_MS = 0.15  # CPU per durable step, below
 CONCURRENCY_TARGET = 5.0  # concurrent steps/s / single-run steps/s, at least
 SIZE_TARGET_BYTES = 1_000_000  # database after the storage run, below (1 MB)
+POLICY_SHARE_TARGET = 0.05  # CPU the policy check adds per step / CPU per step, below
+POLICY_PATH = Path(__file__).resolve().parent.parent / "examples" / "policies" / "support.yaml"
+POLICY_ROLES = ("support",)
 MESSAGE_BYTES = 200
 
 
@@ -71,7 +85,30 @@ async def message(key: str) -> str:
     return _MESSAGE
 
 
-def make_agent(name: str, tool_: Tool, steps: int) -> Agent:
+def bench_policy_set() -> PolicySet:
+    """The support desk's policy set, with one rule for the bench's tool placed before the
+    blanket ``reads`` rule: a call of ``noop`` is checked against the four rules that name no
+    tool (kill switch, foreign tenant, sandbox, critical) before this one allows it on a role
+    and an argument regex."""
+    data = yaml.safe_load(POLICY_PATH.read_text())
+    rules = data["policy"]["rules"]
+    at = next(i for i, rule in enumerate(rules) if rule["id"] == "reads")
+    rules.insert(
+        at,
+        {
+            "id": "bench-lookups",
+            "when": {
+                "tool": "noop",
+                "roles_any": ["support"],
+                "args": {"key": {"regex": "k[0-9]+"}},
+            },
+            "then": "allow",
+        },
+    )
+    return PolicySet.from_dict(data, source=f"{POLICY_PATH} + bench-lookups")
+
+
+def make_agent(name: str, tool_: Tool, steps: int, *, policy: PolicySet | None = None) -> Agent:
     """An agent whose first ``steps`` responses each call ``tool_`` once, then answers."""
     script: list[dict[str, Any]] = [
         {"tool_calls": [{"name": tool_.name, "arguments": {"key": f"k{i}"}}]} for i in range(steps)
@@ -83,6 +120,7 @@ def make_agent(name: str, tool_: Tool, steps: int) -> Agent:
         model=ModelSpec(provider="scripted", script=script),
         tools=[tool_],
         budgets=Budgets(max_steps=steps + 10, max_tool_calls=steps + 10),
+        policy=policy,
     )
 
 
@@ -181,12 +219,15 @@ def bench_raw(path: Path, n: int) -> dict[str, Any]:
 # -- 2. one long run ------------------------------------------------------------------------------
 
 
-async def bench_single(path: Path, steps: int, tool_: Tool) -> dict[str, Any]:
-    agent = make_agent("bench_single", tool_, steps)
+async def bench_single(
+    path: Path, steps: int, tool_: Tool, *, policy: PolicySet | None = None
+) -> dict[str, Any]:
+    agent = make_agent("bench_single", tool_, steps, policy=policy)
     rt = Runtime.open(db_url(path))
     counter = CommitCounter(rt.store)
     try:
-        run_id = await rt.start(agent, "benchmark input")
+        roles = POLICY_ROLES if policy is not None else ()
+        run_id = await rt.start(agent, "benchmark input", roles=roles)
         tx0, w0 = counter.snapshot()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         await rt.work(run_id=run_id)
@@ -318,6 +359,70 @@ async def bench_storage(path: Path, empty_path: Path, steps: int) -> dict[str, A
     }
 
 
+# -- 5. the policy check's share -------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def time_decisions(tool_: Tool, policy: PolicySet, calls: int) -> dict[str, Any]:
+    """CPU per decision as the loop makes it (Governor.decide, then the event body), no store."""
+    agent = make_agent("bench_policy", tool_, 1, policy=policy)
+    started = RunStarted(agent_name=agent.name, agent_version=agent.version,
+                         agent_hash=agent.spec_hash, tenant="default", principal="anonymous",
+                         input="", roles=POLICY_ROLES)  # fmt: skip
+    governor = Governor(agent, started)
+    args = [{"key": f"k{i}"} for i in range(calls)]
+    outcomes: dict[str, int] = {}
+    cpu0 = time.process_time()
+    for i, arguments in enumerate(args):
+        decision = governor.decide(tool_, arguments)
+        assert decision is not None
+        decision_event(f"call_{i}_0", tool_.name, decision)
+    cpu = time.process_time() - cpu0
+    decision = governor.decide(tool_, args[0])
+    assert decision is not None
+    outcomes[decision.outcome] = calls
+    return {"calls": calls, "us_per_decision": cpu / calls * 1e6, "outcome": decision.outcome,
+            "rule_ids": list(decision.rule_ids)}  # fmt: skip
+
+
+async def bench_policy(workdir: Path, steps: int, tool_: Tool, repeats: int) -> dict[str, Any]:
+    """The single run without and with the policy set, alternating, ``repeats`` times each."""
+    policy = bench_policy_set()
+    without: list[dict[str, Any]] = []
+    with_: list[dict[str, Any]] = []
+    for i in range(repeats):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        for governed in order:
+            name = f"policy_{'on' if governed else 'off'}_{i}.db"
+            result = await bench_single(
+                workdir / name, steps, tool_, policy=policy if governed else None
+            )
+            (with_ if governed else without).append(result)
+    off = _median([r["cpu_ms_per_step"] for r in without])
+    on = _median([r["cpu_ms_per_step"] for r in with_])
+    alone = time_decisions(tool_, policy, 20_000)
+    return {
+        "repeats": repeats,
+        "policy": f"{policy.name} v{policy.version}, {len(policy.rules)} rules",
+        "statuses": sorted({r["status"] for r in [*without, *with_]}),
+        "cpu_ms_per_step_without": [r["cpu_ms_per_step"] for r in without],
+        "cpu_ms_per_step_with": [r["cpu_ms_per_step"] for r in with_],
+        "events_per_step_without": _median([r["events_per_step"] for r in without]),
+        "events_per_step_with": _median([r["events_per_step"] for r in with_]),
+        "median_cpu_ms_without": off,
+        "median_cpu_ms_with": on,
+        "added_ms_per_step": on - off,
+        "share": (on - off) / off,
+        "decision_alone": alone,
+        "decision_alone_share": alone["us_per_decision"] / 1000 / off,
+    }
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -375,7 +480,23 @@ def summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             met(disk["total_bytes"] < SIZE_TARGET_BYTES),
         ),
         ("DB bytes per step", f"{disk['bytes_per_step']:,.0f} B", "(reference)", "-"),
+        *policy_rows(results.get("policy")),
     ]
+
+
+def policy_rows(pol: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    if pol is None:
+        return []
+    share, alone = pol["share"], pol["decision_alone_share"]
+    return [
+        ("CPU per step, no policy (median)", f"{pol['median_cpu_ms_without']:.3f} ms",
+         "(reference)", "-"),
+        ("CPU per step, with policy (median)", f"{pol['median_cpu_ms_with']:.3f} ms",
+         "(reference)", "-"),
+        ("policy check's share of step CPU", f"{share:+.1%}", f"< {POLICY_SHARE_TARGET:.0%}",
+         "yes" if share < POLICY_SHARE_TARGET else "no"),
+        ("  of which the decision alone", f"{alone:.1%}", "(reference)", "-"),
+    ]  # fmt: skip
 
 
 def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]) -> None:
@@ -436,6 +557,27 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
             parts.append(f"{len(rest)} others {sum(rest):,}")
         print(f"   pages by table/index (B): {', '.join(parts)}")
         print("   (the agents row holds the agent spec, which inlines the whole model script)")
+    pol = results.get("policy")
+    if pol is not None:
+        alone = pol["decision_alone"]
+        print(
+            f"5. policy: the run of 2, {pol['repeats']}x without and {pol['repeats']}x with"
+            f" {pol['policy']} (statuses {pol['statuses']})"
+        )
+        fmt = ", ".join
+        print(f"   CPU ms/step without: {fmt(f'{v:.3f}' for v in pol['cpu_ms_per_step_without'])}")
+        print(f"   CPU ms/step with:    {fmt(f'{v:.3f}' for v in pol['cpu_ms_per_step_with'])}")
+        print(
+            f"   medians {pol['median_cpu_ms_without']:.3f} -> {pol['median_cpu_ms_with']:.3f} ms:"
+            f" {pol['added_ms_per_step'] * 1000:+.1f} us per step ({pol['share']:+.1%});"
+            f" events per step {pol['events_per_step_without']:.2f} ->"
+            f" {pol['events_per_step_with']:.2f}"
+        )
+        print(
+            f"   the decision alone (Governor.decide + policy_evaluated body, no store):"
+            f" {alone['us_per_decision']:.1f} us ({alone['outcome']} by"
+            f" {', '.join(alone['rule_ids'])}), {pol['decision_alone_share']:.1%} of a step"
+        )
     print()
     widths = [
         max(len(row[i]) for row in [*table, ("figure", "value", "target", "met")]) for i in range(4)
@@ -459,7 +601,12 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "workdir": str(workdir),
             "tool": "sync (thread)" if args.sync_tool else "async",
         },
-        "params": {"steps": args.steps, "runs": args.runs, "run_steps": args.run_steps},
+        "params": {
+            "steps": args.steps,
+            "runs": args.runs,
+            "run_steps": args.run_steps,
+            "policy_repeats": args.policy_repeats,
+        },
     }
     results["raw"] = bench_raw(workdir / "raw.db", args.steps)
     results["single"] = await bench_single(workdir / "single.db", args.steps, tool_)
@@ -469,6 +616,8 @@ async def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results["storage"] = await bench_storage(
         workdir / "storage.db", workdir / "empty.db", args.steps
     )
+    if args.policy_repeats > 0:
+        results["policy"] = await bench_policy(workdir, args.steps, tool_, args.policy_repeats)
     return results
 
 
@@ -477,6 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="steps of the long runs")
     parser.add_argument("--runs", type=int, default=100, help="concurrent runs")
     parser.add_argument("--run-steps", type=int, default=100, help="steps of each concurrent run")
+    parser.add_argument(
+        "--policy-repeats",
+        type=int,
+        default=3,
+        help="runs without and with the policy set, each (0: skip the policy figures)",
+    )
     parser.add_argument("--workdir", type=Path, help="where to put the databases (kept)")
     parser.add_argument(
         "--sync-tool", action="store_true", help="use a sync no-op tool (run in a thread)"

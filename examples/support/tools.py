@@ -1,16 +1,35 @@
 """The support agent's tools, as the README's agent file names them.
 
-They are the demo's tools (``charter.demo.tools``) over the simulated CRM, tickets and billing,
+They are the demo's tools (``charter.demo.tools``) over the simulated CRM, tickets and billing
+(``kb_search``, ``read_ticket`` and ``fetch_url`` mark their output untrusted: others wrote it),
 whose database is ``charter-demo-systems.db`` in the working directory, seeded on first use.
 """
 
 from pathlib import Path
 
 from charter.demo import tools as _demo
-from charter.demo.tools import kb_search, lookup_customer, lookup_order, refund, update_ticket
+from charter.demo.tools import (
+    fetch_url,
+    kb_search,
+    lookup_customer,
+    lookup_order,
+    read_ticket,
+    refund,
+    send_email,
+    update_ticket,
+)
 from charter.testing.systems import Systems
 
 if not Path(_demo.SYSTEMS_PATH).exists():
     Systems(_demo.SYSTEMS_PATH).seed()
 
-__all__ = ["kb_search", "lookup_customer", "lookup_order", "refund", "update_ticket"]
+__all__ = [
+    "fetch_url",
+    "kb_search",
+    "lookup_customer",
+    "lookup_order",
+    "read_ticket",
+    "refund",
+    "send_email",
+    "update_ticket",
+]

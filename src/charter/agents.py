@@ -43,6 +43,8 @@ class Budgets(BaseModel):
     max_tool_calls: int = Field(100, gt=0)
     max_tokens_total: int | None = Field(None, gt=0)
     timeout_seconds: float | None = Field(None, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Spending per run, in US dollars: model tokens at the model's prices plus tool costs."""
 
 
 @dataclass(frozen=True, kw_only=True)

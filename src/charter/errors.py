@@ -11,6 +11,7 @@
     │   ├── StoreLockedError          store_locked    4
     │   └── ConflictError             conflict        5   a concurrent append or a lost lease
     ├── RunStateError                 run_state       6   e.g. send to a finished run
+    ├── ForbiddenError                forbidden       9   e.g. approving one's own request
     ├── ModelError                    model           7   the model provider failed or misbehaved
     └── ToolError                     tool            8   a tool call failed (carried to the model)
         ├── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
@@ -87,6 +88,13 @@ class ConflictError(StoreError):
 class RunStateError(CharterError):
     code = "run_state"
     exit_code = 6
+
+
+class ForbiddenError(CharterError):
+    """The principal may not do this: a missing role, or deciding their own request."""
+
+    code = "forbidden"
+    exit_code = 9
 
 
 class ModelError(CharterError):

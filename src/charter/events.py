@@ -11,6 +11,7 @@ the chain verifiable.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -63,6 +64,9 @@ class RunStarted(_Body):
     input: str
     roles: tuple[str, ...] = ()
     environment: str = "dev"
+    principal_tenant: str | None = None
+    """The tenant the principal belongs to, as whoever authenticated them said (policy's
+    ``tenant_matches_principal``); None when not given."""
 
 
 class MessageReceived(_Body):
@@ -82,6 +86,8 @@ class ModelResponded(_Body):
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()
     latency_ms: float = 0.0
+    cost_usd: float = 0.0
+    """The response's price: its tokens at the agent's model prices (``ModelSpec``)."""
 
 
 class ModelCallFailed(_Body):
@@ -100,6 +106,23 @@ class ToolCallProposed(_Body):
     tool: str
     effect: Literal["read", "write", "control", "unknown"]
     arguments: dict[str, Any] | None = None
+    tool_version: str | None = None
+    """The version of the tool the call went to (None: an unknown tool, or an older log)."""
+
+
+class ProvenanceRecord(_Body):
+    """Where the data in a proposed call came from, as the decision saw it.
+
+    ``arguments`` maps argument paths (``to``, ``items.0.sku``) to the kinds of source their
+    values were found in (``principal``, ``tool_output``, ``retrieved``...; ``model`` when found
+    nowhere); ``untrusted_tools`` names the tools whose untrusted results the run had seen.
+    """
+
+    untrusted_in_args: bool = False
+    untrusted_in_context: bool = False
+    arguments: dict[str, tuple[str, ...]] = {}
+    destinations: dict[str, tuple[str, ...]] = {}
+    untrusted_tools: tuple[str, ...] = ()
 
 
 class PolicyEvaluated(_Body):
@@ -117,6 +140,11 @@ class PolicyEvaluated(_Body):
     """The arguments to execute, when a rule rewrote them."""
     approval: dict[str, Any] | None = None
     error: str | None = None
+    limits: tuple[str, ...] = ()
+    """The rate limits the call was counted against, with their scope
+    (``refunds-per-hour[tenant=acme,tool=refund]``); a limit that denied it is in rule_ids."""
+    provenance: ProvenanceRecord | None = None
+    """The provenance of the call's data that the decision used."""
 
 
 class ToolCallRejected(_Body):
@@ -145,6 +173,10 @@ class ToolCallSucceeded(_Body):
     attempts: int = 1
     duration_ms: float = 0.0
     via: Literal["call", "reconcile"] = "call"
+    untrusted: bool = False
+    """The tool's contract marks its output untrusted (text others wrote: pages, tickets)."""
+    cost_usd: float = 0.0
+    """The tool's ``cost_usd`` for each attempt made."""
 
 
 class ToolCallFailed(_Body):
@@ -154,6 +186,8 @@ class ToolCallFailed(_Body):
     error: ErrorInfo
     attempts: int = 1
     duration_ms: float = 0.0
+    cost_usd: float = 0.0
+    """The tool's ``cost_usd`` for each attempt made (a failed call may still be billed)."""
 
 
 class ToolOutcomeUnknown(_Body):
@@ -166,16 +200,71 @@ class ToolOutcomeUnknown(_Body):
     resolution: Literal["recall", "reconcile", "escalate"]
 
 
+class ToolCallBlocked(_Body):
+    """A kill switch stopped a write right before it ran; the run waits or escalates.
+
+    (A switch set to ``reject`` records ``tool_call_rejected`` instead: the model is told.)
+    """
+
+    type: Literal["tool_call_blocked"] = "tool_call_blocked"
+    call_id: str
+    tool: str
+    reason: str
+    action: Literal["wait", "escalate"]
+
+
+class FieldChange(_Body):
+    """One field a write would change, for an approver to read: ``old`` → ``new``."""
+
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class ApprovalRequested(_Body):
+    """A call policy holds for a human: the exact call, why, who may decide, and until when."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    approval_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    arguments_hash: str
+    risk: str
+    reason: str
+    rule_ids: tuple[str, ...] = ()
+    requested_by: str
+    tier: str
+    role: str
+    expires_at: float
+    on_expiry: Literal["deny", "escalate"] = "deny"
+    changes: tuple[FieldChange, ...] | None = None
+    """What the call would change (old → new), when the tool can tell; None when it cannot."""
+
+
+class ApprovalDecided(_Body):
+    """A human's decision on a held call, or its expiry, as the run took it from the store."""
+
+    type: Literal["approval_decided"] = "approval_decided"
+    approval_id: str
+    call_id: str
+    decision: Literal["granted", "denied", "expired"]
+    decided_by: str | None = None
+    decided_at: float
+    note: str | None = None
+    arguments_hash: str
+
+
 class RunWaiting(_Body):
     type: Literal["run_waiting"] = "run_waiting"
-    waiting_for: Literal["message", "timer"]
+    waiting_for: Literal["message", "timer", "approval", "kill_switch"]
     call_id: str | None = None
     wake_at: float | None = None
 
 
 class RunResumed(_Body):
     type: Literal["run_resumed"] = "run_resumed"
-    reason: Literal["message", "timer", "recovery"]
+    reason: Literal["message", "timer", "recovery", "approval", "kill_switch"]
     worker: str
 
 
@@ -205,6 +294,9 @@ EventBody = Annotated[
     | ToolCallSucceeded
     | ToolCallFailed
     | ToolOutcomeUnknown
+    | ToolCallBlocked
+    | ApprovalRequested
+    | ApprovalDecided
     | RunWaiting
     | RunResumed
     | BudgetExceeded
@@ -223,6 +315,9 @@ BODY_TYPES: tuple[type[_Body], ...] = (
     ToolCallSucceeded,
     ToolCallFailed,
     ToolOutcomeUnknown,
+    ToolCallBlocked,
+    ApprovalRequested,
+    ApprovalDecided,
     RunWaiting,
     RunResumed,
     BudgetExceeded,
@@ -242,6 +337,12 @@ def parse_body(payload: str, type: str) -> EventBody:
     except KeyError:
         raise ValueError(f"unknown event type {type!r}") from None
     return body_type.model_validate_json(payload)  # type: ignore[return-value]
+
+
+def arguments_hash(arguments: Any) -> str:
+    """The sha256 of a call's arguments as canonical JSON: what an approval is bound to."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def payload_digest(payload: str) -> str:
@@ -376,6 +477,11 @@ _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
     ToolCallStarted: lambda b: f"{b.tool} intent, key {b.idempotency_key}",
     ToolCallSucceeded: lambda b: f"{b.tool} -> {_clip(str(b.output))} (via {b.via})",
     ToolOutcomeUnknown: lambda b: f"{b.tool} key {b.idempotency_key}: {b.resolution}",
+    ToolCallBlocked: lambda b: f"{b.tool} blocked ({b.action}): {_clip(b.reason)}",
+    ApprovalRequested: lambda b: (
+        f"{b.tool} held for {b.role} ({b.tier}) by {', '.join(b.rule_ids)}: id {b.approval_id}"
+    ),
+    ApprovalDecided: lambda b: f"{b.approval_id} {b.decision} by {b.decided_by or 'expiry'}",
     RunWaiting: lambda b: f"waiting for {b.waiting_for}",
     RunResumed: lambda b: f"resumed ({b.reason}) by {b.worker}",
     BudgetExceeded: lambda b: f"{b.budget}: used {b.used:g} of {b.limit:g}",

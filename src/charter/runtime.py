@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from charter import approvals
 from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
@@ -34,7 +35,7 @@ from charter.events import (
 )
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
-from charter.store import DEFAULT_URL, NewRun, RunRecord, Store, open_store
+from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store, open_store
 from charter.tools import Tool
 
 T = TypeVar("T")
@@ -108,10 +109,13 @@ class Runtime:
         principal: str = "anonymous",
         roles: Sequence[str] = (),
         run_id: str | None = None,
+        principal_tenant: str | None = None,
     ) -> str:
         """Create a queued run; a worker will pick it up. Returns the run id.
 
-        ``roles`` are the principal's roles, which policy rules may require.
+        ``roles`` are the principal's roles, which policy rules may require;
+        ``principal_tenant`` the tenant the principal belongs to (policy's
+        ``tenant_matches_principal``), as whoever authenticated the principal knows it.
         """
         self.register(agent)
         run_id = run_id or new_run_id(self.clock)
@@ -129,6 +133,7 @@ class Runtime:
                 input=input,
                 roles=tuple(roles),
                 environment=self.environment,
+                principal_tenant=principal_tenant,
             ),
             prev_hash=GENESIS_HASH,
         )
@@ -202,11 +207,51 @@ class Runtime:
         tenant: str = "default",
         principal: str = "anonymous",
         roles: Sequence[str] = (),
+        principal_tenant: str | None = None,
     ) -> RunRecord:
         """Start a run and work it here until it finishes or waits."""
-        run_id = await self.start(agent, input, tenant=tenant, principal=principal, roles=roles)
+        run_id = await self.start(
+            agent,
+            input,
+            tenant=tenant,
+            principal=principal,
+            roles=roles,
+            principal_tenant=principal_tenant,
+        )
         await self.work(run_id=run_id)
         return await self.store.get_run(run_id)
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    async def approvals(
+        self, *, tenant: str | None = None, status: str | None = "pending", limit: int = 100
+    ) -> list[ApprovalRecord]:
+        """Approval requests, oldest first (``status=None``: whatever their status)."""
+        return await self.store.approvals(tenant=tenant, status=status, limit=limit)
+
+    async def grant(
+        self,
+        approval_id: str,
+        *,
+        by: str,
+        note: str | None = None,
+        arguments_hash: str | None = None,
+    ) -> ApprovalRecord:
+        """Grant a held call as ``by`` (see :mod:`charter.approvals` for the checks)."""
+        return await approvals.decide(
+            self.store,
+            approval_id,
+            decision="granted",
+            by=by,
+            note=note,
+            arguments_hash=arguments_hash,
+        )
+
+    async def deny(self, approval_id: str, *, by: str, reason: str) -> ApprovalRecord:
+        """Deny a held call as ``by``; the model gets the reason as the call's result."""
+        return await approvals.decide(
+            self.store, approval_id, decision="denied", by=by, note=reason
+        )
 
     # -- reading ------------------------------------------------------------------------------
 

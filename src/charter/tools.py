@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints, overload
@@ -78,6 +79,7 @@ class Reconciliation:
 
 
 ReconcileFn = Callable[[ToolContext, dict[str, Any]], Any]
+PreviewFn = Callable[[ToolContext, dict[str, Any]], Any]
 
 
 class Tool:
@@ -97,11 +99,15 @@ class Tool:
         timeout_s: float,
         retry: RetryPolicy,
         destinations: Sequence[str] = (),
+        cost_usd: float = 0.0,
+        untrusted_output: bool = False,
     ) -> None:
         if effect not in ("read", "write", "control"):
             raise ConfigError(f"tool {name!r}: effect must be 'read' or 'write', not {effect!r}")
         if timeout_s <= 0:
             raise ConfigError(f"tool {name!r}: timeout_s must be positive")
+        if not (isinstance(cost_usd, int | float) and 0 <= cost_usd < math.inf):
+            raise ConfigError(f"tool {name!r}: cost_usd must be a number of dollars, at least 0")
         self.fn = fn
         self.name = name
         self.version = version
@@ -114,8 +120,13 @@ class Tool:
         self.retry = retry
         self.destinations = tuple(destinations)
         """Argument paths that name where data goes (an address, a URL, an account)."""
+        self.untrusted_output = untrusted_output
+        """Its output carries text others wrote (a web page, a customer's ticket, an email)."""
+        self.cost_usd = float(cost_usd)
+        """What one call (each attempt) costs, in US dollars, for budgets and spending caps."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
+        self.preview: PreviewFn | None = None
         self._context_param, self.input_model, self._output = _signature_models(fn, name)
         self.input_schema: dict[str, Any] = self.input_model.model_json_schema()
         self.input_schema.pop("title", None)
@@ -132,6 +143,15 @@ class Tool:
     def reconciler(self, fn: ReconcileFn) -> ReconcileFn:
         """Register ``fn(ctx, arguments) -> Reconciliation`` to ask whether an effect happened."""
         self.reconcile = fn
+        return fn
+
+    def previewer(self, fn: PreviewFn) -> PreviewFn:
+        """Register ``fn(ctx, arguments)`` to tell an approver what a call would change.
+
+        It returns ``{field: (old, new)}`` (or a list of ``{"field", "old", "new"}``); it is
+        called, within the tool's timeout, when policy holds a call for approval.
+        """
+        self.preview = fn
         return fn
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +184,8 @@ class Tool:
             "timeout_s": self.timeout_s,
             "max_attempts": self.retry.max_attempts,
             "destinations": list(self.destinations),
+            "untrusted_output": self.untrusted_output,
+            "cost_usd": self.cost_usd,
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -190,6 +212,8 @@ def tool(
     version: str = ...,
     description: str | None = ...,
     destinations: Sequence[str] = ...,
+    cost_usd: float = ...,
+    untrusted_output: bool = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -205,13 +229,18 @@ def tool(
     version: str = "1",
     description: str | None = None,
     destinations: Sequence[str] = (),
+    cost_usd: float = 0.0,
+    untrusted_output: bool = False,
 ) -> Any:
     """Declare a function as a tool contract.
 
     ``idempotent`` defaults to True for reads and False for writes: a write is only called
     again after an unknown outcome when it says it honours its idempotency key.
     ``retry`` is a :class:`RetryPolicy` or a number of attempts. ``destinations`` names the
-    arguments (dotted paths) that say where data goes, for policy allowlists.
+    arguments (dotted paths) that say where data goes, for policy allowlists. ``cost_usd``
+    is what one call costs (US dollars, each attempt), for budgets and spending caps.
+    ``untrusted_output`` marks a tool whose output others wrote (web pages, customer tickets,
+    emails, retrieved documents): values found only there count as untrusted in policy.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -228,6 +257,8 @@ def tool(
             timeout_s=timeout_s,
             retry=policy,
             destinations=destinations,
+            cost_usd=cost_usd,
+            untrusted_output=untrusted_output,
         )
 
     return wrap(fn) if fn is not None else wrap

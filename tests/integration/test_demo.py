@@ -12,7 +12,15 @@ import pytest
 
 from charter.demo import tools as demo_tools
 from charter.demo.run import CRASH, SCENARIOS, SYSTEMS_FILE, run_demo
-from charter.events import Event, RunStarted, ToolCallStarted, ToolCallSucceeded, ToolOutcomeUnknown
+from charter.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Event,
+    RunStarted,
+    ToolCallStarted,
+    ToolCallSucceeded,
+    ToolOutcomeUnknown,
+)
 from charter.runtime import Runtime
 from charter.store import RunRecord
 from charter.testing.systems import Systems
@@ -94,6 +102,13 @@ def test_demo_runs_every_scenario_and_refunds_exactly_once(tmp_path: Path) -> No
     expected_via = "reconcile" if row["created_at"] < recovered_at else "call"
     assert [s.via for s in settled] == [expected_via]
     assert any(e.type == "run_resumed" for e in crash_events)
+    # Before any of that, policy held the 120.00 refund and a support lead granted it.
+    requested = [e.body for e in crash_events if isinstance(e.body, ApprovalRequested)]
+    assert [(r.tool, r.rule_ids, r.role) for r in requested] == [
+        ("refund", ("refund-medium",), "support_lead")
+    ]
+    decided = [e.body for e in crash_events if isinstance(e.body, ApprovalDecided)]
+    assert [(d.decision, d.decided_by) for d in decided] == [("granted", "lee")]
 
     # The email went out once and its unknown outcome escalated instead of a second send.
     email_run = runs["T-2006"][0].run_id

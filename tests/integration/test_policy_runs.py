@@ -12,7 +12,13 @@ from tests.helpers.cli import run_charter
 
 from charter import Agent, ConfigError, ModelSpec, Runtime, ToolContext, load_agent, tool
 from charter._engine.state import RunState, fold_all
-from charter.events import Event, PolicyEvaluated, RunFinished, ToolCallRejected
+from charter.events import (
+    ApprovalRequested,
+    Event,
+    PolicyEvaluated,
+    RunFinished,
+    ToolCallRejected,
+)
 from charter.models import ModelRequest, ModelResponse, ScriptedModel
 from charter.policy import PolicySet
 
@@ -172,13 +178,14 @@ def test_a_rewrite_changes_what_executes_and_is_recorded(db_url: str) -> None:
     assert EXECUTED == [{"order_id": "7", "amount": 20.0, "test_mode": True}]
 
 
-def test_a_call_that_needs_approval_escalates_without_running(db_url: str) -> None:
+def test_a_call_that_needs_approval_waits_without_running(db_url: str) -> None:
     calls = [{"name": "pay_back", "arguments": {"order_id": "7", "amount": 120}}]
     status, events, _ = _scenario(db_url, calls)
-    assert status == "escalated"
+    assert status == "waiting"  # for a human: see test_approvals.py
     assert EXECUTED == []
-    [finished] = _bodies(events, RunFinished)
-    assert "requires approval" in (finished.reason or "") and "role lead" in (finished.reason or "")
+    assert _bodies(events, RunFinished) == []
+    [requested] = _bodies(events, ApprovalRequested)
+    assert (requested.role, requested.tier, requested.rule_ids) == ("lead", "manager", ("medium",))
 
 
 def test_the_model_is_shown_only_tools_policy_could_allow(db_url: str) -> None:
@@ -312,8 +319,11 @@ def test_the_kill_switch_stops_writes_in_runs_already_in_flight(tmp_path: Path) 
 
     in_flight = run_for("acme")
     other = run_for("globex")
-    on = run_charter(tmp_path, "killswitch", "on", "--tenant", "acme", "--reason", "incident 7")
-    assert on.returncode == 0 and "incident 7" in on.stdout
+    on = run_charter(
+        tmp_path, "killswitch", "on", "--tenant", "acme", "--reason", "incident 7",
+        "--action", "reject",
+    )  # fmt: skip
+    assert on.returncode == 0 and "incident 7" in on.stdout and "reject" in on.stdout
     for run_id in (in_flight, other):
         assert run_charter(tmp_path, "send", run_id, "order 1").returncode == 0
     assert run_charter(tmp_path, "worker", "--until-idle").returncode == 0
@@ -336,3 +346,117 @@ def test_the_kill_switch_stops_writes_in_runs_already_in_flight(tmp_path: Path) 
     run_charter(tmp_path, "send", again, "order 1")
     run_charter(tmp_path, "worker", "--until-idle")
     assert outcomes(again)["refund"] == "ok"
+
+
+def _kill_switch_agent(tmp: Path) -> None:
+    (tmp / "prompt.md").write_text("Refund.")
+    script = [
+        {"tool_calls": [{"name": "lookup", "arguments": {"order_id": "1"}},
+                        {"name": "refund", "arguments": {"order_id": "1", "amount": 5}}]},
+        {"content": "done"},
+    ]  # fmt: skip
+    (tmp / "script.json").write_text(json.dumps(script))
+    (tmp / "agent.yaml").write_text(
+        "agent:\n  name: a\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["tests.helpers.tools:lookup", "tests.helpers.tools:refund"]\n'
+    )
+
+
+def _event_types(tmp: Path, run_id: str) -> list[str]:
+    return [e["type"] for e in json.loads(run_charter(tmp, "events", run_id, "--json").stdout)]
+
+
+def test_a_blocked_write_waits_for_the_switch_to_go_off_then_runs(tmp_path: Path) -> None:
+    _kill_switch_agent(tmp_path)
+    on = run_charter(tmp_path, "killswitch", "on", "--tenant", "acme", "--reason", "incident 8")
+    assert on.returncode == 0 and "wait" in on.stdout  # the default action
+    run_id = run_charter(
+        tmp_path, "run", "agent.yaml", "--input", "x", "--tenant", "acme"
+    ).stdout.split()[0]
+    shown = json.loads(run_charter(tmp_path, "runs", "show", run_id, "--json").stdout)
+    assert (shown["status"], shown["waiting_for"]) == ("waiting", "kill_switch")
+    types = _event_types(tmp_path, run_id)
+    assert types[-2:] == ["tool_call_blocked", "run_waiting"]
+    assert "tool_call_started" not in types  # the refund never began
+
+    assert run_charter(tmp_path, "killswitch", "off", "--tenant", "acme").returncode == 0
+    assert run_charter(tmp_path, "worker", "--until-idle").returncode == 0  # woken at once
+    types = _event_types(tmp_path, run_id)
+    assert types.count("tool_call_started") == 1 and types[-1] == "run_finished"
+    shown = json.loads(run_charter(tmp_path, "runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "succeeded"
+
+
+def test_a_blocked_write_can_escalate_the_run_instead(tmp_path: Path) -> None:
+    _kill_switch_agent(tmp_path)
+    run_charter(tmp_path, "killswitch", "on", "--agent", "a", "--action", "escalate")
+    ran = run_charter(tmp_path, "run", "agent.yaml", "--input", "x", "--json")
+    record = json.loads(ran.stdout)
+    assert record["status"] == "escalated"
+    assert "blocked" in record["state"]["reason"]
+    types = _event_types(tmp_path, record["run_id"])
+    assert "tool_call_blocked" in types and "tool_call_started" not in types
+
+
+def test_policy_rules_see_the_kill_switch(db_url: str) -> None:
+    policy = PolicySet.from_dict(
+        {
+            "policy": {
+                "name": "p",
+                "rules": [
+                    {
+                        "id": "kill-switch",
+                        "when": {"kill_switch": True, "effect": "write"},
+                        "then": {"deny": "writes are off"},
+                    },
+                    {"id": "all", "when": {}, "then": "allow"},
+                ],
+            }
+        }
+    )
+    script = [
+        {"tool_calls": [{"name": "look", "arguments": {"order_id": "7"}},
+                        {"name": "pay_back", "arguments": {"order_id": "7", "amount": 5}}]},
+        {"content": "done"},
+    ]  # fmt: skip
+    agent = Agent(
+        name="refunder",
+        instructions="Refund.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[look, pay_back],
+        policy=policy,
+    )
+
+    async def main() -> list[Event]:
+        async with Runtime.open(db_url) as rt:
+            await rt.store.set_killswitch(tenant="*", agent="*", on=True, reason="r")
+            run = await rt.run(agent, "refund")
+            return await rt.events(run.run_id)
+
+    EXECUTED.clear()
+    events = asyncio.run(main())
+    decisions = {d.tool: (d.outcome, d.rule_ids) for d in _bodies(events, PolicyEvaluated)}
+    assert decisions == {"look": ("allow", ("all",)), "pay_back": ("deny", ("kill-switch",))}
+    assert EXECUTED == []
+
+
+def test_the_principals_tenant_is_given_on_the_command_line(tmp_path: Path) -> None:
+    _kill_switch_agent(tmp_path)
+    (tmp_path / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n"
+        "    - id: own-tenant\n      when: {tenant_matches_principal: true}\n      then: allow\n"
+    )
+    with (tmp_path / "agent.yaml").open("a") as f:
+        f.write("  policy: policy.yaml\n")
+
+    def decisions(*extra: str) -> list[str]:
+        ran = run_charter(tmp_path, "run", "agent.yaml", "--input", "x", "--tenant", "acme",
+                          *extra, "--json")  # fmt: skip
+        events = run_charter(tmp_path, "events", json.loads(ran.stdout)["run_id"], "--json")
+        found = json.loads(events.stdout)
+        return [e["body"]["outcome"] for e in found if e["type"] == "policy_evaluated"]
+
+    assert decisions("--principal-tenant", "acme") == ["allow", "allow"]
+    assert decisions("--principal-tenant", "globex") == ["deny", "deny"]
+    assert decisions() == ["deny", "deny"]  # unknown: never matches

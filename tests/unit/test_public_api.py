@@ -12,6 +12,7 @@ PUBLIC = [
     "CharterError",
     "ConfigError",
     "ConflictError",
+    "ForbiddenError",
     "LeaseLost",
     "ModelError",
     "ModelSpec",

@@ -229,6 +229,8 @@ def test_describe_has_the_registry_fields() -> None:
         "timeout_s": 7.5,
         "max_attempts": 4,
         "destinations": [],
+        "cost_usd": 0.0,
+        "untrusted_output": False,
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }

@@ -23,10 +23,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from charter._engine import approvals as held
 from charter._engine.context import Conversation
 from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
+from charter._engine.limits import Limiter
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
 from charter.errors import LeaseLost, ModelError
@@ -43,6 +45,7 @@ from charter.events import (
     RunResumed,
     RunStarted,
     RunWaiting,
+    ToolCallBlocked,
     ToolCallFailed,
     ToolCallProposed,
     ToolCallRejected,
@@ -52,7 +55,7 @@ from charter.events import (
 )
 from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.policy import Decision
-from charter.store import Claim, Commit, KillSwitch, RunRecord, Store
+from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
 from charter.tools import Reconciliation, Tool, ToolContext, validation_message
 
 
@@ -86,6 +89,10 @@ async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
             release=True,
         )
     )
+
+
+KILL_SWITCH_RECHECK_S = 60.0
+"""A run waiting for a kill switch also checks again this often (switching off wakes it)."""
 
 
 def idempotency_key(run_id: str, step: int, call_id: str) -> str:
@@ -125,6 +132,8 @@ class RunDriver:
         self.tool_specs: tuple[ToolSpec, ...] = ()
         self.governor: Governor | None = None
         self._needs_approval: list[tuple[str, Decision]] = []
+        self.limiter = Limiter(store=store, agent=agent, tenant=record.tenant)
+        self._filed: list[ApprovalRecord] = []  # approval requests to store with the next commit
         self.state = RunState()
         self.conversation = Conversation()
         self._unflushed: list[Event] = []
@@ -150,8 +159,11 @@ class RunDriver:
                     await self.store.release(self.worker, self.run_id, self.claim.epoch)
                 return self.state
             started = [p for p in self.state.pending if p.stage == "started"]
+            held = [p for p in self.state.pending if p.stage == "held"]
             if started:
                 await self._settle_unknown(started[0], recovered=True)
+            elif held and len(held) == len(self.state.pending):
+                await self._take_decisions(held)
             elif not self._check_budgets():
                 pass  # the budget check appended the escalation
             elif self.state.pending:
@@ -173,7 +185,7 @@ class RunDriver:
         self._committed_seq = self._seq
         started = events[0].body
         assert isinstance(started, RunStarted), "a run's log starts with run_started"
-        self.governor = Governor(self.agent, started)
+        self.governor = Governor(self.agent, started, history=events)
         self.tool_specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.input_schema)
             for t in self.governor.visible(self.agent.tools)
@@ -184,7 +196,7 @@ class RunDriver:
         if previous == "running":
             self._append(RunResumed(reason="recovery", worker=self.worker))
         elif previous == "waiting" and self.state.status == "waiting":
-            reason = "timer" if self.state.waiting_for == "timer" else "message"
+            reason = self.state.waiting_for or "message"
             self._append(RunResumed(reason=reason, worker=self.worker))
         if not self.state.finished:
             await self._take_messages()
@@ -213,6 +225,8 @@ class RunDriver:
         self._unflushed.append(event)
         self.state = fold(self.state, event)
         self.conversation.apply(event)
+        if self.governor is not None:
+            self.governor.observe(event)
 
     async def _flush(self) -> None:
         if not self._unflushed:
@@ -222,7 +236,7 @@ class RunDriver:
         ready_at: float | None = self._ready_at
         if state.finished or state.waiting_for == "message":
             ready_at = None
-        elif state.waiting_for == "timer":
+        elif state.waiting_for in ("timer", "approval", "kill_switch"):
             ready_at = state.wake_at
         commit = Commit(
             run_id=self.run_id,
@@ -236,11 +250,17 @@ class RunDriver:
             waiting_for=state.waiting_for if state.status == "waiting" else None,
             release=parked,
             consumed_inbox=tuple(self._consumed),
+            approvals=tuple(self._filed),
+            awaiting=tuple(p.approval_id for p in state.pending if p.approval_id)
+            if state.waiting_for == "approval"
+            else (),
         )
         await self.store.commit(commit)  # ConflictError: another worker owns the run now
         self._committed_seq = self._seq
         self._unflushed.clear()
         self._consumed.clear()
+        self._filed.clear()
+        await self.limiter.spend(commit.events)  # a crash right here leaves it uncounted
 
     # -- budgets ------------------------------------------------------------------------------
 
@@ -254,6 +274,8 @@ class RunDriver:
             exhausted = ("max_steps", b.max_steps, s.step)
         elif not s.pending and b.max_tokens_total and s.tokens >= b.max_tokens_total:
             exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
+        elif b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
+            exhausted = ("max_cost_usd", b.max_cost_usd, round(s.cost_usd, 9))
         elif b.timeout_seconds and self._active_s() >= b.timeout_seconds:
             exhausted = ("timeout_seconds", b.timeout_seconds, round(self._active_s(), 3))
         if exhausted is None:
@@ -279,6 +301,8 @@ class RunDriver:
     # -- the model ----------------------------------------------------------------------------
 
     async def _model_step(self) -> None:
+        if not await self._within_day_caps():
+            return
         request = ModelRequest(
             run_id=self.run_id,
             step=self.state.step,
@@ -315,6 +339,7 @@ class RunDriver:
                 tool_calls=response.tool_calls,
                 usage=response.usage,
                 latency_ms=round((self.clock() - started) * 1000, 3),
+                cost_usd=self.agent.model.cost_usd(response.usage),
             )
         )
         if not response.tool_calls:
@@ -322,10 +347,10 @@ class RunDriver:
                 self._append(RunFinished(status="succeeded", output=response.content))
             return
         for call in response.tool_calls:
-            self._propose(call)
+            await self._propose(call)
         if self._needs_approval:
-            self._escalate_for_approval()
-        elif self._check_budgets() and self.state.pending:
+            await self._request_approvals()
+        if self._check_budgets() and any(p.stage == "proposed" for p in self.state.pending):
             await self._execute_pending()
 
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
@@ -342,7 +367,7 @@ class RunDriver:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _propose(self, call: ProposedCall) -> None:
+    async def _propose(self, call: ProposedCall) -> None:
         tool = self.tools.find(call.name)
         effect = tool.effect if tool else "unknown"
         step = self.state.step
@@ -369,43 +394,97 @@ class RunDriver:
                 error = ErrorInfo(code="invalid_arguments", message=validation_message(exc))
         self._append(
             ToolCallProposed(
-                step=step, call_id=call.call_id, tool=call.name, effect=effect, arguments=arguments
+                step=step,
+                call_id=call.call_id,
+                tool=call.name,
+                effect=effect,
+                arguments=arguments,
+                tool_version=tool.version if tool else None,
             )
         )
         if error is None and tool is not None and arguments is not None:
-            error = self._govern(call.call_id, tool, arguments)
+            error = await self._govern(call.call_id, tool, arguments)
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
 
-    def _govern(self, call_id: str, tool: Tool, arguments: dict[str, Any]) -> ErrorInfo | None:
+    async def _govern(
+        self, call_id: str, tool: Tool, arguments: dict[str, Any]
+    ) -> ErrorInfo | None:
         """Ask policy; record its decision; return the error the model gets for a denial."""
         assert self.governor is not None
-        decision = self.governor.decide(tool, arguments)
+        switched = self.governor.policy is not None and tool.effect == "write"
+        switched = switched and await self._killswitch() is not None
+        decision = self.governor.decide(tool, arguments, kill_switch=switched)
         if decision is None:
             return None
-        self._append(decision_event(call_id, tool.name, decision))
+        decision, counted = await self.limiter.apply(self.governor, tool, decision, self.state)
+        event = decision_event(
+            call_id, tool.name, decision, provenance=self.governor.last_provenance()
+        )
+        self._append(event.model_copy(update={"limits": counted}) if counted else event)
         if decision.outcome == "deny":
             return ErrorInfo(code="policy_denied", message=decision.reason)
         if decision.outcome == "require_approval":
             self._needs_approval.append((call_id, decision))
         return None
 
-    def _escalate_for_approval(self) -> None:
-        """Approvals are not implemented yet: a call that needs one goes to a human instead."""
-        call_id, decision = self._needs_approval[0]
-        approval = decision.approval
-        who = f" (tier {approval.tier}, role {approval.role})" if approval else ""
-        self._needs_approval.clear()
-        self._append(
-            RunFinished(
-                status="escalated",
-                reason=f"call {call_id} requires approval{who}: {decision.reason}",
+    # -- approvals ----------------------------------------------------------------------------
+
+    async def _request_approvals(self) -> None:
+        """Hold each call policy sends to a human: file the request with its event.
+
+        The other calls of the step still run; the run waits once only held calls are left.
+        """
+        for call_id, decision in self._needs_approval:
+            call = next(p for p in self.state.pending if p.call_id == call_id)
+            tool = self.tools.get(call.tool)
+            changes = await held.preview(tool, self._context(call, None), dict(call.arguments))
+            event, record = held.request(
+                approval_id=held.approval_id(self.run_id, call_id, self._seq + 1),
+                run_id=self.run_id,
+                tenant=self.record.tenant,
+                agent_name=self.agent.name,
+                principal=self.record.principal,
+                call=call,
+                tool=tool,
+                decision=decision,
+                changes=changes,
+                now=self.clock(),
             )
-        )
+            self._append(event)
+            self._filed.append(record)
+        self._needs_approval.clear()
+
+    async def _take_decisions(self, calls: list[PendingCall]) -> None:
+        """Record the decisions made on held calls; wait for the rest (or their expiry)."""
+        undecided: list[float] = []
+        for call in calls:
+            assert call.approval_id is not None
+            record = await self.store.get_approval(call.approval_id)
+            if record.status == "pending" and record.expires_at <= self.clock():
+                record, _ = await self.store.decide_approval(
+                    call.approval_id, decision="expired", by=None, note=None
+                )
+            if record.status == "pending":
+                undecided.append(record.expires_at)
+                continue
+            for body in held.outcome(call, record):
+                self._append(body)
+        if len(undecided) == len(calls):
+            # Wake at the first expiry; a decision wakes the run sooner. Not before a moment
+            # from now: this worker's clock may run ahead of the store's.
+            wake_at = max(min(undecided), self.clock() + 1.0)
+            self._append(
+                RunWaiting(waiting_for="approval", call_id=calls[0].call_id, wake_at=wake_at)
+            )
 
     # -- tools --------------------------------------------------------------------------------
 
     async def _execute_pending(self) -> None:
+        for call in self.state.pending:
+            rejected = held.mismatch(call) if call.stage == "proposed" else None
+            if rejected is not None:
+                self._append(rejected)
         pending = [p for p in self.state.pending if p.stage == "proposed"]
         reads = [p for p in pending if p.effect == "read"]
         if len(reads) == 1:
@@ -429,15 +508,7 @@ class RunDriver:
     async def _write(self, call: PendingCall) -> None:
         switch = await self._killswitch()
         if switch is not None:  # checked at the last moment: it stops runs in flight too
-            where = f"tenant {switch.tenant}, agent {switch.agent}"
-            message = f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
-            self._append(
-                ToolCallRejected(
-                    call_id=call.call_id,
-                    tool=call.tool,
-                    error=ErrorInfo(code="kill_switch", message=message),
-                )
-            )
+            self._blocked(call, switch)
             return
         key = idempotency_key(self.run_id, self.state.step, call.call_id)
         self._append(ToolCallStarted(call_id=call.call_id, tool=call.tool, idempotency_key=key))
@@ -454,6 +525,28 @@ class RunDriver:
             await self._settle_unknown(started, recovered=False)
         else:
             self._record_outcome(call, outcome)
+
+    def _blocked(self, call: PendingCall, switch: KillSwitch) -> None:
+        """Record a write the kill switch stopped: the run waits, escalates, or is told."""
+        where = f"tenant {switch.tenant}, agent {switch.agent}"
+        message = f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
+        if switch.action == "reject":
+            error = ErrorInfo(code="kill_switch", message=message)
+            self._append(ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error))
+            return
+        self._append(
+            ToolCallBlocked(
+                call_id=call.call_id, tool=call.tool, reason=message, action=switch.action
+            )
+        )
+        if switch.action == "escalate":
+            reason = f"write call {call.call_id} ({call.tool}) blocked: {message}"
+            self._append(RunFinished(status="escalated", reason=reason))
+        else:  # the call stays pending; switching off wakes the run, which checks again
+            wake_at = self.clock() + KILL_SWITCH_RECHECK_S
+            self._append(
+                RunWaiting(waiting_for="kill_switch", call_id=call.call_id, wake_at=wake_at)
+            )
 
     async def _killswitch(self) -> KillSwitch | None:
         for switch in await self.store.killswitches():
@@ -498,6 +591,7 @@ class RunDriver:
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
+        cost = _tool_cost(self.tools.find(call.tool), outcome)
         if outcome.ok:
             self._append(
                 ToolCallSucceeded(
@@ -506,6 +600,8 @@ class RunDriver:
                     output=outcome.output,
                     attempts=outcome.attempts,
                     duration_ms=round(outcome.duration_ms, 3),
+                    cost_usd=cost,
+                    untrusted=self.tools.get(call.tool).untrusted_output,
                 )
             )
         else:
@@ -517,6 +613,7 @@ class RunDriver:
                     error=outcome.error,
                     attempts=outcome.attempts,
                     duration_ms=round(outcome.duration_ms, 3),
+                    cost_usd=cost,
                 )
             )
 
@@ -542,7 +639,12 @@ class RunDriver:
         if verdict.applied is True:
             self._append(
                 ToolCallSucceeded(
-                    call_id=call.call_id, tool=call.tool, output=verdict.output, via="reconcile"
+                    call_id=call.call_id,
+                    tool=call.tool,
+                    output=verdict.output,
+                    via="reconcile",
+                    cost_usd=tool.cost_usd,  # the call that landed was never charged
+                    untrusted=tool.untrusted_output,
                 )
             )
         elif verdict.applied is False:
@@ -602,3 +704,24 @@ class RunDriver:
             f" {call.idempotency_key}) is unknown and {why}; a human must check"
         )
         self._append(RunFinished(status="escalated", reason=reason))
+
+    # -- limits and spending (see _engine/limits.py) --------------------------------------------
+
+    async def _within_day_caps(self) -> bool:
+        """False (and the run escalated) when a daily spending cap of the policy is reached."""
+        exceeded = await self.limiter.over_cap()
+        if exceeded is None:
+            return True
+        self._append(exceeded)
+        self._append(RunFinished(status="escalated", reason=self.limiter.describe(exceeded)))
+        return False
+
+
+def _tool_cost(tool: Tool | None, outcome: Outcome) -> float:
+    """The tool's price for each attempt made (a circuit-open refusal made no call)."""
+    if tool is None or not tool.cost_usd:
+        return 0.0
+    made = outcome.attempts
+    if outcome.error is not None and outcome.error.code == "circuit_open":
+        made -= 1
+    return round(tool.cost_usd * made, 12)

@@ -8,12 +8,14 @@ not read the log; a test checks that the stored state equals the fold of the sto
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from charter.events import (
     FINAL_STATUSES,
+    ApprovalDecided,
+    ApprovalRequested,
     Event,
     MessageReceived,
     ModelResponded,
@@ -40,8 +42,12 @@ class PendingCall(BaseModel):
     tool: str
     effect: str
     arguments: dict[str, object]
-    stage: Literal["proposed", "started"] = "proposed"
+    stage: Literal["proposed", "held", "started"] = "proposed"
+    """``held``: waiting for a human's approval; ``started``: a write's intent is committed."""
     idempotency_key: str | None = None
+    approval_id: str | None = None
+    approved_hash: str | None = None
+    """The arguments hash a grant is bound to: the call runs only with exactly these."""
 
 
 class RunState(BaseModel):
@@ -53,10 +59,15 @@ class RunState(BaseModel):
     step: int = 0
     tool_calls: int = 0
     tokens: int = 0
+    cost_usd: float = 0.0
+    """The run's spending so far: model responses and tool calls at their prices."""
+    limits_used: dict[str, int] = {}
+    """Calls counted against each rate limit and scope (``policy_evaluated.limits``); the
+    ``run`` windows are checked against these."""
     active_s: float = 0.0
     last_at: float = 0.0
     pending: tuple[PendingCall, ...] = ()
-    waiting_for: Literal["message", "timer"] | None = None
+    waiting_for: Literal["message", "timer", "approval", "kill_switch"] | None = None
     wake_at: float | None = None
     output: str | None = None
     reason: str | None = None
@@ -83,37 +94,61 @@ def fold(state: RunState, event: Event) -> RunState:
             changes["tokens"] = state.tokens + body.usage.total
         case ToolCallProposed():
             changes["tool_calls"] = state.tool_calls + 1
-            call = PendingCall(
-                call_id=body.call_id,
-                tool=body.tool,
-                effect=body.effect,
-                arguments=body.arguments or {},
-            )
-            changes["pending"] = (*state.pending, call)
-        case PolicyEvaluated() if body.rewritten and body.arguments is not None:
-            rewritten = body.arguments
-            changes["pending"] = tuple(
-                p.model_copy(update={"arguments": rewritten}) if p.call_id == body.call_id else p
-                for p in state.pending
-            )
-        case ToolCallStarted():
-            changes["pending"] = tuple(
-                p.model_copy(update={"stage": "started", "idempotency_key": body.idempotency_key})
-                if p.call_id == body.call_id
-                else p
-                for p in state.pending
-            )
-        case ToolCallSucceeded() | ToolCallFailed() | ToolCallRejected():
-            changes["pending"] = tuple(p for p in state.pending if p.call_id != body.call_id)
         case RunWaiting():
             changes.update(status="waiting", waiting_for=body.waiting_for, wake_at=body.wake_at)
         case RunResumed():
             changes.update(status="running", waiting_for=None, wake_at=None)
         case RunFinished():
             changes.update(status=body.status, output=body.output, reason=body.reason, pending=())
+    pending = _pending(state, body)
+    if pending is not None:
+        changes["pending"] = pending
+    _account(state, body, changes)
     if "status" not in changes and state.status == "queued" and not _is_input(body):
         changes["status"] = "running"
     return state.model_copy(update=changes)
+
+
+def _pending(state: RunState, body: object) -> tuple[PendingCall, ...] | None:
+    """The calls in flight after ``body``, or None when it does not change them."""
+    match body:
+        case ToolCallProposed():
+            call = PendingCall(
+                call_id=body.call_id,
+                tool=body.tool,
+                effect=body.effect,
+                arguments=body.arguments or {},
+            )
+            return (*state.pending, call)
+        case PolicyEvaluated() if body.rewritten and body.arguments is not None:
+            return _update_call(state, body.call_id, {"arguments": body.arguments})
+        case ToolCallStarted():
+            update = {"stage": "started", "idempotency_key": body.idempotency_key}
+            return _update_call(state, body.call_id, update)
+        case ApprovalRequested():
+            update = {"stage": "held", "approval_id": body.approval_id}
+            return _update_call(state, body.call_id, update)
+        case ApprovalDecided() if body.decision == "granted":
+            update = {"stage": "proposed", "approved_hash": body.arguments_hash}
+            return _update_call(state, body.call_id, update)
+        case ToolCallSucceeded() | ToolCallFailed() | ToolCallRejected():
+            return tuple(p for p in state.pending if p.call_id != body.call_id)
+    return None
+
+
+def _update_call(state: RunState, call_id: str, update: dict[str, Any]) -> tuple[PendingCall, ...]:
+    return tuple(p.model_copy(update=update) if p.call_id == call_id else p for p in state.pending)
+
+
+def _account(state: RunState, body: object, changes: dict[str, object]) -> None:
+    """Spending (model responses and tool results at their prices) and rate-limit counts."""
+    if isinstance(body, ModelResponded | ToolCallSucceeded | ToolCallFailed) and body.cost_usd:
+        changes["cost_usd"] = state.cost_usd + body.cost_usd
+    elif isinstance(body, PolicyEvaluated) and body.limits:
+        used = dict(state.limits_used)
+        for label in body.limits:
+            used[label] = used.get(label, 0) + 1
+        changes["limits_used"] = used
 
 
 def _is_input(body: object) -> bool:

@@ -16,6 +16,7 @@ import click
 from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
+from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._policy import policy_group
@@ -27,6 +28,7 @@ from charter.cli._render import (
     table,
     timeline,
 )
+from charter.cli._stats import stats_command
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime
@@ -61,6 +63,12 @@ def cli() -> None:
 
 def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--principal-tenant",
+        default=None,
+        help="The tenant the principal belongs to (policy's tenant_matches_principal);"
+        " unknown when not given.",
+    )(fn)
+    fn = click.option(
         "--principal", default="anonymous", show_default=True, help="On whose behalf the run acts."
     )(fn)
     fn = click.option(
@@ -90,6 +98,7 @@ def run_cmd(
     roles: tuple[str, ...],
     environment: str,
     principal: str,
+    principal_tenant: str | None,
     db_url: str,
     as_json: bool,
     debug: bool,
@@ -101,7 +110,14 @@ def run_cmd(
     agent = load_agent(agent_file)
 
     async def work(rt: Runtime) -> Any:
-        return await rt.run(agent, text, tenant=tenant, principal=principal, roles=roles)
+        return await rt.run(
+            agent,
+            text,
+            tenant=tenant,
+            principal=principal,
+            principal_tenant=principal_tenant,
+            roles=roles,
+        )
 
     record = with_runtime(db_url, work, environment=environment)
     if as_json:
@@ -126,6 +142,7 @@ def start_cmd(
     roles: tuple[str, ...],
     environment: str,
     principal: str,
+    principal_tenant: str | None,
     db_url: str,
     as_json: bool,
     debug: bool,
@@ -134,7 +151,14 @@ def start_cmd(
     agent = load_agent(agent_file)
     run_id = with_runtime(
         db_url,
-        lambda rt: rt.start(agent, text, tenant=tenant, principal=principal, roles=roles),
+        lambda rt: rt.start(
+            agent,
+            text,
+            tenant=tenant,
+            principal=principal,
+            principal_tenant=principal_tenant,
+            roles=roles,
+        ),
         environment=environment,
     )
     if as_json:
@@ -396,6 +420,9 @@ cli.add_command(workers_group)
 cli.add_command(db_group)
 cli.add_command(policy_group)
 cli.add_command(killswitch_group)
+cli.add_command(approvals_group)
+cli.add_command(roles_group)
+cli.add_command(stats_command)
 
 
 @cli.command("demo")
@@ -407,13 +434,23 @@ cli.add_command(killswitch_group)
     help="Where the demo keeps its databases (recreated).",
 )
 @click.option("--db", "db_url", default=None, help="Database URL [default: WORKDIR/charter.db].")
+@click.option(
+    "--model",
+    type=click.Choice(["scripted", "local"]),
+    default="scripted",
+    show_default=True,
+    help="scripted: the reproducible story; local: a real 0.5B model on this machine "
+    "(scripts/get-local-model fetches it), structural checks, no crash scene.",
+)
 @debug_option
-def demo_cmd(workdir: Path, db_url: str | None, debug: bool) -> None:
+def demo_cmd(workdir: Path, db_url: str | None, model: str, debug: bool) -> None:
     """The support-desk demo: tickets, a crash mid-refund, resume, and the audit."""
+    from charter.demo.local import run_local_demo
     from charter.demo.run import run_demo
 
     workdir.mkdir(parents=True, exist_ok=True)
     for old in workdir.glob("*.db*"):
         old.unlink()
-    code = run_demo(workdir.resolve(), echo=click.echo, db_url=db_url)
+    run = run_local_demo if model == "local" else run_demo
+    code = run(workdir.resolve(), echo=click.echo, db_url=db_url)
     sys.exit(code)

@@ -11,7 +11,7 @@ import click
 
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import clock_time, echo_json, table
-from charter.store import open_store, redact
+from charter.store import KillSwitchAction, open_store, redact
 from charter.store._copy import copy_store
 
 
@@ -156,11 +156,15 @@ def killswitch_group() -> None:
     """Switch every write call off at once (reads go on), for all, a tenant or an agent."""
 
 
-def _switch(db_url: str, tenant: str, agent: str, on: bool, reason: str) -> list[Any]:
+def _switch(
+    db_url: str, tenant: str, agent: str, on: bool, reason: str, action: KillSwitchAction = "wait"
+) -> list[Any]:
     async def main() -> list[Any]:
         store = open_store(db_url)
         try:
-            await store.set_killswitch(tenant=tenant, agent=agent, on=on, reason=reason)
+            await store.set_killswitch(
+                tenant=tenant, agent=agent, on=on, reason=reason, action=action
+            )
             return await store.killswitches()
         finally:
             await store.close()
@@ -175,8 +179,8 @@ def _show_switches(switches: list[Any], as_json: bool) -> None:
         click.echo("no kill switch is on: writes are allowed (as policy decides)")
     else:
         table(
-            ["tenant", "agent", "since", "reason"],
-            [(s.tenant, s.agent, clock_time(s.since), s.reason) for s in switches],
+            ["tenant", "agent", "since", "action", "reason"],
+            [(s.tenant, s.agent, clock_time(s.since), s.action, s.reason) for s in switches],
         )
 
 
@@ -192,14 +196,31 @@ def _scope_options(fn: Any) -> Any:
 @killswitch_group.command("on")
 @_scope_options
 @click.option("--reason", default="", help="Why; shown to the model and in the log.")
+@click.option(
+    "--action",
+    type=click.Choice(["wait", "escalate", "reject"]),
+    default="wait",
+    show_default=True,
+    help="What a blocked write does to its run: wait until the switch is off, escalate to"
+    " a human, or reject the call (the model is told and goes on).",
+)
 @db_option
 @json_option
 @debug_option
 def killswitch_on(
-    tenant: str, agent: str, reason: str, db_url: str, as_json: bool, debug: bool
+    tenant: str,
+    agent: str,
+    reason: str,
+    action: KillSwitchAction,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
 ) -> None:
-    """Block every write call now, in runs already in flight too; blocked calls are recorded."""
-    _show_switches(_switch(db_url, tenant, agent, True, reason), as_json)
+    """Block every write call now, in runs already in flight too; blocked calls are recorded.
+
+    Reads go on. Switching off wakes the runs that wait.
+    """
+    _show_switches(_switch(db_url, tenant, agent, True, reason, action), as_json)
 
 
 @killswitch_group.command("off")

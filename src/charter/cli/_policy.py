@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from charter._engine.governance import Governor
 from charter.agents import Agent, load_agent
 from charter.cli._options import debug_option, json_option
-from charter.cli._render import echo_json
+from charter.cli._render import echo_json, table
 from charter.errors import ConfigError
 from charter.events import RunStarted
-from charter.policy import Decision
+from charter.policy import Decision, WhoCanPath, parse_selector, who_can
 from charter.tools import validation_message
 
 
@@ -135,3 +135,90 @@ def policy_test(agent_file: Path, cases_file: Path, as_json: bool, debug: bool) 
         click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         sys.exit(1)
+
+
+@policy_group.command("who-can")
+@click.argument("selector", metavar="TOOL_OR_EFFECT")
+@click.option("--tenant", default=None, help="Keep only the paths open to this tenant.")
+@click.option("--environment", default=None, help="Keep only the paths open in this environment.")
+@click.option(
+    "--agent", "agent_files", multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path), help="An agent file (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--agents-dir", "agent_dirs", multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Every *.yaml / *.yml agent file under this directory (repeatable).",
+)  # fmt: skip
+@json_option
+@debug_option
+def policy_who_can(
+    selector: str, tenant: str | None, environment: str | None, agent_files: tuple[Path, ...],
+    agent_dirs: tuple[Path, ...], as_json: bool, debug: bool,
+) -> None:  # fmt: skip
+    """Which agents could execute a tool, for which tenants and roles, and under which
+    conditions: every path through each agent's policy to an allow or an approval.
+
+    TOOL_OR_EFFECT is a tool name (refund, or tool:NAME), an effect (read, write, control),
+    a risk (risk:critical; risk:high+ for high or above), or several joined by commas, all of
+    which must hold (write,risk:critical). One line per path: the rule that allows it (or
+    requires approval, with the tier and the approving role), the conditions that must hold,
+    the earlier rules that decide first when their conditions hold, and the rewrites that may
+    change the call first. An agent without a policy runs all its tools ("no policy:
+    unrestricted"). Exit 0 whatever the answer, "nobody" included.
+    """
+    sel = parse_selector(selector)
+    files = _agent_files(agent_files, agent_dirs)
+    agents = [load_agent(f) for f in files]
+    answer = who_can(sel, agents, tenant=tenant, environment=environment)
+    if as_json:
+        echo_json({**answer.to_dict(), "agent_files": [str(f) for f in files]})
+        return
+    scope = "".join(
+        f", {k} {v}" for k, v in (("tenant", tenant), ("environment", environment)) if v
+    )
+    if answer.nobody:
+        can = "can execute" if answer.blocked else "has a tool matching"
+        click.echo(f"nobody: none of {len(agents)} agent(s) {can} {selector}{scope}")
+    else:
+        table(["agent", "tool", "outcome", "rule", "when", "decided first by", "rewrites"],
+              [_path_row(p) for p in answer.paths])  # fmt: skip
+    for b in answer.blocked:
+        click.echo(f"no path: {b.agent} v{b.agent_version} {b.tool}: {b.reason}")
+
+
+def _path_row(path: WhoCanPath) -> tuple[str, ...]:
+    outcome = path.outcome if path.approval is None else path.approval.text()
+    return (
+        f"{path.agent} v{path.agent_version} ({path.trust_tier})",
+        f"{path.tool} ({path.effect}, {path.risk})",
+        outcome,
+        path.rule_id or path.note or "",
+        "; ".join(path.conditions) or "always",
+        "; ".join(r.text(brief=True) for r in path.pre_empted_by) or "-",
+        "; ".join(r.text() for r in path.rewrites) or "-",
+    )
+
+
+def _agent_files(files: tuple[Path, ...], dirs: tuple[Path, ...]) -> list[Path]:
+    """The agent files named, then those found under each directory; each once."""
+    if not files and not dirs:
+        raise ConfigError("no agents to ask about", hint="give --agent FILE or --agents-dir DIR")
+    found = list(files)
+    for directory in dirs:
+        if not directory.is_dir():
+            raise ConfigError(f"{directory}: no such directory")
+        candidates = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
+        found.extend(c for c in candidates if _is_agent_file(c))
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _is_agent_file(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it as YAML: {exc}") from exc
+    return isinstance(data, dict) and "agent" in data

@@ -4,9 +4,11 @@
    for a damaged item, a malformed call corrected after Charter's structured error, a missing
    order number asked of the customer, a search loop stopped by a budget, and an email whose
    outcome is unknown (escalated: Charter will not send it twice, nor pretend it knows).
-2. The crash: a 120.00 refund is worked by a real ``charter worker`` process that is killed with
-   SIGKILL in the middle of the billing call. Another worker resumes the run, asks billing
-   whether the refund happened (reconcile) and finishes: billing's ledger holds one refund.
+2. The approval and the crash: policy holds a 120.00 refund for a support lead (the run waits;
+   the requester cannot approve it; the lead grants it, bound to the arguments hash). A real
+   ``charter worker`` process takes the granted run and is killed with SIGKILL in the middle
+   of the billing call. Another worker resumes the run, asks billing whether the refund
+   happened (reconcile) and finishes: billing's ledger holds one refund.
 3. The audit: every run's hash chain is verified.
 
 Every claim is checked against the systems' own database and Charter's; a failed check makes
@@ -27,7 +29,9 @@ from pathlib import Path
 from charter.agents import Agent
 from charter.demo import load_demo_agent
 from charter.demo import tools as demo_tools
+from charter.errors import ForbiddenError
 from charter.events import (
+    ApprovalDecided,
     BudgetExceeded,
     Event,
     ToolCallProposed,
@@ -64,7 +68,9 @@ SCENARIOS = (
     Scenario("T-2005", "searches in circles until a budget stops it", "escalated"),
     Scenario("T-2006", "email whose outcome is unknown", "escalated"),
 )
-CRASH = Scenario("T-2007", "refund 120.00; worker killed mid-call", "succeeded")
+CRASH = Scenario("T-2007", "refund 120.00: approved by a lead; worker killed mid-call", "succeeded")
+LEAD = "lee"
+"""The support lead who approves the crash scene's refund (role ``support_lead``)."""
 
 
 def run_demo(workdir: Path, *, echo: Callable[[str], None], db_url: str | None = None) -> int:
@@ -191,8 +197,11 @@ class _Demo:
     # -- 2. the crash -------------------------------------------------------------------------
 
     async def crash(self, rt: Runtime) -> None:
-        self.section(f"2. {CRASH.ticket_id}: a worker process is killed in the middle of a refund")
+        self.section(
+            f"2. {CRASH.ticket_id}: a refund a lead must approve; the worker dies in the middle"
+        )
         run_id = await self.start(rt, CRASH.ticket_id)
+        await self.approval(rt, run_id)
         self.systems.latency_s = CRASH_LATENCY_S
         command = [
             sys.executable, "-m", "charter", "worker", "--db", self.url, "--until-idle",
@@ -259,6 +268,59 @@ class _Demo:
             all(n == 1 for n in counts.values()),
             f"every refund key in billing's ledger has exactly one row ({len(counts)} keys)",
         )
+        decided = [(e.seq, e.body) for e in events if isinstance(e.body, ApprovalDecided)]
+        intents = [e.seq for e in events if isinstance(e.body, ToolCallStarted)]
+        self.check(
+            [(d.decision, d.decided_by) for _, d in decided] == [("granted", LEAD)]
+            and decided[0][0] < min(intents, default=0),
+            f"the log records the grant by {LEAD}, once, before the refund's intent",
+        )
+
+    async def approval(self, rt: Runtime, run_id: str) -> None:
+        """Work the run until policy holds its 120.00 refund; a support lead grants it."""
+        await rt.work(run_id=run_id)
+        record = await rt.get_run(run_id)
+        requests = await rt.approvals(tenant=TENANT)
+        self.echo(f"the run is {record.status} (for {record.waiting_for}); policy held the refund:")
+        for a in requests:
+            changes = "; ".join(f"{c['field']}: {c['old']} -> {c['new']}" for c in a.changes or ())
+            self.echo(f"  $ charter approvals show {a.approval_id}")
+            self.echo(f"    call      {a.tool} {a.arguments}  (risk {a.risk})")
+            self.echo(f"    held by   {', '.join(a.rule_ids)}: needs role {a.role} ({a.tier})")
+            self.echo(f"    changes   {changes or '-'}")
+            self.echo(f"    hash      {a.arguments_hash}")
+        held = [a for a in requests if a.run_id == run_id and a.tool == "refund"]
+        self.check(
+            record.status == "waiting"
+            and len(held) == 1
+            and held[0].rule_ids == ("refund-medium",),
+            f"{CRASH.ticket_id}: the 120.00 refund waits for a support lead (rule refund-medium)",
+        )
+        if not held:
+            return
+        request = held[0]
+        try:
+            await rt.grant(request.approval_id, by=request.requested_by)
+            refused = "granted?!"
+        except ForbiddenError as exc:
+            refused = exc.message
+        self.echo(f"  the requester tries to approve it: {refused}")
+        self.check(
+            "separation of duties" in refused, "the requester cannot approve its own request"
+        )
+        await rt.store.set_role(principal=LEAD, role="support_lead", tenant=TENANT, on=True)
+        self.echo(f"  $ charter roles add {LEAD} support_lead --tenant {TENANT}")
+        self.echo(
+            f"  $ charter approvals grant {request.approval_id} --as {LEAD}"
+            f" --arguments-hash {request.arguments_hash[:12]}…"
+        )
+        granted = await rt.grant(
+            request.approval_id,
+            by=LEAD,
+            note="dent confirmed on the photos",
+            arguments_hash=request.arguments_hash,
+        )
+        self.echo(f"  {granted.approval_id} {granted.status} by {granted.decided_by}")
 
     # -- 3. the audit -------------------------------------------------------------------------
 

@@ -74,6 +74,19 @@ class Order(BaseModel):
     tracking: str | None = None
 
 
+class Ticket(BaseModel):
+    ticket_id: str
+    customer_id: str
+    subject: str
+    body: str
+    status: str
+
+
+class Page(BaseModel):
+    url: str
+    text: str
+
+
 class TicketUpdate(BaseModel):
     update_id: int
     ticket_id: str
@@ -98,10 +111,38 @@ class EmailReceipt(BaseModel):
 # -- reads -----------------------------------------------------------------------------------
 
 
-@charter.tool(effect="read", owner="support")
+# Untrusted output: text that customers, web authors or anyone with edit rights wrote. Values
+# found only there may not steer money or mail without a person (examples/policies/support.yaml).
+
+
+@charter.tool(effect="read", owner="support", untrusted_output=True)
 def kb_search(query: str) -> list[Article]:
     """Search the help-centre knowledge base; returns up to three matching articles."""
     return [Article.model_validate(hit) for hit in systems().kb_search(query)]
+
+
+@charter.tool(effect="read", owner="support", untrusted_output=True)
+def read_ticket(ticket_id: str) -> Ticket:
+    """Read a support ticket: the customer's subject and message, as the customer wrote them."""
+    try:
+        found = systems().ticket(ticket_id)
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+    return Ticket.model_validate(found)
+
+
+@charter.tool(
+    effect="read", risk="medium", owner="support", destinations=["url"], untrusted_output=True
+)
+def fetch_url(url: str) -> Page:
+    """Fetch a web page (for example a help-centre article) and return its text."""
+    try:
+        return Page(url=url, text=systems().page(url))
+    except SystemsError as exc:
+        raise _as_tool_error(exc) from exc
+
+
+# Trusted output: the CRM's and billing's own records.
 
 
 @charter.tool(effect="read", owner="support")
@@ -162,7 +203,15 @@ def _refund_happened(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliat
     return Reconciliation(applied=True, output=Refund.model_validate(found))
 
 
-@charter.tool(effect="write", risk="medium", owner="support", idempotent=False)
+@refund.previewer
+def _refund_changes(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    """What an approver sees: the order's refunded total before and after."""
+    order = systems().order(str(arguments["order_id"]))
+    after = round(order["refunded"] + float(arguments["amount"]), 2)
+    return {f"order {order['order_id']} refunded": (order["refunded"], after)}
+
+
+@charter.tool(effect="write", risk="medium", owner="support", idempotent=False, destinations=["to"])
 def send_email(ctx: ToolContext, to: str, subject: str, body: str) -> EmailReceipt:
     """Email a customer. Every call sends a message; there is no way to ask if one went out."""
     receipt = systems().send_email(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from charter.errors import ConfigError
 from charter.events import ProposedCall, Usage
@@ -63,7 +63,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: Literal["scripted", "openai"]
+    provider: Literal["scripted", "openai", "local"]
     name: str = "scripted"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -71,8 +71,27 @@ class ModelSpec(BaseModel):
     max_output_tokens: int | None = None
     timeout_s: float = 60.0
     max_attempts: int = 3
+    input_usd_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Price of a million input (prompt) tokens in US dollars, for cost accounting."""
+    output_usd_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Price of a million output tokens in US dollars."""
+
     script: Any = None
     """For ``scripted``: a list of responses, or ``{"scripts": [{"match", "responses"}]}``."""
+    path: str | None = None
+    """For ``local``: the GGUF file [default: ``NAME.gguf`` in the model cache directory]."""
+    sha256: str | None = None
+    """For ``local``: the file's expected sha256 [default: the pinned hash of a known model]."""
+    threads: int | None = Field(default=None, ge=1)
+    """For ``local``: CPU threads [default: the cores this process may use]."""
+    context_tokens: int = Field(default=8192, ge=256)
+    """For ``local``: the context window, prompt and answer together."""
+
+    def cost_usd(self, usage: Usage) -> float:
+        """What a response cost at these prices (0 when no price is set)."""
+        cost = usage.input_tokens * self.input_usd_per_mtok
+        cost += usage.output_tokens * self.output_usd_per_mtok
+        return round(cost / 1_000_000, 12)
 
 
 def build_model(spec: ModelSpec) -> Model:
@@ -83,6 +102,10 @@ def build_model(spec: ModelSpec) -> Model:
         if spec.script is None:
             raise ConfigError("a scripted model needs a 'script' (a JSON file of responses)")
         return ScriptedModel(spec.script, name=spec.name)
+    if spec.provider == "local":
+        from charter.models._local import LocalModel
+
+        return LocalModel(spec)
     from charter.models._openai import OpenAIModel
 
     return OpenAIModel(spec)

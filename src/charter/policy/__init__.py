@@ -52,6 +52,24 @@ matches every call):
 ``{require_approval: {tier, role, expires_in: 30m|24h|7d|90s, on_expiry: deny|escalate,
 reason}}``.
 
+Rate limits and daily spending caps sit beside the rules (enforced by the run loop inside the
+decision: a call over a limit, or past a cap, is denied; see ``docs/architecture.md``)::
+
+    limits:
+      - id: refunds-per-hour            # unique among rules and limits
+        when: {tool: refund}            # the same conditions rules use
+        per: [tenant, tool]             # a counter per scope: agent, tenant, tool, principal
+        max: 20
+        window: 1h                      # 30s, 1m, 1h, 24h, 7d (fixed windows) or run
+    spending:                           # US dollars per UTC day, by the store's clock
+      per_agent_per_day_usd: 50
+      per_tenant_per_day_usd: 200
+
+:meth:`PolicySet.limits_for` returns the limits a call counts against (pure; counting is I/O).
+
+:func:`who_can` reads the rules symbolically: for agents and a selector (a tool, an effect, a
+risk), every path to an allow or an approval, its conditions and what could decide first.
+
 Load-time checks (each a :class:`~charter.errors.ConfigError` naming file and line): unknown
 fields and operators, bad values and durations, duplicate keys and rule ids, unknown tools
 (when the known tools are given), unknown allowlists, and unreachable rules: a rule that an
@@ -67,23 +85,29 @@ from charter.policy._evaluate import (
     PolicyInput,
     PolicySet,
 )
+from charter.policy._limits import LimitMatch
 from charter.policy._rules import (
+    LIMIT_SCOPES,
     OPERATORS,
     SOURCE_KINDS,
     ApprovalSpec,
     ArgCondition,
     Deny,
     DestinationCondition,
+    Limit,
     PolicyDocument,
     ProvenanceCondition,
     RequireApproval,
     Rewrite,
     RewriteSpec,
     Rule,
+    Spending,
     When,
 )
+from charter.policy._whocan import WhoCanAnswer, WhoCanPath, parse_selector, who_can
 
 __all__ = [
+    "LIMIT_SCOPES",
     "MAX_REWRITES",
     "OPERATORS",
     "SOURCE_KINDS",
@@ -93,6 +117,8 @@ __all__ = [
     "Decision",
     "Deny",
     "DestinationCondition",
+    "Limit",
+    "LimitMatch",
     "PolicyDocument",
     "PolicyInput",
     "PolicySet",
@@ -101,5 +127,10 @@ __all__ = [
     "Rewrite",
     "RewriteSpec",
     "Rule",
+    "Spending",
     "When",
+    "WhoCanAnswer",
+    "WhoCanPath",
+    "parse_selector",
+    "who_can",
 ]

@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from charter.policy import _rules
+from charter.policy._limits import CompiledLimit, LimitMatch, match_limits
 from charter.policy._rules import (
     ArgCondition,
     Deny,
@@ -469,8 +470,12 @@ class PolicySet:
     data) or ``PolicySet(PolicyDocument(...))`` (the pydantic models themselves).
     """
 
-    __slots__ = ("_by_tool", "_document", "_hash", "_source", "_toolless")
+    __slots__ = (
+        "_allowlists", "_by_tool", "_document", "_hash", "_limits", "_source", "_toolless"
+    )  # fmt: skip
+    _allowlists: tuple[_Allowlist, ...]
     _by_tool: dict[str, tuple[_Compiled, ...]]
+    _limits: tuple[CompiledLimit, ...]
     _document: PolicyDocument
     _hash: str
     _source: str
@@ -501,6 +506,16 @@ class PolicySet:
         setattr_(self, "_hash", document.digest())
         setattr_(self, "_by_tool", by_tool)
         setattr_(self, "_toolless", tuple(c for names, c in compiled if names is None))
+        setattr_(self, "_allowlists", tuple(allowlists.values()))
+        limits = tuple(
+            CompiledLimit.build(
+                limit,
+                _context_tests(limit.when) + _data_tests(limit.when, allowlists),
+                document.name,
+            )
+            for limit in document.limits or ()
+        )
+        setattr_(self, "_limits", limits)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a PolicySet is immutable")
@@ -615,6 +630,19 @@ class PolicySet:
         error: str | None = None,
     ) -> Decision:
         return Decision("deny", args, rewritten, reason, tuple(ids), self._hash, None, error)
+
+    def limits_for(
+        self, inp: PolicyInput, arguments: Mapping[str, Any] | None = None
+    ) -> tuple[LimitMatch, ...]:
+        """The rate limits this call counts against (``arguments``: the ones to execute, e.g.
+        a decision's rewritten arguments). Pure; taking from the counters is the caller's."""
+        if not self._limits:
+            return ()
+        return match_limits(self._limits, inp, inp.arguments if arguments is None else arguments)
+
+    def allowlisted(self, value: Any) -> bool:
+        """Is ``value`` on one of the policy's allowlists (matched as destinations are)?"""
+        return any(value in allowlist for allowlist in self._allowlists)
 
     def could_allow(self, inp: PolicyInput) -> bool:
         """Could some call of this tool, in this context, be allowed (perhaps after approval)?

@@ -298,6 +298,74 @@ class Rule(_Model):
         return self.kind != "rewrite"
 
 
+LimitScope = Literal["agent", "tenant", "tool", "principal"]
+LIMIT_SCOPES: tuple[str, ...] = get_args(LimitScope)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _positive_usd(value: Any) -> Any:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a spending cap must be a positive number of US dollars, not {value!r}")
+    return value
+
+
+Scopes = Annotated[
+    tuple[LimitScope, ...], BeforeValidator(_as_list), AfterValidator(_sorted_unique)
+]
+Usd = Annotated[float, BeforeValidator(_positive_usd)]
+
+
+class Limit(_Model):
+    """A rate limit: at most ``max`` matching calls per ``window``, counted per ``per`` scope.
+
+    ``window`` is a duration (``30s``, ``1m``, ``1h``, ``24h``, ``7d``; fixed windows, aligned
+    to multiples of the duration since the epoch) or ``run`` (per run). ``per`` lists the parts
+    of the call that get a counter of their own (agent, tenant, tool, principal); without it
+    one counter serves every matching call. A call over the limit is denied.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    description: str | None = None
+    when: When = When()
+    per: Scopes = ()
+    max: int = Field(gt=0, strict=True)
+    window: str
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if value != "run":
+            try:
+                _duration_s(value)
+            except ValueError:
+                raise ValueError(
+                    f"bad window {value!r} (write 'run', or a duration: 30s, 1m, 1h, 24h, 7d)"
+                ) from None
+        return value
+
+    @property
+    def window_s(self) -> int | None:
+        """The window's length in seconds; None for ``run``."""
+        return None if self.window == "run" else _duration_s(self.window)
+
+
+class Spending(_Model):
+    """Daily spending caps in US dollars (a day is a UTC calendar day by the store's clock)."""
+
+    per_agent_per_day_usd: Usd | None = None
+    per_tenant_per_day_usd: Usd | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Spending:
+        if not self.model_fields_set:
+            raise ValueError("give per_agent_per_day_usd or per_tenant_per_day_usd")
+        return self
+
+
 class PolicyDocument(_Model):
     """A validated policy: what a file's ``policy`` mapping holds."""
 
@@ -309,6 +377,14 @@ class PolicyDocument(_Model):
         tuple[Annotated[str, Field(min_length=1)], ...],
     ] = {}
     rules: tuple[Rule, ...] = Field(min_length=1)
+    limits: tuple[Limit, ...] | None = None
+    """Rate limits; None (not an empty tuple) when absent, so that hashes stay as they were."""
+    spending: Spending | None = None
+
+    @field_validator("limits", mode="after")
+    @classmethod
+    def _no_empty_limits(cls, value: tuple[Limit, ...] | None) -> tuple[Limit, ...] | None:
+        return value or None
 
     @field_validator("allowlists", mode="after")
     @classmethod
@@ -401,12 +477,13 @@ def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, int | N
     return None, None
 
 
-def _rule_label(data: Any, index: int) -> str:
+def _rule_label(data: Any, index: int, section: str = "rules") -> str:
     try:
-        rule_id = data["policy"]["rules"][index]["id"]
+        rule_id = data["policy"][section][index]["id"]
     except (KeyError, IndexError, TypeError):
         rule_id = None
-    return f"rule {rule_id!r}" if isinstance(rule_id, str) else f"rules[{index}]"
+    kind = "rule" if section == "rules" else "limit"
+    return f"{kind} {rule_id!r}" if isinstance(rule_id, str) else f"{section}[{index}]"
 
 
 def _problem(err: Any, rel: list[Any]) -> str:
@@ -438,8 +515,9 @@ def describe_errors(
             continue  # a list whose items failed is also "too short": say it once
         path, line = _locate(data, node, loc)
         where = f"{source}:{line}" if line is not None else source
-        if path[:2] == ["policy", "rules"] and len(path) >= 3:
-            lines.append(f"{where}: {_rule_label(data, path[2])}: {_problem(err, path[3:])}")
+        if path[:2] in (["policy", "rules"], ["policy", "limits"]) and len(path) >= 3:
+            label = _rule_label(data, path[2], path[1])
+            lines.append(f"{where}: {label}: {_problem(err, path[3:])}")
         else:
             lines.append(f"{where}: {_problem(err, path)}")
     return lines
@@ -492,17 +570,46 @@ def check_document(
     node: yaml.Node | None = None,
     known_tools: Collection[str] | None = None,
 ) -> None:
-    """Checks across rules: ids, tools, allowlists, reachability. Raises one ConfigError."""
-    problems = list(_problems(doc, known_tools))
+    """Checks across rules and limits: ids, tools, allowlists, reachability. Raises one
+    ConfigError."""
+    problems = [("rules", *p) for p in _problems(doc, known_tools)]
+    problems += [("limits", *p) for p in _limit_problems(doc, known_tools)]
     if not problems:
         return
     lines = []
-    for index, field, message in problems:
-        loc = ("policy", "rules", index, *field)
+    for section, index, field, message in problems:
+        loc = ("policy", section, index, *field)
         line = _locate(data, node, loc)[1] if node is not None else None
         where = f"{source}:{line}" if line is not None else source
-        lines.append(f"{where}: rule {doc.rules[index].id!r}: {message}")
+        if section == "rules":
+            lines.append(f"{where}: rule {doc.rules[index].id!r}: {message}")
+        else:
+            lines.append(f"{where}: limit {(doc.limits or ())[index].id!r}: {message}")
     raise ConfigError("\n".join(lines))
+
+
+def _limit_problems(
+    doc: PolicyDocument, known_tools: Collection[str] | None
+) -> Iterator[tuple[int, tuple[str, ...], str]]:
+    """Limit ids are unique among rules and limits (a denial names one); tools and
+    allowlists exist."""
+    rule_ids = {rule.id for rule in doc.rules}
+    first_seen: dict[str, int] = {}
+    for index, limit in enumerate(doc.limits or ()):
+        if limit.id in rule_ids:
+            yield index, ("id",), "a rule has the same id (a denial must name one of them)"
+        elif limit.id in first_seen:
+            first = first_seen[limit.id]
+            yield index, ("id",), f"duplicate limit id (first used by limits[{first}])"
+        first_seen.setdefault(limit.id, index)
+        when = limit.when
+        if known_tools is not None and when.tool is not None:
+            for name in when.tool:
+                if name not in known_tools:
+                    yield index, ("when", "tool"), f"unknown tool {name!r}"
+        if when.destinations is not None and when.destinations.allowlist not in doc.allowlists:
+            where = ("when", "destinations")
+            yield index, where, f"unknown allowlist {when.destinations.allowlist!r}"
 
 
 def _problems(

@@ -16,13 +16,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from charter.errors import ConfigError
 from charter.store._base import (
+    ApprovalRecord,
     Claim,
     Commit,
     EventRow,
     InboxMessage,
     KillSwitch,
+    KillSwitchAction,
     MemoryItem,
     NewRun,
+    RoleGrant,
     RunExport,
     RunRecord,
     Store,
@@ -35,14 +38,17 @@ DEFAULT_URL = "sqlite:///charter.db"
 
 __all__ = [
     "DEFAULT_URL",
+    "ApprovalRecord",
     "Claim",
     "Commit",
     "EventRow",
     "InboxMessage",
     "KillSwitch",
+    "KillSwitchAction",
     "MemoryItem",
     "NewRun",
     "PostgresStore",
+    "RoleGrant",
     "RunExport",
     "RunRecord",
     "SQLiteStore",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from charter.events import Event
+from charter.stats import StatsReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,80 @@ class Commit:
     waiting_for: str | None = None
     release: bool = False
     consumed_inbox: tuple[int, ...] = field(default_factory=tuple)
+    approvals: tuple[ApprovalRecord, ...] = field(default_factory=tuple)
+    """Approval requests to file with this step (their ``approval_requested`` events are in it)."""
+    awaiting: tuple[str, ...] = field(default_factory=tuple)
+    """Approval ids a parking run waits for: one decided already makes it runnable at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """An approval request as the store keeps it: the held call, who may decide, the decision.
+
+    ``status`` moves once, by compare-and-set, from ``pending`` to ``granted``, ``denied`` or
+    ``expired``; the run reads the decision from here and records it in its log.
+    """
+
+    approval_id: str
+    run_id: str
+    call_id: str
+    tenant: str
+    agent_name: str
+    tool: str
+    arguments: dict[str, Any]
+    arguments_hash: str
+    risk: str
+    reason: str
+    rule_ids: tuple[str, ...]
+    requested_by: str
+    tier: str
+    role: str
+    changes: tuple[dict[str, Any], ...] | None
+    requested_at: float
+    expires_at: float
+    on_expiry: str
+    status: str = "pending"
+    decided_by: str | None = None
+    decided_at: float | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["rule_ids"] = list(self.rule_ids)
+        out["changes"] = None if self.changes is None else list(self.changes)
+        return out
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in ``APPROVAL_COLUMNS`` order, JSON fields as text."""
+        values = [getattr(self, name) for name in self.__slots__]
+        values[6] = json.dumps(self.arguments)
+        values[10] = json.dumps(list(self.rule_ids))
+        values[14] = None if self.changes is None else json.dumps(list(self.changes))
+        return tuple(values)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ApprovalRecord:
+        values = list(row)
+        values[6] = json.loads(values[6])
+        values[10] = tuple(json.loads(values[10]))
+        values[14] = None if values[14] is None else tuple(json.loads(values[14]))
+        return cls(*values)
+
+
+APPROVAL_COLUMNS = ", ".join(ApprovalRecord.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
+class RoleGrant:
+    """``principal`` holds ``role`` in ``tenant`` (``*``: in every tenant)."""
+
+    principal: str
+    role: str
+    tenant: str
+    granted_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +176,7 @@ class MemoryItem:
     expires_at: float | None
 
 
+KillSwitchAction = Literal["wait", "escalate", "reject"]
 EventRow = tuple[int, str, int, float, str, str]
 """(seq, type, schema_version, at, payload, hash) as stored."""
 
@@ -121,12 +199,17 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class KillSwitch:
-    """Writes are switched off for ``tenant`` and ``agent`` (``*``: every one) since ``since``."""
+    """Writes are switched off for ``tenant`` and ``agent`` (``*``: every one) since ``since``.
+
+    ``action`` is what a blocked write does to its run: ``wait`` (park until the switch is
+    off), ``escalate`` (hand the run to a human) or ``reject`` (tell the model and go on).
+    """
 
     tenant: str
     agent: str
     since: float
     reason: str
+    action: KillSwitchAction = "wait"
 
     def covers(self, tenant: str, agent: str) -> bool:
         return self.tenant in ("*", tenant) and self.agent in ("*", agent)
@@ -144,6 +227,7 @@ class RunExport:
     events: tuple[EventRow, ...]
     inbox: tuple[tuple[int, str, float, float | None], ...]
     """(inbox_id, text, sent_at, consumed_at)"""
+    approvals: tuple[ApprovalRecord, ...] = ()
 
 
 class Store(Protocol):
@@ -194,19 +278,91 @@ class Store(Protocol):
     async def list_workers(self) -> list[WorkerInfo]: ...
 
     # -- kill switch ------------------------------------------------------------------------
-    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
-        """Switch writes off (or on again) for a tenant and agent; ``*`` means all."""
+    async def set_killswitch(
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        on: bool,
+        reason: str,
+        action: KillSwitchAction = "wait",
+    ) -> None:
+        """Switch writes off (or on again) for a tenant and agent; ``*`` means all.
+
+        Switching off wakes the runs that wait for a switch; each checks again.
+        """
         ...
 
     async def killswitches(self) -> list[KillSwitch]: ...
+
+    # -- approvals and roles ----------------------------------------------------------------
+    async def approvals(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ApprovalRecord]:
+        """Approval requests, oldest first."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord: ...
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        decision: Literal["granted", "denied", "expired"],
+        by: str | None,
+        note: str | None,
+    ) -> tuple[ApprovalRecord, bool]:
+        """Compare-and-set ``pending`` → ``decision``; wake the run if it waits for it.
+
+        Returns the record as it stands after the attempt and whether this call decided it.
+        A grant or denial of a request past its expiry marks it ``expired`` instead (and
+        returns False); ``expired`` succeeds only once the request is past its expiry.
+        """
+        ...
+
+    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None: ...
+    async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]: ...
 
     # -- memory -----------------------------------------------------------------------------
     async def remember(self, item: MemoryItem) -> None: ...
     async def recall(self, tenant: str, key: str) -> MemoryItem | None: ...
     async def memory_items(self) -> list[MemoryItem]: ...
 
+    # -- statistics -------------------------------------------------------------------------
+    async def stats(
+        self, *, since: float | None = None, agent: str | None = None, tenant: str | None = None
+    ) -> StatsReport:
+        """Figures over the runs created since ``since`` (of one agent, one tenant), computed
+        from their event logs in the database; see :mod:`charter.stats` for the definitions."""
+        ...
+
     # -- schema and copying -----------------------------------------------------------------
     async def schema_version(self) -> int: ...
     def latest_schema_version(self) -> int: ...
     async def export_run(self, run_id: str) -> RunExport: ...
     async def import_run(self, export: RunExport) -> None: ...
+
+    # -- counters (rate limits, spending) ---------------------------------------------------
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        """Add ``amount`` to counter ``key`` in the current fixed window unless the total would
+        pass ``limit``: return the new total, or None (and change nothing). Atomic: however
+        many workers take at once, the total never passes the limit. The window is
+        ``floor(now / window_s) * window_s`` by the store's clock (the database's on
+        PostgreSQL)."""
+        ...
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        """Add ``amount`` (which may be negative) to counter ``key`` in the current window,
+        unconditionally; return the new total."""
+        ...
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        """Counter ``key``'s total in the current window (0 when nothing was counted)."""
+        ...

@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -38,18 +38,23 @@ from charter.errors import (
     StoreError,
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.stats import StatsReport
+from charter.store import _counters, _stats
+from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
+    ApprovalRecord,
     Claim,
     Commit,
     EventRow,
     InboxMessage,
     KillSwitch,
-    MemoryItem,
+    KillSwitchAction,
     NewRun,
+    RoleGrant,
     RunExport,
     RunRecord,
-    WorkerInfo,
 )
+from charter.store._postgres_side import PostgresSideTables
 
 log = logging.getLogger("charter.store")
 
@@ -175,7 +180,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore:
+class PostgresStore(PostgresSideTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -513,79 +518,91 @@ class PostgresStore:
                 await conn.close()
             await asyncio.sleep(delay)
 
-    # -- workers ------------------------------------------------------------------------------
-
-    async def heartbeat_worker(self, info: WorkerInfo) -> None:
-        await self._fetch(
-            "INSERT INTO workers VALUES (%(worker_id)s, %(host)s, %(pid)s, %(concurrency)s,"
-            " %(started_at)s, %(now)s)"
-            " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            info.to_dict(),
-            now=True,
-        )
-
-    async def remove_worker(self, worker_id: str) -> None:
-        await self._fetch("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        rows = await self._fetch(
-            "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
-            " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
-            "  AND r.lease_expires_at >= %(now)s)"
-            " FROM workers w ORDER BY w.started_at",
-            now=True,
-        )
-        return [WorkerInfo(*row) for row in rows]
-
     # -- kill switch --------------------------------------------------------------------------
 
-    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
+    async def set_killswitch(
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        on: bool,
+        reason: str,
+        action: KillSwitchAction = "wait",
+    ) -> None:
         if on:
             await self._fetch(
-                "INSERT INTO killswitch VALUES (%(tenant)s, %(agent)s, %(now)s, %(reason)s)"
-                " ON CONFLICT (tenant, agent) DO UPDATE SET reason = excluded.reason",
-                {"tenant": tenant, "agent": agent, "reason": reason},
+                "INSERT INTO killswitch (tenant, agent, since, reason, action)"
+                " VALUES (%(tenant)s, %(agent)s, %(now)s, %(reason)s, %(action)s)"
+                " ON CONFLICT (tenant, agent)"
+                " DO UPDATE SET reason = excluded.reason, action = excluded.action",
+                {"tenant": tenant, "agent": agent, "reason": reason, "action": action},
                 now=True,
             )
-        else:
-            await self._fetch(
+            return
+        async with self._cursor(write=True) as cur:
+            await cur.execute(
                 "DELETE FROM killswitch WHERE tenant = %s AND agent = %s", (tenant, agent)
             )
+            await cur.execute(
+                "UPDATE runs SET ready_at = %s WHERE status = 'waiting'"
+                " AND waiting_for = 'kill_switch' RETURNING run_id",
+                (await self._now(cur),),
+            )
+            for (run_id,) in await cur.fetchall():
+                await _notify(cur, run_id)
 
     async def killswitches(self) -> list[KillSwitch]:
         rows = await self._fetch(
-            "SELECT tenant, agent, since, reason FROM killswitch ORDER BY since"
+            "SELECT tenant, agent, since, reason, action FROM killswitch ORDER BY since"
         )
         return [KillSwitch(*row) for row in rows]
 
-    # -- memory -------------------------------------------------------------------------------
+    # -- approvals and roles ------------------------------------------------------------------
 
-    async def remember(self, item: MemoryItem) -> None:
-        value, provenance = json.dumps(item.value), json.dumps(item.provenance)
-        await self._fetch(
-            "INSERT INTO memory VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, key)"
-            " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
-            " created_at = excluded.created_at, expires_at = excluded.expires_at",
-            (item.tenant, item.key, value, provenance, item.created_at, item.expires_at),
-        )
+    async def approvals(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ApprovalRecord]:
+        async with self._cursor(write=False) as cur:
+            return await _approvals.select(
+                cur, tenant=tenant, status=status, run_id=run_id, limit=limit
+            )
 
-    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
-        rows = await self._fetch(
-            "SELECT value, provenance, created_at, expires_at FROM memory WHERE tenant ="
-            " %(tenant)s AND key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s)",
-            {"tenant": tenant, "key": key},
-            now=True,
-        )
-        for v, p, created_at, expires_at in rows:
-            return MemoryItem(tenant, key, json.loads(v), json.loads(p), created_at, expires_at)
-        return None
+    async def get_approval(self, approval_id: str) -> ApprovalRecord:
+        async with self._cursor(write=False) as cur:
+            return await _approvals.get(cur, approval_id, self.url)
 
-    async def memory_items(self) -> list[MemoryItem]:
-        rows = await self._fetch(
-            "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
-            " ORDER BY tenant, key"
-        )
-        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+    async def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        decision: Literal["granted", "denied", "expired"],
+        by: str | None,
+        note: str | None,
+    ) -> tuple[ApprovalRecord, bool]:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            record, won, woke = await _approvals.decide(
+                cur, approval_id, decision=decision, by=by, note=note, now=now, url=self.url
+            )
+            if woke:
+                await _notify(cur, record.run_id)
+            return record, won
+
+    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            await _approvals.set_role(
+                cur, principal=principal, role=role, tenant=tenant, on=on, now=now
+            )
+
+    async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]:
+        async with self._cursor(write=False) as cur:
+            return await _approvals.role_grants(cur, principal)
 
     # -- copying ------------------------------------------------------------------------------
 
@@ -598,7 +615,9 @@ class PostgresStore:
             " ORDER BY inbox_id",
             (run_id,),
         )
-        return RunExport(record, spec, tuple(rows), tuple((i, t, s, c) for i, t, s, c in inbox))
+        approvals = await self.approvals(run_id=run_id, limit=1_000_000)
+        inbox_rows = tuple((i, t, s, c) for i, t, s, c in inbox)
+        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals))
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
@@ -619,6 +638,47 @@ class PostgresStore:
                     "SELECT setval(pg_get_serial_sequence('inbox', 'inbox_id'),"
                     " greatest((SELECT max(inbox_id) FROM inbox), 1))"
                 )
+            await _approvals.insert(cur, export.approvals)
+
+    # -- statistics (see _stats.py) -----------------------------------------------------------
+
+    async def stats(
+        self, *, since: float | None = None, agent: str | None = None, tenant: str | None = None
+    ) -> StatsReport:
+        query = _stats.StatsQuery("postgres", since=since, agent=agent, tenant=tenant)
+        async with self._cursor(write=True) as cur:  # one transaction: one snapshot
+            return await _stats.postgres_stats(cur, query)
+
+    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
+
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        if amount > limit + _counters.SLACK:
+            return None
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            start = _counters.window_start(now, window_s)
+            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
+            args = (key, start, amount, now, limit + _counters.SLACK)
+            await cur.execute(_counters.pg(_counters.TAKE), args)
+            row = await cur.fetchone()
+            return None if row is None else float(row[0])
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            start = _counters.window_start(now, window_s)
+            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
+            await cur.execute(_counters.pg(_counters.ADD), (key, start, amount, now))
+            return float((await _one(cur))[0])
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        async with self._cursor(write=False) as cur:
+            start = _counters.window_start(await self._now(cur), window_s)
+            await cur.execute(_counters.pg(_counters.READ), (key, start))
+            row = await cur.fetchone()
+            return 0.0 if row is None else float(row[0])
 
 
 async def _one(cur: Cursor) -> Row:
@@ -672,6 +732,10 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
             "UPDATE inbox SET consumed_at = %s WHERE inbox_id = ANY(%s)",
             (now, list(c.consumed_inbox)),
         )
+    await _approvals.insert(cur, c.approvals)
+    awaiting = c.waiting_for == "approval" and c.awaiting
+    if awaiting and await _approvals.wake_if_decided(cur, c.run_id, c.awaiting, now):
+        return now
     if c.waiting_for == "message":
         # A message that arrived while the run was working makes it runnable at once.
         await cur.execute(

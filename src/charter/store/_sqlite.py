@@ -30,18 +30,23 @@ from charter.errors import (
     StoreLockedError,
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.stats import StatsReport
+from charter.store import _counters, _stats
+from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
+    ApprovalRecord,
     Claim,
     Commit,
     EventRow,
     InboxMessage,
     KillSwitch,
-    MemoryItem,
+    KillSwitchAction,
     NewRun,
+    RoleGrant,
     RunExport,
     RunRecord,
-    WorkerInfo,
 )
+from charter.store._sqlite_side import SQLiteSideTables
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -89,7 +94,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteSideTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -503,48 +508,33 @@ class SQLiteStore:
         """SQLite has no notifications between processes: workers poll."""
         await asyncio.sleep(timeout)
 
-    # -- workers ------------------------------------------------------------------------------
-
-    async def heartbeat_worker(self, info: WorkerInfo) -> None:
-        await self._write(
-            lambda conn, now: conn.execute(
-                "INSERT INTO workers VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id)"
-                " DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                (info.worker_id, info.host, info.pid, info.concurrency, info.started_at, now),
-            )
-        )
-
-    async def remove_worker(self, worker_id: str) -> None:
-        await self._write(
-            lambda conn, now: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
-        )
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        now = self._clock()
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
-                " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
-                "  AND r.lease_expires_at >= ?)"
-                " FROM workers w ORDER BY w.started_at",
-                (now,),
-            ).fetchall()
-        )
-        return [WorkerInfo(*row) for row in rows]
-
     # -- kill switch --------------------------------------------------------------------------
 
-    async def set_killswitch(self, *, tenant: str, agent: str, on: bool, reason: str) -> None:
+    async def set_killswitch(
+        self,
+        *,
+        tenant: str,
+        agent: str,
+        on: bool,
+        reason: str,
+        action: KillSwitchAction = "wait",
+    ) -> None:
         def op(conn: sqlite3.Connection, now: float) -> None:
             if on:
                 conn.execute(
-                    "INSERT INTO killswitch VALUES (?, ?, ?, ?) ON CONFLICT (tenant, agent)"
-                    " DO UPDATE SET reason = excluded.reason",
-                    (tenant, agent, now, reason),
+                    "INSERT INTO killswitch (tenant, agent, since, reason, action)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, agent)"
+                    " DO UPDATE SET reason = excluded.reason, action = excluded.action",
+                    (tenant, agent, now, reason, action),
                 )
             else:
                 conn.execute(
                     "DELETE FROM killswitch WHERE tenant = ? AND agent = ?", (tenant, agent)
+                )
+                conn.execute(
+                    "UPDATE runs SET ready_at = ? WHERE status = 'waiting'"
+                    " AND waiting_for = 'kill_switch'",
+                    (now,),
                 )
 
         await self._write(op)
@@ -552,53 +542,51 @@ class SQLiteStore:
     async def killswitches(self) -> list[KillSwitch]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT tenant, agent, since, reason FROM killswitch ORDER BY since"
+                "SELECT tenant, agent, since, reason, action FROM killswitch ORDER BY since"
             ).fetchall()
         )
         return [KillSwitch(*row) for row in rows]
 
-    # -- memory -------------------------------------------------------------------------------
+    # -- approvals and roles ------------------------------------------------------------------
 
-    async def remember(self, item: MemoryItem) -> None:
-        await self._write(
-            lambda conn, now: conn.execute(
-                "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, key)"
-                " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
-                " created_at = excluded.created_at, expires_at = excluded.expires_at",
-                (
-                    item.tenant,
-                    item.key,
-                    json.dumps(item.value),
-                    json.dumps(item.provenance),
-                    item.created_at,
-                    item.expires_at,
-                ),
+    async def approvals(
+        self,
+        *,
+        tenant: str | None = None,
+        status: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[ApprovalRecord]:
+        return await self._read(
+            lambda c: _approvals.select(c, tenant=tenant, status=status, run_id=run_id, limit=limit)
+        )
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord:
+        return await self._read(lambda c: _approvals.get(c, approval_id, self.url))
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        decision: Literal["granted", "denied", "expired"],
+        by: str | None,
+        note: str | None,
+    ) -> tuple[ApprovalRecord, bool]:
+        return await self._write(
+            lambda conn, now: _approvals.decide(
+                conn, approval_id, decision=decision, by=by, note=note, now=now, url=self.url
             )
         )
 
-    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
-        now = self._clock()
-
-        def op(conn: sqlite3.Connection) -> MemoryItem | None:
-            row = conn.execute(
-                "SELECT value, provenance, created_at, expires_at FROM memory"
-                " WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
-                (tenant, key, now),
-            ).fetchone()
-            if row is None:
-                return None
-            return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
-
-        return await self._read(op)
-
-    async def memory_items(self) -> list[MemoryItem]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
-                " ORDER BY tenant, key"
-            ).fetchall()
+    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None:
+        await self._write(
+            lambda conn, now: _approvals.set_role(
+                conn, principal=principal, role=role, tenant=tenant, on=on, now=now
+            )
         )
-        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+
+    async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]:
+        return await self._read(lambda c: _approvals.role_grants(c, principal))
 
     # -- copying ------------------------------------------------------------------------------
 
@@ -613,7 +601,10 @@ class SQLiteStore:
                 (run_id,),
             ).fetchall()
         )
-        return RunExport(record, spec, tuple(rows), tuple(tuple(r) for r in inbox))
+        approvals = await self.approvals(run_id=run_id, limit=1_000_000)
+        return RunExport(
+            record, spec, tuple(rows), tuple(tuple(r) for r in inbox), tuple(approvals)
+        )
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
@@ -640,8 +631,46 @@ class SQLiteStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(i, r.run_id, text, sent, consumed) for i, text, sent, consumed in export.inbox],
             )
+            _approvals.insert(conn, export.approvals)
 
         await self._write(op)
+
+    # -- statistics (see _stats.py) -----------------------------------------------------------
+
+    async def stats(
+        self, *, since: float | None = None, agent: str | None = None, tenant: str | None = None
+    ) -> StatsReport:
+        query = _stats.StatsQuery("sqlite", since=since, agent=agent, tenant=tenant)
+        return await self._read(lambda conn: _stats.sqlite_stats(conn, query))
+
+    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
+
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        def op(conn: sqlite3.Connection, now: float) -> float | None:
+            if amount > limit + _counters.SLACK:
+                return None
+            start = _counters.window_start(now, window_s)
+            conn.execute(_counters.DROP_OLD, (key, start))
+            args = (key, start, amount, now, limit + _counters.SLACK)
+            row = conn.execute(_counters.TAKE, args).fetchone()
+            return None if row is None else float(row[0])
+
+        return await self._write(op)
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        def op(conn: sqlite3.Connection, now: float) -> float:
+            start = _counters.window_start(now, window_s)
+            conn.execute(_counters.DROP_OLD, (key, start))
+            return float(conn.execute(_counters.ADD, (key, start, amount, now)).fetchone()[0])
+
+        return await self._write(op)
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        start = _counters.window_start(self._clock(), window_s)
+        row = await self._read(lambda c: c.execute(_counters.READ, (key, start)).fetchone())
+        return 0.0 if row is None else float(row[0])
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -696,6 +725,10 @@ def _apply_commit(conn: sqlite3.Connection, c: Commit, now: float) -> None:
             "UPDATE inbox SET consumed_at = ? WHERE inbox_id = ?",
             [(now, i) for i in c.consumed_inbox],
         )
+    if c.approvals:
+        _approvals.insert(conn, c.approvals)
+    if c.waiting_for == "approval" and c.awaiting:
+        _approvals.wake_if_decided(conn, c.run_id, c.awaiting, now)
     if c.waiting_for == "message":
         # A message that arrived while the run was working makes it runnable at once.
         conn.execute(

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS outbox (message_id INTEGER PRIMARY KEY AUTOINCREMENT,
 CREATE TABLE IF NOT EXISTS kb_articles (article_id TEXT PRIMARY KEY, title TEXT NOT NULL,
     tags TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pages (url TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 CUSTOMERS = [
@@ -104,6 +105,13 @@ ARTICLES = [
     ("KB-6", "Invoices and receipts", "invoice receipt vat expenses",
      "Invoices are emailed at shipping; support can email a copy to the address on file."),
 ]  # fmt: skip
+PAGES = [
+    ("https://docs.example.com/descaling",
+     "Descaling guide. Descale every 2 to 3 months with one sachet of the descaling kit."),
+    ("https://help.example.com/refunds",
+     "Refund policy. Damaged items are refunded in full; refunds reach the card in 3-5 days."),
+]  # fmt: skip
+"""The simulated web: what ``fetch_url`` returns for each address."""
 FLAKY_MAIL_DOMAINS = frozenset({"lagoon-mail.example"})
 """The simulated relay accepts mail for these domains, then drops the connection."""
 
@@ -168,7 +176,8 @@ class Systems:
         """Replace every table's contents with the deterministic demo data."""
         with self._tx(write=True) as conn:
             for table in ("customers", "orders", "tickets", "ticket_updates", "refunds",
-                          "outbox", "kb_articles", "settings", "sqlite_sequence"):  # fmt: skip
+                          "outbox", "kb_articles", "settings", "pages",
+                          "sqlite_sequence"):  # fmt: skip
                 conn.execute(f"DELETE FROM {table}")
             conn.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)", CUSTOMERS)
             conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?)", ORDERS)
@@ -176,6 +185,7 @@ class Systems:
                 "INSERT INTO tickets VALUES (?, ?, ?, ?, 'open')", [t[:4] for t in TICKETS]
             )
             conn.executemany("INSERT INTO kb_articles VALUES (?, ?, ?, ?)", ARTICLES)
+            conn.executemany("INSERT INTO pages VALUES (?, ?)", PAGES)
 
     @property
     def latency_s(self) -> float:
@@ -232,6 +242,27 @@ class Systems:
                 (ticket_id,),
             ).fetchall()
         return {**dict(row), "notes": [dict(n) for n in notes]}
+
+    def add_ticket(self, ticket_id: str, customer_id: str, subject: str, body: str) -> None:
+        """File a ticket as a customer would (replacing one with the same id)."""
+        with self._tx(write=True) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO tickets VALUES (?, ?, ?, ?, 'open')",
+                (ticket_id, customer_id, subject, body),
+            )
+
+    def page(self, url: str) -> str:
+        """The simulated web: the body published at ``url``."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT body FROM pages WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            raise RecordNotFound(f"no page at {url!r}")
+        return str(row[0])
+
+    def publish(self, url: str, body: str) -> None:
+        """Put a page on the simulated web (anyone can: it is the open web)."""
+        with self._tx(write=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO pages VALUES (?, ?)", (url, body))
 
     def update_ticket(
         self, ticket_id: str, status: str, note: str, idempotency_key: str

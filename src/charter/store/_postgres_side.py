@@ -1,0 +1,78 @@
+"""PostgreSQL: the small tables beside the runs (workers, memory), as a part of
+:class:`PostgresStore`.
+
+Kept apart so that the store's own module stays about runs, events and leases. The methods use
+the store's ``_fetch`` (one statement; ``now=True`` binds the database's time as ``%(now)s``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from charter.store._base import MemoryItem, WorkerInfo
+
+Row = tuple[Any, ...]
+Args = Sequence[Any] | dict[str, Any] | None
+
+
+class PostgresSideTables:
+    if TYPE_CHECKING:  # provided by PostgresStore
+
+        async def _fetch(
+            self, query: str, args: Args = None, *, now: bool = False
+        ) -> list[Row]: ...
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def heartbeat_worker(self, info: WorkerInfo) -> None:
+        await self._fetch(
+            "INSERT INTO workers VALUES (%(worker_id)s, %(host)s, %(pid)s, %(concurrency)s,"
+            " %(started_at)s, %(now)s)"
+            " ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            info.to_dict(),
+            now=True,
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._fetch("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self._fetch(
+            "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
+            " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
+            "  AND r.lease_expires_at >= %(now)s)"
+            " FROM workers w ORDER BY w.started_at",
+            now=True,
+        )
+        return [WorkerInfo(*row) for row in rows]
+
+    # -- memory -------------------------------------------------------------------------------
+
+    async def remember(self, item: MemoryItem) -> None:
+        value, provenance = json.dumps(item.value), json.dumps(item.provenance)
+        await self._fetch(
+            "INSERT INTO memory VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, key)"
+            " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at",
+            (item.tenant, item.key, value, provenance, item.created_at, item.expires_at),
+        )
+
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
+        rows = await self._fetch(
+            "SELECT value, provenance, created_at, expires_at FROM memory WHERE tenant ="
+            " %(tenant)s AND key = %(key)s AND (expires_at IS NULL OR expires_at > %(now)s)",
+            {"tenant": tenant, "key": key},
+            now=True,
+        )
+        for v, p, created_at, expires_at in rows:
+            return MemoryItem(tenant, key, json.loads(v), json.loads(p), created_at, expires_at)
+        return None
+
+    async def memory_items(self) -> list[MemoryItem]:
+        rows = await self._fetch(
+            "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
+            " ORDER BY tenant, key"
+        )
+        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]

@@ -1,0 +1,96 @@
+"""SQLite: the small tables beside the runs (workers, memory), as a part of :class:`SQLiteStore`.
+
+Kept apart so that the store's own module stays about runs, events and leases. The methods use
+the store's writer and reader (``_write``, ``_read``) and clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from charter.store._base import MemoryItem, WorkerInfo
+
+T = TypeVar("T")
+
+
+class SQLiteSideTables:
+    if TYPE_CHECKING:  # provided by SQLiteStore
+        _clock: Callable[[], float]
+
+        async def _write(self, op: Callable[[sqlite3.Connection, float], T]) -> T: ...
+        async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def heartbeat_worker(self, info: WorkerInfo) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                "INSERT INTO workers VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id)"
+                " DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (info.worker_id, info.host, info.pid, info.concurrency, info.started_at, now),
+            )
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write(
+            lambda conn, now: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        )
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        now = self._clock()
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT w.worker_id, w.host, w.pid, w.concurrency, w.started_at, w.heartbeat_at,"
+                " (SELECT count(*) FROM runs r WHERE r.lease_owner = w.worker_id"
+                "  AND r.lease_expires_at >= ?)"
+                " FROM workers w ORDER BY w.started_at",
+                (now,),
+            ).fetchall()
+        )
+        return [WorkerInfo(*row) for row in rows]
+
+    # -- memory -------------------------------------------------------------------------------
+
+    async def remember(self, item: MemoryItem) -> None:
+        await self._write(
+            lambda conn, now: conn.execute(
+                "INSERT INTO memory VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, key)"
+                " DO UPDATE SET value = excluded.value, provenance = excluded.provenance,"
+                " created_at = excluded.created_at, expires_at = excluded.expires_at",
+                (
+                    item.tenant,
+                    item.key,
+                    json.dumps(item.value),
+                    json.dumps(item.provenance),
+                    item.created_at,
+                    item.expires_at,
+                ),
+            )
+        )
+
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None:
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> MemoryItem | None:
+            row = conn.execute(
+                "SELECT value, provenance, created_at, expires_at FROM memory"
+                " WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (tenant, key, now),
+            ).fetchone()
+            if row is None:
+                return None
+            return MemoryItem(tenant, key, json.loads(row[0]), json.loads(row[1]), row[2], row[3])
+
+        return await self._read(op)
+
+    async def memory_items(self) -> list[MemoryItem]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT tenant, key, value, provenance, created_at, expires_at FROM memory"
+                " ORDER BY tenant, key"
+            ).fetchall()
+        )
+        return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
