@@ -9,6 +9,10 @@ Define one in Python with :class:`Agent`, or in YAML with :func:`load_agent`::
       model: {provider: scripted, script: responses.json}
       tools: ["examples.support.tools:kb_search", "charter.tools:ask_principal"]
       budgets: {max_steps: 20, max_tool_calls: 10, max_tokens_total: 12000, timeout_seconds: 60}
+      model_routing:                  # optional: a model per step kind (charter.models._routing)
+        classify: {provider: local, name: qwen2.5-coder-0.5b-instruct-q4_k_m}
+      step_kinds: [{when: first, kind: classify}]
+      cache: {models: true, tools: true}
 
 A run stores the agent's *spec* (a JSON document, hashed) so that any worker, in any process,
 can rebuild the same agent: the instructions text, the model settings (a script inline), the
@@ -23,15 +27,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from charter.errors import ConfigError, ToolImportError
 from charter.models import ModelSpec
+from charter.models._routing import CachePolicy, Route, Routing, StepRule
 from charter.policy import PolicySet
+from charter.redaction import LoggingSettings
 from charter.tools import Tool, ToolRegistry, import_tool
+
+ModelSpecT = TypeVar("ModelSpecT", bound=ModelSpec)
 
 
 class Budgets(BaseModel):
@@ -61,6 +69,12 @@ class Agent:
     policy: PolicySet | None = None
     """The policy set that governs every call; None runs ungoverned (every call allowed)."""
     trust_tier: str = "standard"
+    routing: Routing | None = None
+    """A model per step kind and the rules that choose a step's kind; None: ``model`` answers
+    every step."""
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    """What the run's log keeps of prompts and tool payloads (``charter.redaction``)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -79,6 +93,16 @@ class Agent:
 
     def spec(self) -> dict[str, Any]:
         """The plain JSON document a run stores; :meth:`from_spec` rebuilds the agent."""
+        spec = self._base_spec()
+        if self.routing is not None:  # absent when unused, so older agents keep their hash
+            spec["routing"] = self.routing.model_dump(mode="json", exclude_defaults=True)
+        if self.cache != CachePolicy():
+            spec["cache"] = self.cache.model_dump(mode="json", exclude_defaults=True)
+        if self.logging.active:
+            spec["logging"] = self.logging.model_dump(mode="json", exclude_defaults=True)
+        return spec
+
+    def _base_spec(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
@@ -119,6 +143,11 @@ class Agent:
             policy=None
             if spec.get("policy") is None
             else PolicySet.from_dict({"policy": spec["policy"]}, source=f"agent {spec['name']}"),
+            routing=None
+            if spec.get("routing") is None
+            else Routing.model_validate(spec["routing"]),
+            cache=CachePolicy.model_validate(spec.get("cache", {})),
+            logging=LoggingSettings.model_validate(spec.get("logging", {})),
         )
 
 
@@ -134,6 +163,10 @@ class _AgentSection(BaseModel):
     max_context_messages: int = 50
     policy: str | None = None
     trust_tier: str = "standard"
+    model_routing: dict[str, Route] | None = None
+    step_kinds: list[StepRule] = []
+    cache: CachePolicy = CachePolicy()
+    logging: LoggingSettings = LoggingSettings()
 
 
 class _AgentFile(BaseModel):
@@ -159,13 +192,8 @@ def load_agent(path: str | Path) -> Agent:
     section = doc.agent
     base = path.parent
     instructions = _read_relative(base, section.instructions, where, "instructions")
-    model = section.model
-    if isinstance(model.script, str):
-        script_text = _read_relative(base, model.script, where, "model.script")
-        try:
-            model = model.model_copy(update={"script": json.loads(script_text)})
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: model.script is not valid JSON: {exc}") from exc
+    model = _inline_script(section.model, base, where, "model")
+    routing = _routing(section, base, where)
     tools = []
     for ref in section.tools:
         try:
@@ -188,7 +216,39 @@ def load_agent(path: str | Path) -> Agent:
         max_context_messages=section.max_context_messages,
         policy=policy,
         trust_tier=section.trust_tier,
+        routing=routing,
+        cache=section.cache,
+        logging=section.logging,
     )
+
+
+def _inline_script(spec: ModelSpecT, base: Path, where: str, what: str) -> ModelSpecT:
+    """The spec with a scripted model's script file read in (a run stores it inline)."""
+    if not isinstance(spec.script, str):
+        return spec
+    script_text = _read_relative(base, spec.script, where, f"{what}.script")
+    try:
+        return spec.model_copy(update={"script": json.loads(script_text)})
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: {what}.script is not valid JSON: {exc}") from exc
+
+
+def _routing(section: _AgentSection, base: Path, where: str) -> Routing | None:
+    if section.model_routing is None:
+        if section.step_kinds:
+            raise ConfigError(f"{where}: step_kinds needs model_routing (a model per kind)")
+        return None
+    routes = {}
+    for kind, route in section.model_routing.items():
+        route = _inline_script(route, base, where, f"model_routing.{kind}")
+        if route.fallback is not None:
+            fallback = _inline_script(route.fallback, base, where, f"model_routing.{kind}.fallback")
+            route = route.model_copy(update={"fallback": fallback})
+        routes[kind] = route
+    try:
+        return Routing(routes=routes, rules=tuple(section.step_kinds))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from exc
 
 
 def _read_relative(base: Path, name: str, where: str, what: str) -> str:

@@ -13,6 +13,11 @@
     ├── RunStateError                 run_state       6   e.g. send to a finished run
     ├── ForbiddenError                forbidden       9   e.g. approving one's own request
     ├── ModelError                    model           7   the model provider failed or misbehaved
+    │   ├── ModelUnavailableError     model_unavailable   7  unreachable, timed out, 5xx, overloaded
+    │   ├── ModelRateLimitedError     model_rate_limited  7  HTTP 429
+    │   ├── ModelAuthError            model_auth          7  the key is wrong or not allowed
+    │   ├── ModelNotServedError       model_not_found     7  the endpoint does not serve that model
+    │   └── ModelResponseError        model_bad_response  7  unparseable, cut off, wrong shape
     └── ToolError                     tool            8   a tool call failed (carried to the model)
         ├── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
         └── CircuitOpenError          circuit_open    8
@@ -106,6 +111,34 @@ class ModelError(CharterError):
     def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+
+
+class ModelUnavailableError(ModelError):
+    """The endpoint cannot be reached, timed out, or failed on its side (5xx, overloaded)."""
+
+    code = "model_unavailable"
+
+
+class ModelRateLimitedError(ModelError):
+    code = "model_rate_limited"
+
+
+class ModelAuthError(ModelError):
+    """The endpoint refused the credentials (HTTP 401/403)."""
+
+    code = "model_auth"
+
+
+class ModelNotServedError(ModelError):
+    """The endpoint does not serve the model the spec names (HTTP 404, ``model_not_found``)."""
+
+    code = "model_not_found"
+
+
+class ModelResponseError(ModelError):
+    """The provider answered something unusable: not JSON, cut off, or of the wrong shape."""
+
+    code = "model_bad_response"
 
 
 class ToolError(CharterError):

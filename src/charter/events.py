@@ -29,6 +29,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Redactable(_Body):
+    redacted: tuple[str, ...] = ()
+    """Paths of the values the agent's logging settings redacted or dropped before this event
+    was written (``charter.redaction``): ``text``, ``output.customer.email``."""
+
+
 class Usage(_Body):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -67,16 +73,19 @@ class RunStarted(_Body):
     principal_tenant: str | None = None
     """The tenant the principal belongs to, as whoever authenticated them said (policy's
     ``tenant_matches_principal``); None when not given."""
+    rerun_of: str | None = None
+    """The run this one re-runs with another model, prompt or agent (``charter rerun``): its
+    tool results are served from that run's recording or a simulator, never from real tools."""
 
 
-class MessageReceived(_Body):
+class MessageReceived(_Redactable):
     type: Literal["message_received"] = "message_received"
     text: str
     source: Literal["input", "principal"] = "principal"
     inbox_id: int | None = None
 
 
-class ModelResponded(_Body):
+class ModelResponded(_Redactable):
     type: Literal["model_responded"] = "model_responded"
     step: int
     provider: str
@@ -88,6 +97,19 @@ class ModelResponded(_Body):
     latency_ms: float = 0.0
     cost_usd: float = 0.0
     """The response's price: its tokens at the agent's model prices (``ModelSpec``)."""
+    step_kind: str | None = None
+    """The step's kind, as the agent's ``step_kinds`` chose it (None: the agent routes none)."""
+    route: str | None = None
+    """The route that answered: the kind's name, ``KIND.fallback``, or ``model`` (the agent's
+    own model)."""
+    endpoint: str | None = None
+    """Where the model runs: the URL of an OpenAI-compatible endpoint, a local GGUF file."""
+    model_version: str | None = None
+    """The model's exact version when its name does not say it (a GGUF file's sha256)."""
+    parameters: dict[str, Any] = {}
+    """The sampling parameters of the call (temperature, max_output_tokens)."""
+    cached: bool = False
+    """Answered from the response cache: no call was made (usage, cost and latency are 0)."""
 
 
 class ModelCallFailed(_Body):
@@ -97,6 +119,26 @@ class ModelCallFailed(_Body):
     model: str
     error: ErrorInfo
     attempts: int
+    step_kind: str | None = None
+    route: str | None = None
+    endpoint: str | None = None
+
+
+class ModelDegraded(_Body):
+    """A route's cheaper fallback answers from now on: the run neared a budget.
+
+    Recorded once per route, at the first step the fallback answers.
+    """
+
+    type: Literal["model_degraded"] = "model_degraded"
+    step_kind: str
+    route: str
+    from_model: str
+    to_provider: str
+    to_model: str
+    budget: str
+    used: float
+    limit: float
 
 
 class ToolCallProposed(_Body):
@@ -165,7 +207,7 @@ class ToolCallStarted(_Body):
     idempotency_key: str
 
 
-class ToolCallSucceeded(_Body):
+class ToolCallSucceeded(_Redactable):
     type: Literal["tool_call_succeeded"] = "tool_call_succeeded"
     call_id: str
     tool: str
@@ -177,9 +219,14 @@ class ToolCallSucceeded(_Body):
     """The tool's contract marks its output untrusted (text others wrote: pages, tickets)."""
     cost_usd: float = 0.0
     """The tool's ``cost_usd`` for each attempt made."""
+    simulated: Literal["recording", "simulator"] | None = None
+    """Set in a rerun: the result was served from the original's recording or a simulator;
+    the tool itself did not run."""
+    cached: bool = False
+    """Served from the result cache (a ``cacheable`` read tool): no call was made."""
 
 
-class ToolCallFailed(_Body):
+class ToolCallFailed(_Redactable):
     type: Literal["tool_call_failed"] = "tool_call_failed"
     call_id: str
     tool: str
@@ -188,6 +235,8 @@ class ToolCallFailed(_Body):
     duration_ms: float = 0.0
     cost_usd: float = 0.0
     """The tool's ``cost_usd`` for each attempt made (a failed call may still be billed)."""
+    simulated: Literal["recording", "simulator"] | None = None
+    """Set in a rerun: the failure was served from a recording or a simulator."""
 
 
 class ToolOutcomeUnknown(_Body):
@@ -275,7 +324,7 @@ class BudgetExceeded(_Body):
     used: float
 
 
-class RunFinished(_Body):
+class RunFinished(_Redactable):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["succeeded", "failed", "escalated", "cancelled"]
     output: str | None = None
@@ -287,6 +336,7 @@ EventBody = Annotated[
     | MessageReceived
     | ModelResponded
     | ModelCallFailed
+    | ModelDegraded
     | ToolCallProposed
     | PolicyEvaluated
     | ToolCallRejected
@@ -308,6 +358,7 @@ BODY_TYPES: tuple[type[_Body], ...] = (
     MessageReceived,
     ModelResponded,
     ModelCallFailed,
+    ModelDegraded,
     ToolCallProposed,
     PolicyEvaluated,
     ToolCallRejected,
@@ -336,6 +387,8 @@ def parse_body(payload: str, type: str) -> EventBody:
         body_type = _BY_TYPE[type]
     except KeyError:
         raise ValueError(f"unknown event type {type!r}") from None
+    if REMOVED_KEY in payload:  # a retention marker: the skeleton is what is left
+        payload = json.dumps({k: v for k, v in json.loads(payload).items() if k != REMOVED_KEY})
     return body_type.model_validate_json(payload)  # type: ignore[return-value]
 
 
@@ -347,6 +400,26 @@ def arguments_hash(arguments: Any) -> str:
 
 def payload_digest(payload: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+REMOVED_KEY = "$removed"
+"""A payload whose content retention removed: the event's skeleton (ids, tool, step, usage,
+cost) plus ``{"$removed": {"digest": <sha256 of the original payload>, "at": <time>,
+"fields": [...]}}``. The chain covers the original's digest, so it still verifies."""
+
+
+def removal(payload: str) -> dict[str, Any] | None:
+    """The retention marker of a stored payload, or None when the payload is whole."""
+    if REMOVED_KEY not in payload:
+        return None
+    marker = json.loads(payload).get(REMOVED_KEY)
+    return marker if isinstance(marker, dict) else None
+
+
+def stored_digest(payload: str) -> str:
+    """The digest the chain covers: the payload's own, or the one its retention marker kept."""
+    marker = removal(payload)
+    return payload_digest(payload) if marker is None else str(marker["digest"])
 
 
 def chain_hash(
@@ -397,7 +470,7 @@ class Event:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "run_id": self.run_id,
             "seq": self.seq,
             "type": self.type,
@@ -407,6 +480,10 @@ class Event:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+        marker = removal(self.payload)
+        if marker is not None:
+            data["removed"] = marker  # retention dropped the payload; the digest stays
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,7 +514,7 @@ def verify_chain(
             type=type_,
             schema_version=schema_version,
             at=at,
-            digest=payload_digest(payload),
+            digest=stored_digest(payload),
             prev=prev,
         )
         if computed != stored:
@@ -459,7 +536,9 @@ def summarize(body: EventBody) -> str:
 def _model_summary(b: ModelResponded) -> str:
     calls = ", ".join(c.name for c in b.tool_calls)
     what = f"calls {calls}" if calls else f"answers {_clip(b.content or '')}"
-    return f"step {b.step} {b.model}: {what} ({b.usage.total} tokens)"
+    kind = f" [{b.step_kind}]" if b.step_kind else ""
+    size = "cached" if b.cached else f"{b.usage.total} tokens"
+    return f"step {b.step}{kind} {b.model}: {what} ({size})"
 
 
 _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
@@ -467,6 +546,9 @@ _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
     MessageReceived: lambda b: f"{b.source}: {_clip(b.text)}",
     ModelResponded: _model_summary,
     ModelCallFailed: lambda b: f"step {b.step} {b.model} failed: {b.error.message}",
+    ModelDegraded: lambda b: (
+        f"{b.step_kind}: {b.from_model} -> {b.to_model} ({b.budget} {b.used:g} of {b.limit:g})"
+    ),
     ToolCallProposed: lambda b: f"{b.tool} ({b.effect}) {_clip(str(b.arguments))}",
     PolicyEvaluated: lambda b: (
         f"{b.tool}: {b.outcome} by {', '.join(b.rule_ids) or 'default'}"
@@ -475,7 +557,9 @@ _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
     ToolCallRejected: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
     ToolCallFailed: lambda b: f"{b.tool}: {b.error.code}: {_clip(b.error.message)}",
     ToolCallStarted: lambda b: f"{b.tool} intent, key {b.idempotency_key}",
-    ToolCallSucceeded: lambda b: f"{b.tool} -> {_clip(str(b.output))} (via {b.via})",
+    ToolCallSucceeded: lambda b: (
+        f"{b.tool} -> {_clip(str(b.output))} (via {'cache' if b.cached else b.via})"
+    ),
     ToolOutcomeUnknown: lambda b: f"{b.tool} key {b.idempotency_key}: {b.resolution}",
     ToolCallBlocked: lambda b: f"{b.tool} blocked ({b.action}): {_clip(b.reason)}",
     ApprovalRequested: lambda b: (

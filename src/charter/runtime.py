@@ -16,7 +16,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from charter.events import (
 )
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
+from charter.models._routing import ModelRouter
 from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store, open_store
 from charter.tools import Tool
 
@@ -78,11 +79,22 @@ class Runtime:
 
     # -- agents -------------------------------------------------------------------------------
 
-    def register(self, agent: Agent, *, model: Model | None = None) -> Agent:
-        """Make ``agent`` (and optionally a model instance for it) known to this process."""
+    def register(
+        self,
+        agent: Agent,
+        *,
+        model: Model | None = None,
+        routes: Mapping[str, Model] | None = None,
+    ) -> Agent:
+        """Make ``agent`` (and optionally model instances for it) known to this process.
+
+        ``routes`` gives the model of a route by name (a step kind of the agent's
+        ``model_routing``, or ``KIND.fallback``); the others are built from their specs.
+        """
         self._agents[agent.spec_hash] = agent
-        if model is not None:
-            self._models[agent.spec_hash] = model
+        if model is not None or routes:
+            default = model if model is not None else build_model(agent.model)
+            self._models[agent.spec_hash] = ModelRouter(default, routes=routes)
         return agent
 
     async def _resolve(self, record: RunRecord) -> tuple[Agent, Model]:
@@ -94,8 +106,8 @@ class Runtime:
                     spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
                     agent = self.register(Agent.from_spec(spec))
         model = self._models.get(record.agent_hash)
-        if model is None:
-            model = self._models[record.agent_hash] = build_model(agent.model)
+        if model is None:  # one router per agent: each route's model is built once here
+            model = self._models[record.agent_hash] = ModelRouter(build_model(agent.model))
         return agent, model
 
     # -- runs ---------------------------------------------------------------------------------
@@ -258,7 +270,13 @@ class Runtime:
     async def get_run(self, run_id: str) -> RunRecord:
         return await self.store.get_run(run_id)
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(
+        self, *, status: str | None = None, limit: int = 100, model: str | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest first; ``model``: only those in which that model (its served id, or
+        a local file's sha256) answered or was called."""
+        if model is not None:
+            return await self.store.runs_with_model(model, status=status, limit=limit)
         return await self.store.list_runs(status=status, limit=limit)
 
     async def events(self, run_id: str) -> list[Event]:

@@ -44,7 +44,12 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ToolContext:
-    """What a tool knows about the call it serves. ``run_id`` is also the trace id."""
+    """What a tool knows about the call it serves.
+
+    ``traceparent`` is the W3C trace context of the call (its ``execute_tool`` span when
+    tracing is on): an HTTP tool sends it as the ``traceparent`` header so that the external
+    side effect carries the run's trace id (:func:`charter.telemetry.trace_id_for`).
+    """
 
     run_id: str
     tenant: str
@@ -54,10 +59,12 @@ class ToolContext:
     attempt: int = 1
     idempotency_key: str | None = None
     lease_valid: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
+    traceparent: str | None = None
 
     @property
     def trace_id(self) -> str:
-        return self.run_id
+        """The run's trace id: 32 hex digits, the first 128 bits of ``sha256(run_id)``."""
+        return _trace_id_for(self.run_id)
 
     def ensure_lease(self) -> None:
         """Raise :class:`~charter.errors.LeaseLost` unless this worker still owns the run.
@@ -101,7 +108,15 @@ class Tool:
         destinations: Sequence[str] = (),
         cost_usd: float = 0.0,
         untrusted_output: bool = False,
+        cacheable: bool = False,
+        cache_ttl_s: float = 300.0,
     ) -> None:
+        if cacheable and effect != "read":
+            raise ConfigError(
+                f"tool {name!r}: only read tools can be cacheable (a write is never cached)"
+            )
+        if not cache_ttl_s > 0:
+            raise ConfigError(f"tool {name!r}: cache_ttl_s must be a positive number of seconds")
         if effect not in ("read", "write", "control"):
             raise ConfigError(f"tool {name!r}: effect must be 'read' or 'write', not {effect!r}")
         if timeout_s <= 0:
@@ -124,6 +139,9 @@ class Tool:
         """Its output carries text others wrote (a web page, a customer's ticket, an email)."""
         self.cost_usd = float(cost_usd)
         """What one call (each attempt) costs, in US dollars, for budgets and spending caps."""
+        self.cacheable = cacheable
+        """Its results may be served from the result cache for ``cache_ttl_s`` seconds."""
+        self.cache_ttl_s = float(cache_ttl_s)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
         self.preview: PreviewFn | None = None
@@ -186,6 +204,8 @@ class Tool:
             "destinations": list(self.destinations),
             "untrusted_output": self.untrusted_output,
             "cost_usd": self.cost_usd,
+            "cacheable": self.cacheable,
+            "cache_ttl_s": self.cache_ttl_s,
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -214,6 +234,8 @@ def tool(
     destinations: Sequence[str] = ...,
     cost_usd: float = ...,
     untrusted_output: bool = ...,
+    cacheable: bool = ...,
+    cache_ttl_s: float = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -231,6 +253,8 @@ def tool(
     destinations: Sequence[str] = (),
     cost_usd: float = 0.0,
     untrusted_output: bool = False,
+    cacheable: bool = False,
+    cache_ttl_s: float = 300.0,
 ) -> Any:
     """Declare a function as a tool contract.
 
@@ -241,6 +265,9 @@ def tool(
     is what one call costs (US dollars, each attempt), for budgets and spending caps.
     ``untrusted_output`` marks a tool whose output others wrote (web pages, customer tickets,
     emails, retrieved documents): values found only there count as untrusted in policy.
+    ``cacheable`` (reads only) lets the runtime answer a call with the same arguments, for the
+    same tenant, from the result cache for ``cache_ttl_s`` seconds; declare it only for a tool
+    whose answer does not depend on who asks within a tenant.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -259,6 +286,8 @@ def tool(
             destinations=destinations,
             cost_usd=cost_usd,
             untrusted_output=untrusted_output,
+            cacheable=cacheable,
+            cache_ttl_s=cache_ttl_s,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -372,3 +401,9 @@ def validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "arguments"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+def _trace_id_for(run_id: str) -> str:
+    from charter.telemetry import trace_id_for  # telemetry imports events; tools stays below it
+
+    return trace_id_for(run_id)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
+from tests.helpers.models import Recording
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
 from charter._engine.state import RunState, fold_all
@@ -23,7 +24,6 @@ from charter.events import (
     ToolCallSucceeded,
     arguments_hash,
 )
-from charter.models import ModelRequest, ModelResponse, ScriptedModel
 from charter.policy import PolicySet
 
 T = TypeVar("T")
@@ -73,19 +73,6 @@ def pay_back(ctx: ToolContext, order_id: str, amount: float) -> str:
 def _pay_back_changes(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     credit = BALANCES[arguments["order_id"]]["credit"]
     return {"credit": (credit, credit + arguments["amount"])}
-
-
-class Recording:
-    provider = "scripted"
-    name = "scripted"
-
-    def __init__(self, script: Any) -> None:
-        self._inner = ScriptedModel(script)
-        self.requests: list[ModelRequest] = []
-
-    async def respond(self, request: ModelRequest) -> ModelResponse:
-        self.requests.append(request)
-        return await self._inner.respond(request)
 
 
 SCRIPT = [

@@ -57,8 +57,8 @@ def test_a_real_model_run_calls_offered_tools_with_valid_arguments(db_url: str) 
     status, events, breaks = _run(db_url, _agent(), "Where is my order A17? It has not arrived.")
 
     assert breaks == []
-    assert status in {"succeeded", "escalated", "waiting", "failed"}
-    assert isinstance(events[-1].body, RunFinished) or status == "waiting"
+    assert status in {"succeeded", "escalated"}  # escalated: the 3-step budget ran out
+    assert isinstance(events[-1].body, RunFinished)
     responses = [e.body for e in events if isinstance(e.body, ModelResponded)]
     assert responses, "the model answered at least once"
     for r in responses:
@@ -75,7 +75,7 @@ def test_a_real_model_run_calls_offered_tools_with_valid_arguments(db_url: str) 
         assert p.tool in by_name
         assert p.arguments is not None
         by_name[p.tool].validate(p.arguments)  # raises when the schema refuses them
-    assert not any(isinstance(e.body, ModelCallFailed) for e in events) or status == "failed"
+    assert not any(isinstance(e.body, ModelCallFailed) for e in events)
 
 
 def test_a_truncated_answer_is_a_model_error_not_retried_at_temperature_zero() -> None:

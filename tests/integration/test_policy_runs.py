@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from tests.helpers.cli import run_charter
+from tests.helpers.models import Recording
 
 from charter import Agent, ConfigError, ModelSpec, Runtime, ToolContext, load_agent, tool
 from charter._engine.state import RunState, fold_all
@@ -19,7 +20,6 @@ from charter.events import (
     RunFinished,
     ToolCallRejected,
 )
-from charter.models import ModelRequest, ModelResponse, ScriptedModel
 from charter.policy import PolicySet
 
 T = TypeVar("T")
@@ -89,19 +89,6 @@ def wipe(order_id: str) -> str:
     """Delete an order: no rule allows it."""
     EXECUTED.append({"wiped": order_id})
     return "gone"
-
-
-class Recording:
-    provider = "scripted"
-    name = "scripted"
-
-    def __init__(self, script: Any) -> None:
-        self._inner = ScriptedModel(script)
-        self.requests: list[ModelRequest] = []
-
-    async def respond(self, request: ModelRequest) -> ModelResponse:
-        self.requests.append(request)
-        return await self._inner.respond(request)
 
 
 def _scenario(
@@ -460,3 +447,33 @@ def test_the_principals_tenant_is_given_on_the_command_line(tmp_path: Path) -> N
     assert decisions("--principal-tenant", "acme") == ["allow", "allow"]
     assert decisions("--principal-tenant", "globex") == ["deny", "deny"]
     assert decisions() == ["deny", "deny"]  # unknown: never matches
+
+
+def test_policy_check_answers_what_if_questions_a_run_would_decide(tmp_path: Path) -> None:
+    _kill_switch_agent(tmp_path)
+    (tmp_path / "policy.yaml").write_text(
+        "policy:\n  name: p\n  rules:\n"
+        "    - id: kill-switch\n      when: {kill_switch: true, effect: write}\n"
+        "      then: {deny: writes are off}\n"
+        "    - id: foreign\n      when: {tenant_matches_principal: false}\n"
+        "      then: {deny: not your tenant}\n"
+        "    - id: from-untrusted-text\n      when: {provenance: {untrusted_in_args: true}}\n"
+        "      then: {require_approval: {tier: t, role: lead, expires_in: 1h}}\n"
+        "    - id: rest\n      when: {}\n      then: allow\n"
+    )
+    with (tmp_path / "agent.yaml").open("a") as f:
+        f.write("  policy: policy.yaml\n")
+
+    def rule(*extra: str) -> str:
+        checked = run_charter(
+            tmp_path, "policy", "check", "agent.yaml", "--tool", "refund",
+            "--args", '{"order_id": "1", "amount": 5}', "--tenant", "acme",
+            "--principal-tenant", "acme", *extra, "--json",
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        return str(json.loads(checked.stdout)["rule_ids"][-1])
+
+    assert rule() == "rest"
+    assert rule("--untrusted-args") == "from-untrusted-text"
+    assert rule("--kill-switch") == "kill-switch"
+    assert rule("--principal-tenant", "globex") == "foreign"

@@ -28,7 +28,9 @@ def _agent(path: Path, *, name: str, trust_tier: str = "standard") -> Path:
 
 def _setup(tmp_path: Path) -> Path:
     """The examples (agent without a policy, support policy) plus two governed agents."""
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    # the agents and policies only: the eval suites name files outside examples/
+    ignore = shutil.ignore_patterns("evals", "redteam")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=ignore)
     _agent(tmp_path / "examples" / "agents" / "governed.yaml", name="support_governed")
     _agent(tmp_path / "examples" / "agents" / "boxed.yaml", name="boxed", trust_tier="sandbox")
     return tmp_path / "examples"

@@ -133,11 +133,11 @@ def test_a_missing_agent_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_an_unknown_provider_is_a_config_error(tmp_path: Path) -> None:
-    text = _valid(tmp_path).replace("provider: scripted", "provider: anthropic")
+    text = _valid(tmp_path).replace("provider: scripted", "provider: no-such-provider")
     with pytest.raises(ConfigError) as info:
         load_agent(_write_agent(tmp_path, text))
     assert "agent.model.provider" in info.value.message
-    assert "'scripted', 'openai' or 'local'" in info.value.message
+    assert "'scripted', 'openai', 'anthropic' or 'local'" in info.value.message
 
 
 def test_an_empty_file_is_a_config_error(tmp_path: Path) -> None:

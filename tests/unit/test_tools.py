@@ -231,6 +231,8 @@ def test_describe_has_the_registry_fields() -> None:
         "destinations": [],
         "cost_usd": 0.0,
         "untrusted_output": False,
+        "cacheable": False,
+        "cache_ttl_s": 300.0,
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }

@@ -14,6 +14,7 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.models import Message
+from charter.models._routing import StepTracker
 
 
 class Conversation:
@@ -24,8 +25,11 @@ class Conversation:
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.steps = StepTracker()
+        """What happened since the model last spoke: the facts that route the next step."""
 
     def apply(self, event: Event) -> None:
+        self.steps.observe(event.body)
         message = to_message(event)
         if message is not None:
             self.messages.append(message)

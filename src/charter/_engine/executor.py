@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from charter.errors import CharterError, ToolError, TransientToolError
 from charter.events import ErrorInfo
@@ -35,6 +35,10 @@ class Outcome:
     duration_ms: float = 0.0
     unknown: bool = False
     """A write whose effect may or may not have happened."""
+    simulated: Literal["recording", "simulator"] | None = None
+    """Served instead of calling the tool (a rerun): from a recording or a simulator."""
+    cached: bool = False
+    """Served from the result cache (a ``cacheable`` read tool): no call was made."""
 
 
 class CircuitBreaker:

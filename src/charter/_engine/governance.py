@@ -18,6 +18,7 @@ for write calls; the loop also enforces it itself, right before each write
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -88,19 +89,29 @@ class Governor:
         ]
 
     def decide(
-        self, tool: Tool, arguments: Mapping[str, Any], *, kill_switch: bool = False
+        self,
+        tool: Tool,
+        arguments: Mapping[str, Any],
+        *,
+        kill_switch: bool = False,
+        what_if: Mapping[str, Any] | None = None,
     ) -> Decision | None:
         """The decision on a call, or None when the call is not governed.
 
         ``kill_switch``: a switch covers this run's writes now, for rules that match on it
         (the loop enforces the switch again right before the write, whatever policy says).
+        ``what_if``: PolicyInput fields to set instead of what the run knows (provenance
+        flags, the principal's tenant), for ``charter policy check`` and ``test``.
         """
         if self.policy is None or tool.effect == "control":
             return None
         self._kill_switch = kill_switch
         self.last_assessment = self.assess(tool, arguments)
         self._assessed = arguments
-        return self.policy.evaluate(self._input(tool, arguments, self.last_assessment))
+        inp = self._input(tool, arguments, self.last_assessment)
+        if what_if:
+            inp = dataclasses.replace(inp, **what_if)
+        return self.policy.evaluate(inp)
 
     def last_provenance(self) -> ProvenanceRecord | None:
         """What the last decision knew about provenance, for its ``policy_evaluated`` event."""

@@ -14,6 +14,7 @@ state in one transaction. Commit points, and what a crash between them means:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import random
@@ -23,12 +24,15 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from charter import telemetry
 from charter._engine import approvals as held
+from charter._engine.caching import tool_key
 from charter._engine.context import Conversation
 from charter._engine.executor import Outcome, ToolExecutor
 from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
 from charter._engine.limits import Limiter
+from charter._engine.routing import RoutedStep, StepRoutes
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
 from charter.errors import LeaseLost, ModelError
@@ -55,6 +59,7 @@ from charter.events import (
 )
 from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.policy import Decision
+from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
 from charter.tools import Reconciliation, Tool, ToolContext, validation_message
 
@@ -136,6 +141,7 @@ class RunDriver:
         self._filed: list[ApprovalRecord] = []  # approval requests to store with the next commit
         self.state = RunState()
         self.conversation = Conversation()
+        self.redactor = Redactor(agent.logging) if agent.logging.active else None
         self._unflushed: list[Event] = []
         self._consumed: list[int] = []
         self._taken: set[int] = set()
@@ -144,9 +150,13 @@ class RunDriver:
         self._hash = ""
         self._committed_seq = 0
         self._ready_at = self._claimed_at = self.clock()
+        self.routes = StepRoutes(agent=agent, model=model, store=store, clock=self.clock)
+        self._step: RoutedStep | None = None  # the model chosen for the step being asked
+        self._model_attempts = 0  # calls made to it so far in this step
 
     # -- the loop -----------------------------------------------------------------------------
 
+    @telemetry.run_span
     async def drive(self) -> RunState:
         """Work the run until it parks (waits) or finishes; return its state."""
         await self._load()
@@ -218,12 +228,15 @@ class RunDriver:
 
     def _append(self, body: EventBody) -> None:
         self._seq += 1
+        stored = body if self.redactor is None else self.redactor.apply(body)
         event = Event.seal(
-            run_id=self.run_id, seq=self._seq, at=self.clock(), body=body, prev_hash=self._hash
+            run_id=self.run_id, seq=self._seq, at=self.clock(), body=stored, prev_hash=self._hash
         )
         self._hash = event.hash
         self._unflushed.append(event)
-        self.state = fold(self.state, event)
+        self.state = fold(self.state, event)  # the stored state folds what is stored
+        if stored is not body:  # the model and policy go on with the values as they were
+            event = dataclasses.replace(event, body=body)
         self.conversation.apply(event)
         if self.governor is not None:
             self.governor.observe(event)
@@ -300,9 +313,13 @@ class RunDriver:
 
     # -- the model ----------------------------------------------------------------------------
 
+    @telemetry.step_span
     async def _model_step(self) -> None:
         if not await self._within_day_caps():
             return
+        step = self._step = self.routes.choose(self.conversation.steps, self.state)
+        if step.degraded is not None:
+            self._append(step.degraded)
         request = ModelRequest(
             run_id=self.run_id,
             step=self.state.step,
@@ -310,36 +327,46 @@ class RunDriver:
                 self.agent.instructions, self.agent.max_context_messages
             ),
             tools=self.tool_specs,
+            parameters=step.parameters,
         )
         started = self.clock()
+        key, response = await self.routes.lookup(step, request)
+        cached = response is not None
         try:
-            response = await self._call_model(request)
+            if response is None:
+                response = await self._call_model(request)
         except ModelError as exc:
-            spec = self.agent.model
             self._append(
                 ModelCallFailed(
                     step=self.state.step + 1,
-                    provider=spec.provider,
-                    model=spec.name,
-                    error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable),
-                    attempts=spec.max_attempts if exc.retryable else 1,
+                    provider=step.model.provider,
+                    model=step.spec.name,
+                    error=ErrorInfo(code=exc.code, message=str(exc), retryable=exc.retryable),
+                    attempts=self._model_attempts,
+                    **step.recorded(),
                 )
             )
             status = "escalated" if exc.retryable else "failed"
-            self._append(RunFinished(status=status, reason=f"model call failed: {exc.message}"))
+            self._append(RunFinished(status=status, reason=f"model call failed: {exc}"))
             return
+        if not cached:
+            await self.routes.keep(key, response)
         self.faults.hit("before_model_commit")
         self._append(
             ModelResponded(
                 step=self.state.step + 1,
-                provider=self.model.provider,
+                provider=step.model.provider,
                 model=response.model,
                 prompt_hash=self.agent.instructions_hash,
                 content=response.content,
                 tool_calls=response.tool_calls,
                 usage=response.usage,
-                latency_ms=round((self.clock() - started) * 1000, 3),
-                cost_usd=self.agent.model.cost_usd(response.usage),
+                latency_ms=0.0 if cached else round((self.clock() - started) * 1000, 3),
+                cost_usd=step.spec.cost_usd(response.usage),
+                model_version=step.version,
+                parameters=step.parameters,
+                cached=cached,
+                **step.recorded(),
             )
         )
         if not response.tool_calls:
@@ -353,12 +380,17 @@ class RunDriver:
         if self._check_budgets() and any(p.stage == "proposed" for p in self.state.pending):
             await self._execute_pending()
 
+    @telemetry.chat_span
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
-        attempts = self.agent.model.max_attempts
+        """Ask the model chosen for this step (``self._step``), retrying transient errors."""
+        model = self.model if self._step is None else self._step.model
+        spec = self.agent.model if self._step is None else self._step.spec
+        attempts = spec.max_attempts
         deadline = self._deadline()
         for attempt in range(1, attempts + 1):
+            self._model_attempts = attempt  # what model_call_failed records
             try:
-                return await self.model.respond(request)
+                return await model.respond(request)
             except ModelError as exc:
                 delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + self.rand.random())
                 late = deadline is not None and self.clock() + delay >= deadline
@@ -407,6 +439,7 @@ class RunDriver:
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
 
+    @telemetry.decision_hook
     async def _govern(
         self, call_id: str, tool: Tool, arguments: dict[str, Any]
     ) -> ErrorInfo | None:
@@ -565,10 +598,13 @@ class RunDriver:
             self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
             self._append(RunWaiting(waiting_for="message", call_id=call.call_id))
 
+    @telemetry.tool_span
     async def _invoke(
         self, call: PendingCall, key: str | None = None, watch: bool = False
     ) -> Outcome:
         tool = self.tools.get(call.tool)
+        if key is None and self.routes.caches.serves(tool):  # a cacheable read
+            return await self._invoke_cached(tool, call)
         ctx = self._context(call, key)
         killer = None
         if watch and self.faults.armed("during_tool_call"):
@@ -579,6 +615,19 @@ class RunDriver:
             if killer is not None:
                 killer.cancel()
 
+    async def _invoke_cached(self, tool: Tool, call: PendingCall) -> Outcome:
+        """Answer a cacheable read from the result cache, or call it and keep a success."""
+        caches = self.routes.caches
+        key = tool_key(tool, tenant=self.record.tenant, arguments=dict(call.arguments))
+        hit, output = await caches.result(key)
+        if hit:
+            return Outcome(ok=True, output=output, duration_ms=0.0, cached=True)
+        ctx = self._context(call, None)
+        outcome = await self.executor.call(tool, ctx, call.arguments, deadline=self._deadline())
+        if outcome.ok and outcome.simulated is None:
+            await caches.keep_result(key, tool, outcome.output)
+        return outcome
+
     def _context(self, call: PendingCall, key: str | None) -> ToolContext:
         return ToolContext(
             run_id=self.run_id,
@@ -588,6 +637,7 @@ class RunDriver:
             call_id=call.call_id,
             idempotency_key=key,
             lease_valid=self.lease_valid,
+            traceparent=telemetry.traceparent(self.run_id, call.call_id),
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
@@ -602,6 +652,8 @@ class RunDriver:
                     duration_ms=round(outcome.duration_ms, 3),
                     cost_usd=cost,
                     untrusted=self.tools.get(call.tool).untrusted_output,
+                    simulated=outcome.simulated,
+                    cached=outcome.cached,
                 )
             )
         else:
@@ -614,6 +666,7 @@ class RunDriver:
                     attempts=outcome.attempts,
                     duration_ms=round(outcome.duration_ms, 3),
                     cost_usd=cost,
+                    simulated=outcome.simulated,
                 )
             )
 
@@ -719,7 +772,7 @@ class RunDriver:
 
 def _tool_cost(tool: Tool | None, outcome: Outcome) -> float:
     """The tool's price for each attempt made (a circuit-open refusal made no call)."""
-    if tool is None or not tool.cost_usd:
+    if tool is None or not tool.cost_usd or outcome.cached:
         return 0.0
     made = outcome.attempts
     if outcome.error is not None and outcome.error.code == "circuit_open":

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from charter import telemetry
 from charter.cli._app import cli
 from charter.cli._render import fail
 
@@ -19,6 +20,7 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())  # tool references such as "examples.support.tools:x"
     debug = "--debug" in sys.argv[1:]
     try:
+        telemetry.configure_from_env()  # OTLP export only when the OTEL_* variables ask
         cli.main(standalone_mode=False, prog_name="charter")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

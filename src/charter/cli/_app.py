@@ -17,6 +17,7 @@ from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
+from charter.cli._evals import eval_command, gate_command
 from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._policy import policy_group
@@ -28,6 +29,8 @@ from charter.cli._render import (
     table,
     timeline,
 )
+from charter.cli._replay import diff_command, replay_command, rerun_command
+from charter.cli._retention import retention_group
 from charter.cli._stats import stats_command
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
@@ -278,16 +281,24 @@ def runs_group() -> None:
 @runs_group.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs in this status.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--model",
+    metavar="M",
+    help="Only runs that used this model: its exact served id or a GGUF file's sha256.",
+)
 @db_option
 @json_option
 @debug_option
-def runs_list(status: str | None, limit: int, db_url: str, as_json: bool, debug: bool) -> None:
+def runs_list(
+    status: str | None, limit: int, model: str | None, db_url: str, as_json: bool, debug: bool
+) -> None:
     """Runs, newest first."""
-    records = with_runtime(db_url, lambda rt: rt.list_runs(status=status, limit=limit))
+    records = with_runtime(db_url, lambda rt: rt.list_runs(status=status, limit=limit, model=model))
     if as_json:
         echo_json([r.to_dict() for r in records])
     elif not records:
-        click.echo("no runs" + (f" with status {status}" if status else ""))
+        where = (f" with status {status}" if status else "") + (f" using {model}" if model else "")
+        click.echo("no runs" + where)
     else:
         table(RUN_HEADERS, [run_line(r) for r in records])
 
@@ -423,6 +434,12 @@ cli.add_command(killswitch_group)
 cli.add_command(approvals_group)
 cli.add_command(roles_group)
 cli.add_command(stats_command)
+cli.add_command(retention_group)
+cli.add_command(replay_command)
+cli.add_command(rerun_command)
+cli.add_command(diff_command)
+cli.add_command(eval_command)
+cli.add_command(gate_command)
 
 
 @cli.command("demo")

@@ -36,6 +36,13 @@ class _Case(BaseModel):
     principal: str = "anonymous"
     roles: list[str] = []
     environment: str = "dev"
+    principal_tenant: str | None = None
+    kill_switch: bool = False
+    untrusted_in_args: bool | None = None
+    """What-if provenance (a single call has no run history): None leaves what the engine
+    finds, which is that every value came from the model."""
+    untrusted_in_context: bool | None = None
+    destination_sources: dict[str, list[str]] | None = None
     expect: str
     rule: str | None = None
 
@@ -57,8 +64,16 @@ def _decide(agent: Agent, case: _Case) -> Decision:
         input="",
         roles=tuple(case.roles),
         environment=case.environment,
+        principal_tenant=case.principal_tenant,
     )
-    decision = Governor(agent, started).decide(tool, arguments)
+    what_if = {
+        name: value
+        for name in ("untrusted_in_args", "untrusted_in_context", "destination_sources")
+        if (value := getattr(case, name)) is not None
+    }
+    decision = Governor(agent, started).decide(
+        tool, arguments, kill_switch=case.kill_switch, what_if=what_if
+    )
     if decision is None:
         raise ConfigError(f"{tool.name} is a control tool: policy does not govern it")
     return decision
@@ -72,19 +87,39 @@ def _decide(agent: Agent, case: _Case) -> Decision:
 @click.option("--principal", default="anonymous", show_default=True)
 @click.option("--role", "roles", multiple=True, help="A role of the principal (repeatable).")
 @click.option("--environment", default="dev", show_default=True)
+@click.option("--principal-tenant", default=None, help="The tenant the principal belongs to.")
+@click.option("--kill-switch", is_flag=True, help="As if a kill switch were on.")
+@click.option(
+    "--untrusted-args/--trusted-args",
+    default=None,
+    help="As if the arguments came from untrusted text (a web page, a ticket) or not.",
+)
+@click.option(
+    "--untrusted-context/--trusted-context",
+    default=None,
+    help="As if the run had (or had not) read untrusted text.",
+)
 @json_option
 @debug_option
 def policy_check(
     agent_file: Path, tool_name: str, args_json: str, tenant: str, principal: str,
-    roles: tuple[str, ...], environment: str, as_json: bool, debug: bool,
+    roles: tuple[str, ...], environment: str, principal_tenant: str | None, kill_switch: bool,
+    untrusted_args: bool | None, untrusted_context: bool | None, as_json: bool, debug: bool,
 ) -> None:  # fmt: skip
-    """The decision on one call, and which rules made it."""
+    """The decision on one call, and which rules made it.
+
+    A single call has no run history: provenance defaults to "the model wrote every value";
+    the --untrusted-* flags ask what if it came from untrusted text.
+    """
     try:
         args = json.loads(args_json)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--args is not valid JSON: {exc}") from exc
     case = _Case(tool=tool_name, args=args, tenant=tenant, principal=principal,
-                 roles=list(roles), environment=environment, expect="?")  # fmt: skip
+                 roles=list(roles), environment=environment, expect="?",
+                 principal_tenant=principal_tenant, kill_switch=kill_switch,
+                 untrusted_in_args=untrusted_args,
+                 untrusted_in_context=untrusted_context)  # fmt: skip
     decision = _decide(load_agent(agent_file), case)
     if as_json:
         echo_json(decision.to_dict())
@@ -108,7 +143,9 @@ def policy_test(agent_file: Path, cases_file: Path, as_json: bool, debug: bool) 
     """Run a table of expected decisions; exit 1 on any mismatch (for CI).
 
     CASES_FILE is a YAML list of {tool, args, tenant, principal, roles, environment,
-    expect: allow|deny|require_approval, rule: the deciding rule id (optional)}.
+    expect: allow|deny|require_approval, rule: the deciding rule id (optional)}, and
+    optionally principal_tenant, kill_switch, and the what-if provenance untrusted_in_args,
+    untrusted_in_context, destination_sources ({argument path: [source kinds]}).
     """
     agent = load_agent(agent_file)
     try:

@@ -62,24 +62,13 @@ class _LocalDemo(_Demo):
         super().__init__(workdir, url, echo)
         self.agent = local_agent(self.agent)
 
-    async def main(self) -> int:
-        self.systems.seed()
+    def intro(self) -> None:
         self.echo("Charter demo on a local model: the support agent, driven by a real 0.5B model")
         self.echo(f"  model: {MODEL} (local, in this process, on the CPU)")
-        self.echo(f"  systems (simulated, own SQLite file): {self.systems.path}")
-        self.echo(f"  charter store: {self.url}")
-        async with Runtime.open(self.url) as rt:
-            await self.work_tickets(rt)
-            await self.local_checks(rt)
-            await self.audit(rt)
-        failed = [what for what, ok in self.checks if not ok]
-        if failed:
-            self.echo(f"\n{len(failed)} of {len(self.checks)} checks FAILED:")
-            for what in failed:
-                self.echo(f"  - {what}")
-            return 1
-        self.echo(f"\nall {len(self.checks)} checks passed")
-        return 0
+
+    async def scenes(self, rt: Runtime) -> None:
+        await self.work_tickets(rt)
+        await self.local_checks(rt)
 
     async def work_tickets(self, rt: Runtime) -> None:
         self.section(f"1. {len(TICKETS)} tickets, worked by the local model in this process")

@@ -103,17 +103,26 @@ class _Demo:
 
     async def main(self) -> int:
         self.systems.seed()
+        self.intro()
+        self.echo(f"  systems (simulated, own SQLite file): {self.systems.path}")
+        self.echo(f"  charter store: {self.url}")
+        async with Runtime.open(self.url) as rt:
+            await self.scenes(rt)
+            await self.audit(rt)
+        return self.verdict()
+
+    def intro(self) -> None:
         self.echo(
             "Charter demo: a support agent works tickets on a CRM, a ticket system and billing"
         )
-        self.echo(f"  systems (simulated, own SQLite file): {self.systems.path}")
-        self.echo(f"  charter store: {self.url}")
         tools = ", ".join(t.name for t in self.agent.tools)
         self.echo(f"  agent: {self.agent.name} v{self.agent.version}; tools: {tools}")
-        async with Runtime.open(self.url) as rt:
-            await self.tickets(rt)
-            await self.crash(rt)
-            await self.audit(rt)
+
+    async def scenes(self, rt: Runtime) -> None:
+        await self.tickets(rt)
+        await self.crash(rt)
+
+    def verdict(self) -> int:
         failed = [what for what, ok in self.checks if not ok]
         if failed:
             self.echo(f"\n{len(failed)} of {len(self.checks)} checks FAILED:")

@@ -63,14 +63,18 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    provider: Literal["scripted", "openai", "local"]
+    provider: Literal["scripted", "openai", "anthropic", "local"]
     name: str = "scripted"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    """The variable holding the API key (for ``anthropic``, ``ANTHROPIC_API_KEY`` unless set)."""
     temperature: float = 0.0
     max_output_tokens: int | None = None
     timeout_s: float = 60.0
     max_attempts: int = 3
+    tool_calling: Literal["native", "json"] = "native"
+    """For ``openai``: ``json`` asks an endpoint without tool calling for a JSON-schema
+    constrained answer (``{"tool_calls": [...]}`` or ``{"content": ...}``) instead."""
     input_usd_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Price of a million input (prompt) tokens in US dollars, for cost accounting."""
     output_usd_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -106,6 +110,10 @@ def build_model(spec: ModelSpec) -> Model:
         from charter.models._local import LocalModel
 
         return LocalModel(spec)
+    if spec.provider == "anthropic":
+        from charter.models._anthropic import AnthropicModel
+
+        return AnthropicModel(spec)
     from charter.models._openai import OpenAIModel
 
     return OpenAIModel(spec)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from charter.errors import ConfigError, ModelError
+from charter.errors import ConfigError, ModelError, ModelResponseError
 from charter.events import ProposedCall, Usage
+from charter.models import _json_answer
 from charter.models._base import (
     Message,
     ModelRequest,
@@ -15,6 +16,7 @@ from charter.models._base import (
     ToolSpec,
     estimate_tokens,
 )
+from charter.models._http import loggable_url, translate_error
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -32,6 +34,8 @@ _PLACEHOLDER_KEY = "not-needed"  # local servers (llama.cpp, vLLM, ...) ignore t
 class OpenAIModel:
     """Calls ``POST {base_url}/chat/completions``; the SDK's errors become :class:`ModelError`.
 
+    With ``tool_calling: json`` the tools go into the system message and the answer is
+    constrained by a JSON schema (``response_format``) instead of the ``tools`` parameter.
     The client neither retries (the engine does) nor outlives a call: each call opens and
     closes its own, so no socket is tied to an event loop that may be gone by the next call.
     """
@@ -49,7 +53,9 @@ class OpenAIModel:
         self.name = spec.name
         self._spec = spec
         self._openai = openai
-        self.endpoint = spec.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self._base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self.endpoint = loggable_url(self._base_url)
+        """The base URL without credentials or query: what errors and the run log show."""
         api_key = os.environ.get(spec.api_key_env) or None
         if api_key is None:
             if spec.base_url is None:
@@ -64,25 +70,39 @@ class OpenAIModel:
     def _client(self) -> AsyncOpenAI:
         return self._openai.AsyncOpenAI(
             api_key=self._api_key,
-            base_url=self.endpoint,
+            base_url=self._base_url,
             timeout=self._spec.timeout_s,
             max_retries=0,
         )
 
+    def parameters(self) -> dict[str, Any]:
+        """The parameters every call sends besides the messages (recorded on model events)."""
+        spec = self._spec
+        params: dict[str, Any] = {"temperature": spec.temperature}
+        if spec.max_output_tokens is not None:
+            params["max_tokens"] = spec.max_output_tokens
+        if spec.tool_calling != "native":
+            params["tool_calling"] = spec.tool_calling
+        return params
+
     async def respond(self, request: ModelRequest) -> ModelResponse:
         spec = self._spec
         extra: dict[str, Any] = {}
-        if request.tools:
-            extra["tools"] = [_tool(t) for t in request.tools]
+        messages: list[ChatCompletionMessageParam]
+        if spec.tool_calling == "json":
+            plain = _json_answer.chat_messages(request.messages, request.tools)
+            messages = cast("list[ChatCompletionMessageParam]", plain)
+            extra["response_format"] = _json_answer.response_format(request.tools)
+        else:
+            messages = [_message(m) for m in request.messages]
+            if request.tools:
+                extra["tools"] = [_tool(t) for t in request.tools]
         if spec.max_output_tokens is not None:
             extra["max_tokens"] = spec.max_output_tokens
         try:
             async with self._client() as client:
                 response = await client.chat.completions.create(
-                    model=spec.name,
-                    messages=[_message(m) for m in request.messages],
-                    temperature=spec.temperature,
-                    **extra,
+                    model=spec.name, messages=messages, temperature=spec.temperature, **extra
                 )
         except self._openai.OpenAIError as exc:
             raise self._error(exc) from exc
@@ -91,11 +111,20 @@ class OpenAIModel:
     def _response(self, request: ModelRequest, response: ChatCompletion) -> ModelResponse:
         choices = getattr(response, "choices", None)  # a non-JSON reply arrives as a str
         if not choices:
-            raise ModelError(
+            raise ModelResponseError(
                 f"malformed response from {self.endpoint} for model {self.name!r}: no choices",
                 retryable=True,
             )
         message = choices[0].message
+        if self._spec.tool_calling == "json":
+            content, answered = _json_answer.parse_answer(
+                message.content,
+                step=request.step,
+                where=f"{self.endpoint} (model {self.name!r})",
+                cut_off=choices[0].finish_reason == "length",
+                retryable=self._spec.temperature > 0,
+            )
+            return self._finish(request, response, content, answered)
         calls = []
         for i, tc in enumerate(message.tool_calls or ()):
             if tc.type != "function":
@@ -110,6 +139,15 @@ class OpenAIModel:
                     arguments=tc.function.arguments,
                 )
             )
+        return self._finish(request, response, message.content, tuple(calls))
+
+    def _finish(
+        self,
+        request: ModelRequest,
+        response: ChatCompletion,
+        content: str | None,
+        calls: tuple[ProposedCall, ...],
+    ) -> ModelResponse:
         if response.usage is not None:
             usage = Usage(
                 input_tokens=response.usage.prompt_tokens,
@@ -118,59 +156,26 @@ class OpenAIModel:
         else:
             usage = Usage(
                 input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
-                output_tokens=estimate_tokens(message.content)
+                output_tokens=estimate_tokens(content)
                 + sum(estimate_tokens(c.arguments) for c in calls),
             )
         return ModelResponse(
-            content=message.content,
-            tool_calls=tuple(calls),
+            content=content,
+            tool_calls=calls,
             usage=usage,
             model=response.model or self.name,
         )
 
     def _error(self, exc: Exception) -> ModelError:
         """Translate one of the SDK's exceptions; the only place that knows them."""
-        o = self._openai
-        where = f"{self.endpoint} (model {self.name!r})"
-        if isinstance(exc, o.APITimeoutError):
-            return ModelError(
-                f"{where} did not answer within {self._spec.timeout_s}s", retryable=True
-            )
-        if isinstance(exc, o.APIConnectionError):
-            return ModelError(f"cannot connect to {where}: {exc}", retryable=True)
-        if isinstance(exc, o.RateLimitError):
-            return ModelError(f"{where} is rate limiting: {_detail(exc)}", retryable=True)
-        if isinstance(exc, o.InternalServerError):
-            return ModelError(
-                f"{where} failed with HTTP {exc.status_code}: {_detail(exc)}", retryable=True
-            )
-        if isinstance(exc, o.AuthenticationError):
-            return ModelError(
-                f"{where} rejected the API key: {_detail(exc)}",
-                hint=f"check ${self._spec.api_key_env}",
-            )
-        if isinstance(exc, o.NotFoundError):
-            return ModelError(
-                f"{self.endpoint} does not serve the model {self.name!r}: {_detail(exc)}",
-                hint="check the model's name and base_url",
-            )
-        if isinstance(exc, o.APIStatusError):
-            return ModelError(
-                f"{where} refused the request with HTTP {exc.status_code}: {_detail(exc)}"
-            )
-        if isinstance(exc, o.APIResponseValidationError):
-            return ModelError(f"malformed response from {where}: {exc}", retryable=True)
-        return ModelError(f"the call to {where} failed: {exc}")
-
-
-def _detail(exc: Any) -> str:
-    """The server's own error message when its body has one, else the SDK's."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(getattr(exc, "message", exc))
+        return translate_error(
+            self._openai,
+            exc,
+            endpoint=self.endpoint,
+            model=self.name,
+            timeout_s=self._spec.timeout_s,
+            key_env=self._spec.api_key_env,
+        )
 
 
 def _message(m: Message) -> ChatCompletionMessageParam:

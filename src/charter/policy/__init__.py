@@ -85,6 +85,7 @@ from charter.policy._evaluate import (
     PolicyInput,
     PolicySet,
 )
+from charter.policy._file import PolicyFile
 from charter.policy._limits import LimitMatch
 from charter.policy._rules import (
     LIMIT_SCOPES,
@@ -120,6 +121,7 @@ __all__ = [
     "Limit",
     "LimitMatch",
     "PolicyDocument",
+    "PolicyFile",
     "PolicyInput",
     "PolicySet",
     "ProvenanceCondition",

@@ -230,6 +230,18 @@ class RunExport:
     approvals: tuple[ApprovalRecord, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PayloadRow:
+    """An event payload a retention job may remove (``Store.expired_payloads``)."""
+
+    run_id: str
+    seq: int
+    type: str
+    at: float
+    payload: str
+    tenant: str
+
+
 class Store(Protocol):
     """Durable storage for runs, their event logs, inboxes, leases and memory."""
 
@@ -345,6 +357,24 @@ class Store(Protocol):
     async def schema_version(self) -> int: ...
     def latest_schema_version(self) -> int: ...
     async def export_run(self, run_id: str) -> RunExport: ...
+
+    # -- retention (payloads of finished runs only) -----------------------------------------
+    async def expired_payloads(
+        self,
+        *,
+        types: Sequence[str],
+        before: float,
+        tenant: str | None = None,
+        skip_tenants: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[PayloadRow]:
+        """Payloads of these event types, older than ``before``, of finished runs."""
+        ...
+
+    async def replace_payloads(self, changes: Sequence[tuple[str, int, str, str]]) -> int:
+        """Set ``(run_id, seq, old, new)`` payloads where the old one is still there."""
+        ...
+
     async def import_run(self, export: RunExport) -> None: ...
 
     # -- counters (rate limits, spending) ---------------------------------------------------
@@ -365,4 +395,21 @@ class Store(Protocol):
 
     async def counter(self, key: str, *, window_s: float) -> float:
         """Counter ``key``'s total in the current window (0 when nothing was counted)."""
+        ...
+
+    # -- caches (model responses, read-tool results) and model usage -------------------------
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        """The value cached under ``key`` unless it expired by ``now`` (the caller's clock)."""
+        ...
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        """Cache ``value`` under ``key`` until ``now + ttl_s`` (replacing an older value);
+        ``kind`` is ``model`` or ``tool``. Also drops a few expired entries."""
+        ...
+
+    async def runs_with_model(
+        self, model: str, *, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """The runs (in ``status``), newest first, in which ``model`` answered or was called:
+        a model event names it as its ``model`` (served id) or ``model_version`` (sha256)."""
         ...

@@ -39,7 +39,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _counters, _stats
+from charter.store import _cache, _counters, _stats
 from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -54,6 +54,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 
 log = logging.getLogger("charter.store")
@@ -180,7 +181,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresSideTables):
+class PostgresStore(PostgresRetention, PostgresSideTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -679,6 +680,24 @@ class PostgresStore(PostgresSideTables):
             await cur.execute(_counters.pg(_counters.READ), (key, start))
             row = await cur.fetchone()
             return 0.0 if row is None else float(row[0])
+
+    # -- caches and model usage (see _cache.py) -----------------------------------------------
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        rows = await self._fetch(_counters.pg(_cache.GET), (key, now))
+        return str(rows[0][0]) if rows else None
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(_counters.pg(_cache.DROP_EXPIRED), (now,))
+            await cur.execute(_counters.pg(_cache.PUT), (key, kind, value, now, now + ttl_s))
+
+    async def runs_with_model(
+        self, model: str, *, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        query = _counters.pg(_cache.runs_with_model(_RUN_COLUMNS, "postgres"))
+        args = (model, model, status, status, limit)
+        return [_record(r) for r in await self._fetch(query, args)]
 
 
 async def _one(cur: Cursor) -> Row:

@@ -31,7 +31,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _counters, _stats
+from charter.store import _cache, _counters, _stats
 from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -46,6 +46,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 
 T = TypeVar("T")
@@ -94,7 +95,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteSideTables):
+class SQLiteStore(SQLiteRetention, SQLiteSideTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -671,6 +672,27 @@ class SQLiteStore(SQLiteSideTables):
         start = _counters.window_start(self._clock(), window_s)
         row = await self._read(lambda c: c.execute(_counters.READ, (key, start)).fetchone())
         return 0.0 if row is None else float(row[0])
+
+    # -- caches and model usage (see _cache.py) -----------------------------------------------
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        row = await self._read(lambda c: c.execute(_cache.GET, (key, now)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        def op(conn: sqlite3.Connection, _: float) -> None:
+            conn.execute(_cache.DROP_EXPIRED, (now,))
+            conn.execute(_cache.PUT, (key, kind, value, now, now + ttl_s))
+
+        await self._write(op)
+
+    async def runs_with_model(
+        self, model: str, *, status: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        query = _cache.runs_with_model(_RUN_COLUMNS, "sqlite")
+        args = (model, model, status, status, limit)
+        rows = await self._read(lambda c: c.execute(query, args).fetchall())
+        return [_record(r) for r in rows]
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -12,9 +12,10 @@ Each response is served once, in order, to ``POST /v1/chat/completions``:
 * ``{"content": "text"}`` -- a plain answer;
 * ``{"tool_calls": [{"name": ..., "arguments": "raw json" | {...}}], "content": ...}``;
 * ``{"status": 500, "error": "message"}`` -- a failing endpoint (any 4xx/5xx status);
-* ``{"raw": {...}}`` -- that JSON body verbatim (status 200 unless ``"status"`` is given).
+* ``{"raw": {...} | "text"}`` -- that body verbatim (status 200 unless ``"status"`` is given).
 
-A tool call may give its own ``"id"`` (say ``""``, as some local servers send).
+A tool call may give its own ``"id"`` (say ``""``, as some local servers send); a response
+may give its ``"finish_reason"`` (say ``"length"``: cut off at the token limit).
 
 A text or tool-call response may also carry ``"usage"``: a dict of ``prompt_tokens`` and
 ``completion_tokens`` to report, or ``None`` to leave usage out of the reply. A request for
@@ -95,7 +96,7 @@ class FakeOpenAIServer:
     ) -> None:
         self.stop()
 
-    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _answer(self, body: dict[str, Any]) -> tuple[int, Any]:
         """The status and JSON body for one chat-completions request."""
         model = str(body.get("model", ""))
         with self._lock:
@@ -141,10 +142,11 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self._send(404, _error(404, f"unknown path {self.path}"))
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: Any) -> None:
+            text = isinstance(payload, str)  # a raw text body, sent as it is
+            data = (payload if text else json.dumps(payload)).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -184,7 +186,7 @@ def _completion(
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if calls else "stop",
+                "finish_reason": spec.get("finish_reason") or ("tool_calls" if calls else "stop"),
                 "logprobs": None,
             }
         ],

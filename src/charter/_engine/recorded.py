@@ -1,0 +1,341 @@
+"""A recorded run, served back to the real run loop: the parts of ``charter replay``.
+
+The replay drives the real :class:`~charter._engine.loop.RunDriver` once per *drive* of the
+original (the first claim, then one per ``run_resumed``). Everything the loop asks the outside
+world is answered from the log, by the loop's position in it (the sequence number of the last
+event it appended, :attr:`Cursor.pos`):
+
+* the clock reads the recorded time of the event at that position, so events come out with
+  their original times;
+* the inbox holds the messages the log shows taken right after that position;
+* tool calls get the outcome recorded for their call id (:class:`ReplayExecutor`); reconcile
+  and preview hooks answer what the log recorded;
+* kill switches, counters (rate limits, spending) and approval decisions are what the log shows
+  the original saw there.
+
+Where the original worker stopped (a crash, a lost lease: the next drive starts with
+``run_resumed``), :class:`Halt` ends the drive: at a commit past the drive's last event, or at a
+tool call whose outcome the drive never recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from charter._engine.executor import Outcome
+from charter.agents import Agent
+from charter.errors import NotFoundError
+from charter.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    BudgetExceeded,
+    ErrorInfo,
+    Event,
+    EventBody,
+    MessageReceived,
+    ModelCallFailed,
+    ModelResponded,
+    PolicyEvaluated,
+    RunFinished,
+    RunResumed,
+    ToolCallBlocked,
+    ToolCallFailed,
+    ToolCallProposed,
+    ToolCallRejected,
+    ToolCallSucceeded,
+    ToolOutcomeUnknown,
+)
+from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch
+from charter.tools import Reconciliation, Tool, ToolContext
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_SWITCH = re.compile(r"writes are switched off \(tenant (.*), agent (.*)\): (.*)", re.DOTALL)
+_SPENT = re.compile(r"spent \$([0-9.eE+-]+)")
+HOOK_TIMEOUT_S = 0.05
+"""The replay's stand-in tools answer at once; this bounds the loop's waits on them (and the
+wait for a dead worker's call to time out, which the original already sat through)."""
+
+
+class Halt(BaseException):
+    """The original worker stopped here (a crash, a lost lease): end this drive."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drive:
+    """One claim of the original: events ``first``..``last`` (``first`` > ``last``: none)."""
+
+    first: int
+    last: int
+    previous_status: str
+    worker: str
+
+
+class Recording:
+    """A run's log, indexed for serving it back."""
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        if len(events) < 2 or events[0].type != "run_started":
+            raise NotFoundError("the run's log is incomplete: it needs run_started and input")
+        self.events = list(events)
+        self.times = [e.at for e in events]
+        self.model = [
+            e.body for e in events if isinstance(e.body, ModelResponded | ModelCallFailed)
+        ]
+        self.proposals: dict[tuple[int, str], ToolCallProposed] = {}
+        self.rewrites: dict[str, dict[str, Any]] = {}
+        self.approvals: dict[str, ApprovalRequested] = {}
+        for e in events:
+            b = e.body
+            if isinstance(b, ToolCallProposed):
+                self.proposals.setdefault((b.step, b.call_id), b)
+            elif isinstance(b, PolicyEvaluated) and b.rewritten and b.arguments is not None:
+                self.rewrites[b.call_id] = b.arguments
+            elif isinstance(b, ApprovalRequested):
+                self.approvals[b.call_id] = b
+        self.drives = self._drives()
+
+    def _drives(self) -> list[Drive]:
+        starts = [e.seq for e in self.events if isinstance(e.body, RunResumed)]
+        drives, first, status, worker = [], 3, "queued", "replay"
+        for seq in starts:
+            drives.append(Drive(first, seq - 1, status, worker))
+            resumed = self.at(seq)
+            assert isinstance(resumed, RunResumed)
+            status = "running" if resumed.reason == "recovery" else "waiting"
+            first, worker = seq, resumed.worker
+        drives.append(Drive(first, len(self.events), status, worker))
+        return drives
+
+    def at(self, seq: int) -> EventBody | None:
+        """The body recorded at ``seq`` (None past either end)."""
+        return self.events[seq - 1].body if 1 <= seq <= len(self.events) else None
+
+    def decisions(self, drive: Drive) -> list[ApprovalDecided]:
+        return [
+            b
+            for seq in range(drive.first, drive.last + 1)
+            if isinstance(b := self.at(seq), ApprovalDecided)
+        ]
+
+
+class Cursor:
+    """The loop's position in the log (the seq of its last appended event), and the clock."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.driver: Any = None
+        self.drive: Drive = recording.drives[0]
+
+    @property
+    def pos(self) -> int:
+        # The driver's private sequence counter: read, never written. The loop appends at
+        # ``_seq`` and stamps the event with the clock right after incrementing it.
+        return int(self.driver._seq) if self.driver is not None else self.drive.first - 1
+
+    def now(self) -> float:
+        times = self.recording.times
+        return times[max(0, min(self.pos, len(times)) - 1)]
+
+    def next(self, offset: int = 1) -> EventBody | None:
+        return self.recording.at(self.pos + offset)
+
+
+class ScratchStore:
+    """The store a replay drives the loop over: in memory, seeded with the run's first events.
+
+    It implements what the run loop asks of a :class:`~charter.store.Store`; the rest of the
+    protocol is not needed (the replay claims nothing and reads no other run).
+    """
+
+    url = "memory://replay"
+
+    def __init__(self, cursor: Cursor, *, halt_past_last: bool) -> None:
+        self.cursor = cursor
+        self.events: list[Event] = list(cursor.recording.events[:2])
+        self.filed: dict[str, ApprovalRecord] = {}
+        self.halt_past_last = halt_past_last
+        """False for the original's final drive of a run that parked or finished: events past
+        its end are extra (a divergence), not a crash."""
+
+    async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        return self.events[after_seq:]
+
+    async def commit(self, commit: Commit) -> None:
+        drive = self.cursor.drive
+        if commit.events[0].seq > drive.last and self.halt_past_last:
+            raise Halt  # the original committed nothing more in this drive
+        assert commit.expected_seq == len(self.events), "the replay's loop lost its place"
+        self.events.extend(commit.events)
+        for record in commit.approvals:
+            self.filed[record.approval_id] = record
+
+    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+        return None
+
+    async def pending_messages(self, run_id: str) -> list[InboxMessage]:
+        found, offset = [], 1
+        while isinstance(body := self.cursor.next(offset), MessageReceived):
+            if body.source == "principal":
+                at = self.cursor.recording.times[self.cursor.pos + offset - 1]
+                found.append(InboxMessage(body.inbox_id or 0, body.text, at))
+            offset += 1
+        return found
+
+    async def killswitches(self) -> list[KillSwitch]:
+        body = self.cursor.next()
+        if isinstance(body, ToolCallBlocked):
+            tenant, agent, reason = _switch_parts(body.reason)
+            return [KillSwitch(tenant=tenant, agent=agent, since=0.0, reason=reason,
+                               action=body.action)]  # fmt: skip
+        if isinstance(body, ToolCallRejected) and body.error.code == "kill_switch":
+            tenant, agent, reason = _switch_parts(body.error.message)
+            return [KillSwitch(tenant=tenant, agent=agent, since=0.0, reason=reason,
+                               action="reject")]  # fmt: skip
+        return []
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord:
+        try:
+            return self.filed[approval_id]
+        except KeyError:
+            raise NotFoundError(f"replay: no approval {approval_id!r} was filed") from None
+
+    async def decide_approval(
+        self, approval_id: str, *, decision: str, by: str | None, note: str | None
+    ) -> tuple[ApprovalRecord, bool]:
+        record = dataclasses.replace(
+            self.filed[approval_id],
+            status=decision,
+            decided_by=by,
+            note=note,
+            decided_at=self.cursor.now(),
+        )
+        self.filed[approval_id] = record
+        return record, True
+
+    def apply_decisions(self, decisions: Sequence[ApprovalDecided]) -> None:
+        """Make the decisions the original took in a drive visible to the replay of it."""
+        for d in decisions:
+            if d.approval_id in self.filed:
+                self.filed[d.approval_id] = dataclasses.replace(
+                    self.filed[d.approval_id],
+                    status=d.decision,
+                    decided_by=d.decided_by,
+                    decided_at=d.decided_at,
+                    note=d.note,
+                )
+
+    # -- counters: what the original's decision there shows ----------------------------------
+
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        body = self.cursor.next()
+        denied = isinstance(body, PolicyEvaluated) and body.outcome == "deny" and body.rule_ids
+        if denied and isinstance(body, PolicyEvaluated) and f'"{body.rule_ids[-1]}"' in key:
+            return None  # the original was refused by this limit
+        return amount
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        return amount
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        body = self.cursor.next()
+        if isinstance(body, BudgetExceeded) and body.budget.endswith("_per_day_usd"):
+            return body.used
+        if isinstance(body, PolicyEvaluated) and any(
+            r.startswith("spending.") for r in body.rule_ids
+        ):
+            found = _SPENT.search(body.reason)
+            return float(found.group(1)) if found else float("inf")
+        return 0.0
+
+
+def _switch_parts(message: str) -> tuple[str, str, str]:
+    found = _SWITCH.match(message)
+    return (found.group(1), found.group(2), found.group(3)) if found else ("*", "*", message)
+
+
+class ReplayExecutor:
+    """Serves each tool call the outcome its drive recorded; calls no tool.
+
+    The call must be the recorded one: same tool, same arguments (after any policy rewrite)
+    as proposed at that step under that call id; otherwise the outcome is a
+    ``replay_mismatch`` failure, which the comparison then reports.
+    """
+
+    def __init__(self, cursor: Cursor) -> None:
+        self.cursor = cursor
+
+    async def call(
+        self,
+        tool: Tool,
+        ctx: ToolContext,
+        arguments: dict[str, Any],
+        *,
+        deadline: float | None = None,
+    ) -> Outcome:
+        rec = self.cursor.recording
+        proposed = rec.proposals.get((ctx.step, ctx.call_id))
+        expected = rec.rewrites.get(ctx.call_id, proposed.arguments if proposed else None)
+        if proposed is None or proposed.tool != tool.name or expected != arguments:
+            was = f"{proposed.tool} {expected}" if proposed else "no such call"
+            message = (
+                f"replay: step {ctx.step} call {ctx.call_id} is {tool.name} {arguments};"
+                f" the log recorded {was}"
+            )
+            return Outcome(ok=False, error=ErrorInfo(code="replay_mismatch", message=message))
+        for seq in range(self.cursor.pos + 1, self.cursor.drive.last + 1):
+            body = rec.at(seq)
+            if isinstance(body, ToolCallSucceeded | ToolCallFailed) and body.call_id == ctx.call_id:
+                if isinstance(body, ToolCallSucceeded):
+                    return Outcome(ok=True, output=body.output, attempts=body.attempts,
+                                   duration_ms=body.duration_ms)  # fmt: skip
+                return Outcome(ok=False, error=body.error, attempts=body.attempts,
+                               duration_ms=body.duration_ms)  # fmt: skip
+            unknown = isinstance(body, ToolOutcomeUnknown) and body.call_id == ctx.call_id
+            if unknown or isinstance(body, RunFinished):
+                error = ErrorInfo(code="timeout", message="recorded: outcome unknown")
+                return Outcome(ok=False, error=error, unknown=True)
+        raise Halt  # the original worker stopped during this call
+
+
+def replay_agent(agent: Agent, cursor: Cursor) -> Agent:
+    """The agent with stand-in tools: reconcile and preview answer from the log."""
+    return dataclasses.replace(agent, tools=[_stand_in(t, cursor) for t in agent.tools])
+
+
+def _stand_in(tool: Tool, cursor: Cursor) -> Tool:
+    twin = copy.copy(tool)
+    twin.timeout_s = min(tool.timeout_s, HOOK_TIMEOUT_S)
+    twin._output = _ANY  # recorded outputs are JSON already
+
+    async def reconcile(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliation:
+        rec = cursor.recording
+        for seq in range(cursor.pos + 1, cursor.drive.last + 1):
+            body = rec.at(seq)
+            if isinstance(body, ToolCallSucceeded) and body.call_id == ctx.call_id:
+                if body.via == "reconcile":
+                    return Reconciliation(applied=True, output=body.output)
+                return Reconciliation(applied=False)
+            if isinstance(body, ToolCallFailed) and body.call_id == ctx.call_id:
+                return Reconciliation(applied=False)
+            if isinstance(body, RunFinished):
+                again = "timed out again" in (body.reason or "")
+                return Reconciliation(applied=False if again else None)
+        raise Halt
+
+    async def preview(ctx: ToolContext, arguments: dict[str, Any]) -> Any:
+        requested = cursor.recording.approvals.get(ctx.call_id)
+        if requested is None or requested.changes is None:
+            raise LookupError("the original recorded no preview")
+        return [c.model_dump(mode="json") for c in requested.changes]
+
+    twin.reconcile = reconcile if tool.reconcile is not None else None
+    twin.preview = preview if tool.preview is not None else None
+    return twin

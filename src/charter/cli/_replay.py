@@ -1,0 +1,148 @@
+"""``charter replay``, ``charter rerun`` and ``charter diff``: thin skins over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._render import echo_json
+from charter.runtime import Runtime, run_sync
+
+
+def _open(db_url: str) -> Runtime:
+    return Runtime.open(db_url)
+
+
+@click.command("replay")
+@click.argument("run_id")
+@db_option
+@json_option
+@debug_option
+def replay_command(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
+    """Re-execute a run from its log and check that the same events come out.
+
+    Model responses, tool results, messages and decisions are served from the log; nothing is
+    called or written. Exit 0 when identical, 1 at the first divergent event (both versions
+    are printed).
+    """
+    from charter.replay import replay_run
+
+    async def work() -> tuple[Any, float]:
+        async with _open(db_url) as rt:
+            began = time.perf_counter()
+            report = await replay_run(rt.store, run_id)
+            return report, time.perf_counter() - began
+
+    report, took = run_sync(work())
+    if as_json:
+        echo_json({**report.to_dict(), "seconds": round(took, 4)})
+    elif report.divergence is None:
+        click.echo(
+            f"identical: {report.events} events of {run_id} replayed in"
+            f" {report.drives} drive(s), {took * 1000:.0f} ms"
+        )
+    else:
+        d = report.divergence
+        click.echo(f"DIVERGED at seq {d.seq} of {run_id} (drive {report.drives})")
+        click.echo(f"  original: {_one_line(d.original)}")
+        click.echo(f"  replayed: {_one_line(d.replayed)}")
+    if report.divergence is not None:
+        sys.exit(1)
+
+
+def _one_line(body: dict[str, Any] | None) -> str:
+    return "(no event)" if body is None else json.dumps(body, sort_keys=True, default=str)
+
+
+@click.command("rerun")
+@click.argument("run_id")
+@click.option("--model", "model", default=None, help="A model name, or a YAML/JSON model section.")
+@click.option(
+    "--instructions",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A file with the new instructions (system prompt).",
+)
+@click.option(
+    "--agent",
+    "agent_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A new version of the agent (YAML).",
+)
+@click.option(
+    "--simulators",
+    default=None,
+    help="module:attribute of a charter.rerun.Simulators for calls the recording lacks.",
+)
+@db_option
+@json_option
+@debug_option
+def rerun_command(
+    run_id: str,
+    model: str | None,
+    instructions: Path | None,
+    agent_file: Path | None,
+    simulators: str | None,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
+) -> None:
+    """What if: run RUN_ID's input again with a new model, prompt or agent version.
+
+    Tools are never called: a call the original made (same tool, same arguments) gets the
+    recorded result; another goes to a registered simulator, or stops the rerun
+    ("unrecorded call"). Results are marked simulated in the log; the new run names the
+    original (rerun_of). Compare them with charter diff.
+    """
+    from charter.rerun import RerunChanges, import_simulators, rerun
+
+    if model is None and instructions is None and agent_file is None:
+        raise click.UsageError("give --model, --instructions or --agent")
+    changes = RerunChanges(
+        model=model,
+        instructions=instructions.read_text() if instructions is not None else None,
+        agent_file=agent_file,
+    )
+    sims = import_simulators(simulators) if simulators else None
+
+    async def work() -> Any:
+        async with _open(db_url) as rt:
+            return await rerun(rt, run_id, changes=changes, simulators=sims)
+
+    result = run_sync(work())
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(f"rerun of {run_id}: {result.run_id} {result.status}")
+        if result.reason:
+            click.echo(f"  reason: {result.reason}")
+        click.echo(f"  compare: charter diff {run_id} {result.run_id}")
+
+
+@click.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@db_option
+@json_option
+@debug_option
+def diff_command(run_a: str, run_b: str, db_url: str, as_json: bool, debug: bool) -> None:
+    """Compare two runs side by side: status, steps, tool calls, decisions, tokens, cost."""
+    from charter.diff import diff_runs, render_diff
+
+    async def work() -> Any:
+        async with _open(db_url) as rt:
+            return diff_runs(await rt.events(run_a), await rt.events(run_b))
+
+    diff = run_sync(work())
+    if as_json:
+        echo_json(diff.to_dict())
+    else:
+        for line in render_diff(diff):
+            click.echo(line)

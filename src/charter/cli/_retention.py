@@ -1,0 +1,75 @@
+"""``charter retention apply``: drop expired payloads (see :mod:`charter.retention`)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._render import echo_json
+from charter.errors import ConfigError
+from charter.retention import RetentionPolicy, RetentionReport, apply, parse_ttl
+from charter.store import open_store
+
+
+@click.group("retention")
+def retention_group() -> None:
+    """Payload retention: TTLs per tenant and kind; the skeleton and hash chain stay."""
+
+
+@retention_group.command("apply")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A retention YAML file (retention: {default: {...}, tenants: {...}}).",
+)
+@click.option(
+    "--ttl",
+    "ttls",
+    multiple=True,
+    metavar="[TENANT:]KIND=TTL",
+    help="A TTL (kinds: prompts, tool_payloads, decisions; 7d, 12h, forever); "
+    "repeatable, overrides the file.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@db_option
+@json_option
+@debug_option
+def retention_apply(
+    config: Path | None, ttls: tuple[str, ...], dry_run: bool, db_url: str, as_json: bool,
+    debug: bool,
+) -> None:  # fmt: skip
+    """Remove the payloads of finished runs older than their TTL."""
+    policy = RetentionPolicy.load(config) if config else RetentionPolicy()
+    for item in ttls:
+        scope, _, ttl = item.partition("=")
+        tenant, _, kind = scope.rpartition(":")
+        if not ttl or not kind:
+            raise ConfigError(f"--ttl {item!r}: write KIND=TTL or TENANT:KIND=TTL, e.g. prompts=7d")
+        probe = RetentionPolicy.from_dict({"retention": {"default": {kind: ttl}}}, source="--ttl")
+        if tenant:
+            policy.tenants.setdefault(tenant, {})[kind] = parse_ttl(ttl)
+        else:
+            policy.default.update(probe.default)
+    if not policy.default and not policy.tenants:
+        raise ConfigError("no TTL given: pass --config FILE or --ttl KIND=TTL")
+
+    async def main() -> RetentionReport:
+        store = open_store(db_url)
+        try:
+            return await apply(store, policy, dry_run=dry_run)
+        finally:
+            await store.close()
+
+    report = asyncio.run(main())
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {report.total} payload(s)")
+    for key, count in sorted(report.removed.items()):
+        click.echo(f"  {key}: {count}")

@@ -1,0 +1,149 @@
+"""Tool calling for endpoints that have none: a JSON-schema constrained answer instead.
+
+The request carries ``response_format: {"type": "json_schema", ...}`` whose schema admits two
+shapes, the same ones the local provider's grammar forces::
+
+    {"tool_calls": [{"name": <an offered tool>, "arguments": <that tool's input schema>}, ...]}
+    {"content": "..."}
+
+The tools are described in the system message; the model's earlier calls are shown to it as
+such JSON, and tool results as user turns naming the call (servers without tool calling often
+reject the ``tool`` role).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from charter.errors import ModelResponseError
+from charter.events import ProposedCall
+from charter.models._base import Message, ToolSpec
+
+SCHEMA_NAME = "charter_answer"
+_FORMAT = (
+    'Answer with one JSON object: {"tool_calls": [{"name": <tool name>, "arguments": '
+    '<arguments object>}]} to call tools, or {"content": "<your reply>"} once the work is done.'
+)
+_ANSWER_ONLY = 'Answer with one JSON object: {"content": "<your reply>"}.'
+
+
+def response_format(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """The ``response_format`` that constrains the answer to the two shapes."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": SCHEMA_NAME, "schema": answer_schema(tools), "strict": True},
+    }
+
+
+def answer_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    answer = _object({"content": {"type": "string"}})
+    if not tools:
+        return answer
+    calls = [
+        _object({"name": {"type": "string", "enum": [t.name]}, "arguments": _args(t.parameters)})
+        for t in tools
+    ]
+    call_list = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
+    return {"anyOf": [_object({"tool_calls": call_list}), answer]}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _args(schema: dict[str, Any]) -> dict[str, Any]:
+    return schema if schema.get("type") == "object" else {"type": "object"}
+
+
+def chat_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[dict[str, str]]:
+    """The conversation as plain system/user/assistant turns, the answer format in the system."""
+    guide = _guide(tools)
+    names = {c.call_id: c.name for m in messages for c in m.tool_calls}
+    out: list[dict[str, str]] = []
+    if not messages or messages[0].role != "system":
+        out.append({"role": "system", "content": guide})
+    for i, m in enumerate(messages):
+        if m.role == "system":
+            text = f"{m.content or ''}\n\n{guide}" if i == 0 else m.content or ""
+            out.append({"role": "system", "content": text})
+        elif m.role == "assistant" and m.tool_calls:
+            calls = [{"name": c.name, "arguments": _loads(c.arguments)} for c in m.tool_calls]
+            out.append({"role": "assistant", "content": json.dumps({"tool_calls": calls})})
+        elif m.role == "assistant":
+            out.append({"role": "assistant", "content": json.dumps({"content": m.content or ""})})
+        elif m.role == "tool":
+            name = names.get(m.tool_call_id or "", "a tool")
+            text = f"Result of the call to {name} ({m.tool_call_id}):\n{m.content or ''}"
+            out.append({"role": "user", "content": text})
+        else:
+            out.append({"role": "user", "content": m.content or ""})
+    return out
+
+
+def _guide(tools: Sequence[ToolSpec]) -> str:
+    if not tools:
+        return _ANSWER_ONLY
+    described = [
+        {"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
+    ]
+    return f"# Tools\n{json.dumps(described, indent=1)}\n\n{_FORMAT}"
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_answer(
+    text: str | None, *, step: int, where: str, cut_off: bool, retryable: bool
+) -> tuple[str | None, tuple[ProposedCall, ...]]:
+    """The (content, calls) in a constrained answer; :class:`ModelResponseError` if it is not one.
+
+    A call's ``arguments`` are kept as JSON text; arguments given as a string are kept verbatim
+    (the run loop rejects them as ``malformed_arguments`` when they are not a JSON object).
+    """
+    hint = "raise the model's max_output_tokens" if cut_off else None
+    try:
+        body = json.loads(text or "")
+    except json.JSONDecodeError as exc:
+        said = "was cut off mid-JSON" if cut_off else f"is not JSON ({exc})"
+        raise ModelResponseError(
+            f"the answer of {where} {said}: {_clip(text or '')}", hint=hint, retryable=retryable
+        ) from exc
+    calls = body.get("tool_calls") if isinstance(body, dict) else None
+    if isinstance(calls, list) and calls:
+        proposed = []
+        for i, call in enumerate(calls):
+            if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+                raise ModelResponseError(
+                    f"the answer of {where} has a tool call without a name: {_clip(text or '')}",
+                    retryable=retryable,
+                )
+            args = call.get("arguments", {})
+            raw = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+            proposed.append(
+                ProposedCall(call_id=f"call_{step}_{i}", name=call["name"], arguments=raw)
+            )
+        return None, tuple(proposed)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, str):
+        raise ModelResponseError(
+            f"the answer of {where} is neither tool calls nor content: {_clip(text or '')}",
+            hint=hint,
+            retryable=retryable,
+        )
+    return content, ()
+
+
+def _clip(text: str, width: int = 120) -> str:
+    text = text.replace("\n", " ")
+    return repr(text if len(text) <= width else text[: width - 1] + "…")

@@ -1,0 +1,218 @@
+"""Deterministic replay: re-execute a run's orchestration from its log and check the events.
+
+::
+
+    report = await replay_run(store, run_id)
+    if not report.identical:
+        print(report.divergence.seq, report.divergence.original, report.divergence.replayed)
+
+The real run loop (:class:`~charter._engine.loop.RunDriver`) works the run again, once per
+drive of the original (its first claim, then one per ``run_resumed``), over an in-memory
+scratch store seeded with the run's first two events (``run_started`` and the input). Model
+responses, tool outcomes, reconcile and preview answers, inbox messages, approval decisions,
+kill switches and shared counters are served from the log (:mod:`charter._engine.recorded`);
+nothing outside the process is called or written.
+
+What is compared, event by event in sequence order: the type and every body field, except
+the fields in :data:`IGNORED` (how long something took, when a timer or approval expires,
+which worker ran it): these depend on the wall clock or the host, not on the orchestration.
+The envelope's ``at`` and hashes are not compared either (the replay's clock reproduces the
+recorded times, so they match whenever the bodies do). A replay that stops early, or goes on
+past the log's end, diverges at the first seq one side lacks.
+
+Limits: a replay re-decides policy with the agent's policy *as stored with the run*, and it
+needs the agent's tools to import (their contracts, not their functions, are used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from charter._engine.executor import ToolExecutor
+from charter._engine.faults import Faults
+from charter._engine.loop import RunDriver
+from charter._engine.recorded import (
+    Cursor,
+    Halt,
+    Recording,
+    ReplayExecutor,
+    ScratchStore,
+    replay_agent,
+)
+from charter.agents import Agent
+from charter.events import FINAL_STATUSES, Event, RunStarted
+from charter.models import ReplayModel
+from charter.store import Claim, RunRecord, Store
+
+IGNORED: dict[str, frozenset[str]] = {
+    "model_responded": frozenset({"latency_ms"}),
+    "tool_call_succeeded": frozenset({"duration_ms"}),
+    "tool_call_failed": frozenset({"duration_ms"}),
+    "approval_requested": frozenset({"expires_at"}),
+    "run_waiting": frozenset({"wake_at"}),
+    "run_resumed": frozenset({"worker"}),
+}
+"""Body fields left out of the comparison, by event type. Also left out: ``output.wake_at`` of
+a ``sleep`` call's result, and ``used`` of a ``timeout_seconds`` budget (both wall-clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """The first event where the replay differs: both versions as compared (None: missing)."""
+
+    seq: int
+    original: dict[str, Any] | None
+    replayed: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "original": self.original, "replayed": self.replayed}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    run_id: str
+    events: int
+    """Events in the original log."""
+    replayed: int
+    """Events the replay produced (including the two it starts from)."""
+    drives: int
+    divergence: Divergence | None
+
+    @property
+    def identical(self) -> bool:
+        return self.divergence is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "identical": self.identical,
+            "events": self.events,
+            "replayed": self.replayed,
+            "drives": self.drives,
+            "divergence": None if self.divergence is None else self.divergence.to_dict(),
+        }
+
+
+def comparable(event: Event) -> dict[str, Any]:
+    """An event as the replay compares it: its type and body, without :data:`IGNORED` fields."""
+    body = event.body.model_dump(mode="json")
+    for name in IGNORED.get(event.type, ()):
+        body.pop(name, None)
+    if event.type == "tool_call_succeeded" and body.get("tool") == "sleep":
+        output = body.get("output")
+        if isinstance(output, dict):
+            body["output"] = {k: v for k, v in output.items() if k != "wake_at"}
+    if event.type == "budget_exceeded" and body.get("budget") == "timeout_seconds":
+        body.pop("used", None)
+    return body
+
+
+def first_divergence(
+    original: Sequence[Event], replayed: Sequence[Event], *, start: int = 1, end: int | None = None
+) -> Divergence | None:
+    """The first seq in ``start..end`` (default: the longer log's end) where the logs differ."""
+    last = max(len(original), len(replayed)) if end is None else end
+    for seq in range(start, last + 1):
+        if seq <= min(len(original), len(replayed)):
+            x, y = original[seq - 1], replayed[seq - 1]
+            if x.type == y.type and x.payload == y.payload:
+                continue  # identical as stored: nothing to leave out
+        a = comparable(original[seq - 1]) if seq <= len(original) else None
+        b = comparable(replayed[seq - 1]) if seq <= len(replayed) else None
+        if a != b:
+            return Divergence(seq, a, b)
+    return None
+
+
+async def replay_run(store: Store, run_id: str) -> ReplayReport:
+    """Replay a stored run (NotFoundError for an unknown id); the store is only read."""
+    record = await store.get_run(run_id)
+    events = await store.load_events(run_id)
+    agent = Agent.from_spec(json.loads(await store.get_agent_spec(record.agent_hash)))
+    in_flight = record.status not in FINAL_STATUSES and record.status != "waiting"
+    return await replay_events(events, agent=agent, in_flight=in_flight)
+
+
+async def replay_events(
+    events: Sequence[Event], *, agent: Agent, in_flight: bool = False
+) -> ReplayReport:
+    """Replay a log with ``agent`` (the one the run was started with).
+
+    ``in_flight``: the run had neither parked nor finished when the log was read (its worker
+    died and no other resumed it yet), so the last drive ends where the log does.
+    """
+    recording = Recording(events)
+    cursor = Cursor(recording)
+    scratch = ScratchStore(cursor, halt_past_last=True)
+    model = ReplayModel(recording.model)
+    executor = cast(ToolExecutor, ReplayExecutor(cursor))
+    twin = replay_agent(agent, cursor)
+    record = _record(recording.events[0])
+    checked = 2
+    for number, drive in enumerate(recording.drives, start=1):
+        cursor.drive, cursor.driver = drive, None
+        final = number == len(recording.drives)
+        scratch.halt_past_last = in_flight or not final
+        scratch.apply_decisions(recording.decisions(drive))
+        driver = RunDriver(
+            store=cast(Store, scratch),
+            record=record,
+            claim=Claim(record.run_id, number, drive.previous_status, None),
+            agent=twin,
+            model=model,
+            worker=drive.worker,
+            executor=executor,
+            faults=Faults(),
+            clock=cursor.now,
+            rand=random.Random(0),
+        )
+        cursor.driver = driver
+        with contextlib.suppress(Halt):  # the original worker stopped there
+            await driver.drive()
+        end = None if final else drive.last
+        found = first_divergence(recording.events, scratch.events, start=checked + 1, end=end)
+        if found is not None:
+            return _report(recording, scratch, number, found)
+        checked = drive.last
+    return _report(recording, scratch, len(recording.drives), None)
+
+
+def _report(
+    recording: Recording, scratch: ScratchStore, drives: int, found: Divergence | None
+) -> ReplayReport:
+    return ReplayReport(
+        run_id=recording.events[0].run_id,
+        events=len(recording.events),
+        replayed=len(scratch.events),
+        drives=drives,
+        divergence=found,
+    )
+
+
+def _record(first: Event) -> RunRecord:
+    started = first.body
+    assert isinstance(started, RunStarted)
+    return RunRecord(
+        run_id=first.run_id,
+        agent_name=started.agent_name,
+        agent_version=started.agent_version,
+        agent_hash=started.agent_hash,
+        tenant=started.tenant,
+        principal=started.principal,
+        status="running",
+        waiting_for=None,
+        ready_at=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        lease_epoch=0,
+        last_seq=2,
+        last_hash=first.hash,
+        state={},
+        created_at=first.at,
+        updated_at=first.at,
+    )

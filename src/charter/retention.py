@@ -1,0 +1,204 @@
+"""Retention: drop old payloads from finished runs, keep each event's skeleton and the chain.
+
+Three kinds of payload, each with a time to live (TTL), by default and per tenant::
+
+    retention:
+      default: {prompts: 7d, tool_payloads: 30d, decisions: forever}
+      tenants:
+        acme: {prompts: 1d}          # the other kinds: acme keeps the default
+
+* ``prompts``: the run's input (``run_started.input``), messages, the model's text and
+  proposed arguments, the final output;
+* ``tool_payloads``: call arguments (proposed, rewritten, held for approval), tool outputs,
+  tool error messages;
+* ``decisions``: a policy decision's reason, an approval's note. Omitted means ``forever``.
+
+A removed field becomes ``"[removed]"`` (or ``null``/``{}`` where the field needs that); ids,
+call ids, idempotency keys, tools, steps, usage, costs, outcomes and rule ids stay, so stats
+and timelines still work. The stored payload then carries ``{"$removed": {"digest", "at",
+"fields"}}``: the digest of the payload as it was, which is what the hash chain covers, so
+``charter audit verify`` still passes. What the chain can no longer prove: that the skeleton
+left is what was written (the skeleton is as trustworthy as the database from then on).
+Only runs in a final status are touched: the engine never reads their payloads again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charter.errors import ConfigError
+from charter.events import REMOVED_KEY, payload_digest
+from charter.store import Store
+
+REMOVED = "[removed]"
+_SWEEP_LIMIT = 10_000_000  # one pass; batching by key is future work
+KINDS = ("prompts", "tool_payloads", "decisions")
+
+_FIELDS: dict[str, dict[str, tuple[tuple[str, Any], ...]]] = {
+    "prompts": {
+        "run_started": (("input", REMOVED),),
+        "message_received": (("text", REMOVED),),
+        "model_responded": (("content", REMOVED), ("tool_calls.*.arguments", REMOVED)),
+        "run_finished": (("output", REMOVED),),
+    },
+    "tool_payloads": {
+        "tool_call_proposed": (("arguments", None),),
+        "policy_evaluated": (("arguments", None),),
+        "approval_requested": (("arguments", {}), ("changes", None)),
+        "tool_call_succeeded": (("output", REMOVED),),
+        "tool_call_failed": (("error.message", REMOVED),),
+    },
+    "decisions": {
+        "policy_evaluated": (("reason", REMOVED),),
+        "approval_decided": (("note", None),),
+    },
+}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_ttl(text: str) -> float | None:
+    """``30m``, ``12h``, ``7d``, ``2w`` in seconds; ``forever`` is None."""
+    text = str(text).strip().lower()
+    if text == "forever":
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"TTL {text!r} is not a duration: write 30m, 12h, 7d, 2w or forever")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetentionPolicy:
+    """TTLs in seconds by kind (None: forever), by default and per tenant."""
+
+    default: dict[str, float | None] = field(default_factory=dict)
+    tenants: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "retention") -> RetentionPolicy:
+        if not isinstance(data, dict) or set(data) != {"retention"}:
+            raise ConfigError(f"{source}: expected one top-level key 'retention'")
+        body = data["retention"] or {}
+        unknown = set(body) - {"default", "tenants"}
+        if unknown:
+            raise ConfigError(f"{source}: unknown field {sorted(unknown)[0]!r}")
+        tenants = body.get("tenants") or {}
+        return cls(
+            default=_kinds(body.get("default") or {}, f"{source}: default"),
+            tenants={t: _kinds(v or {}, f"{source}: tenants.{t}") for t, v in tenants.items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RetentionPolicy:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such retention file") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        return cls.from_dict(raw, source=str(path))
+
+    def ttl(self, kind: str, tenant: str | None) -> float | None:
+        if tenant is not None and kind in self.tenants.get(tenant, {}):
+            return self.tenants[tenant][kind]
+        return self.default.get(kind)
+
+
+def _kinds(data: Any, where: str) -> dict[str, float | None]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of kind to TTL")
+    for kind in data:
+        if kind not in KINDS:
+            raise ConfigError(f"{where}: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return {kind: parse_ttl(ttl) for kind, ttl in data.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    dry_run: bool
+    removed: dict[str, int]
+    """Payloads removed (or, in a dry run, that would be) per ``tenant/kind``."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.removed.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "total": self.total, "removed": self.removed}
+
+
+def strip(payload: str, type_: str, kinds: tuple[str, ...], *, now: float) -> str | None:
+    """The payload with the kinds' fields removed and the marker added; None if nothing to do."""
+    data = json.loads(payload)
+    old = data.pop(REMOVED_KEY, None)
+    fields: list[str] = list(old["fields"]) if old else []
+    for kind in kinds:
+        for path, value in _FIELDS[kind].get(type_, ()):
+            fields += _remove(data, path.split("."), value, path)
+    if not fields or (old and len(fields) == len(old["fields"])):
+        return None
+    digest = old["digest"] if old else payload_digest(payload)
+    data[REMOVED_KEY] = {"digest": digest, "at": now, "fields": fields}
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _remove(data: Any, parts: list[str], value: Any, path: str) -> list[str]:
+    head, rest = parts[0], parts[1:]
+    if head == "*" and isinstance(data, list):
+        found: list[str] = []
+        for i, item in enumerate(data):
+            found += _remove(item, rest, value, path.replace("*", str(i), 1))
+        return found
+    if not isinstance(data, dict) or head not in data:
+        return []
+    if rest:
+        return _remove(data[head], rest, value, path)
+    if data[head] in (value, REMOVED):
+        return []
+    data[head] = value
+    return [path]
+
+
+async def apply(
+    store: Store, policy: RetentionPolicy, *, dry_run: bool = False, now: float | None = None
+) -> RetentionReport:
+    """Remove (or count, ``dry_run``) every expired payload the policy names."""
+    now = time.time() if now is None else now
+    removed: dict[str, int] = {}
+    overridden = sorted(policy.tenants)
+    for kind in KINDS:
+        types = list(_FIELDS[kind])
+        scopes: list[tuple[str | None, list[str]]] = [(None, overridden)]
+        scopes += [(t, []) for t in overridden]
+        for tenant, skip in scopes:
+            ttl = policy.ttl(kind, tenant)
+            if ttl is None:
+                continue
+            await _sweep(store, kind, types, now - ttl, tenant, skip, now, dry_run, removed)
+    return RetentionReport(dry_run=dry_run, removed=removed)
+
+
+async def _sweep(
+    store: Store, kind: str, types: list[str], before: float, tenant: str | None,
+    skip: list[str], now: float, dry_run: bool, removed: dict[str, int],
+) -> None:  # fmt: skip
+    rows = await store.expired_payloads(
+        types=types, before=before, tenant=tenant, skip_tenants=skip, limit=_SWEEP_LIMIT
+    )
+    changes = []
+    for row in rows:
+        new = strip(row.payload, row.type, (kind,), now=now)
+        if new is not None:
+            changes.append((row.run_id, row.seq, row.payload, new))
+            key = f"{row.tenant}/{kind}"
+            removed[key] = removed.get(key, 0) + 1
+    if not dry_run and changes:
+        await store.replace_payloads(changes)

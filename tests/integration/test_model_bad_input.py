@@ -1,0 +1,187 @@
+"""Bad input from a model endpoint ends in a clear ``model_call_failed``, never a crash.
+
+Each case drives a real run through ``Runtime`` against a real socket: a fake server of the
+provider's API, or a port nobody listens on. A retryable failure is retried and then
+escalates the run; a failure retrying cannot fix fails it; both are recorded with a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("anthropic")
+
+from charter import Agent, ModelSpec, Runtime, tool
+from charter.events import (
+    ModelCallFailed,
+    ModelResponded,
+    RunFinished,
+    ToolCallRejected,
+    ToolCallSucceeded,
+)
+from charter.testing import FakeAnthropicServer, FakeOpenAIServer
+
+KEY_ENV = "CHARTER_TEST_MODEL_KEY"
+PROVIDERS = ["openai", "anthropic"]
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(KEY_ENV, "sk-wrong")
+    yield
+
+
+@tool(effect="read")
+def lookup(order_id: str) -> dict[str, str]:
+    """Look up an order."""
+    return {"order_id": order_id, "status": "shipped"}
+
+
+def _server(provider: str, responses: list[dict[str, Any]], **kw: Any) -> Any:
+    if provider == "openai":
+        return FakeOpenAIServer(responses=responses, **kw)
+    return FakeAnthropicServer(responses=responses, **kw)
+
+
+def _agent(provider: str, base_url: str, **model: Any) -> Agent:
+    spec = ModelSpec(
+        provider=provider,
+        name=model.pop("name", "m-test"),
+        base_url=base_url,
+        api_key_env=KEY_ENV,
+        **model,
+    )
+    return Agent(name="orders", instructions="Help.", model=spec, tools=[lookup])
+
+
+def _run(tmp_path: Path, agent: Agent) -> tuple[str, list[object]]:
+    async def main() -> tuple[str, list[object]]:
+        async with Runtime.open(f"sqlite:///{tmp_path}/c.db") as rt:
+            run = await rt.run(agent, "Where is order A1?")
+            return run.status, [e.body for e in await rt.events(run.run_id)]
+
+    return asyncio.run(main())
+
+
+def _failure(bodies: list[object]) -> ModelCallFailed:
+    (failed,) = [b for b in bodies if isinstance(b, ModelCallFailed)]
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert finished.reason == f"model call failed: {failed.error.message}"
+    return failed
+
+
+def _served(provider: str, responses: list[dict[str, Any]], tmp_path: Path, **kw: Any) -> Any:
+    server: AbstractContextManager[Any] = _server(provider, responses)
+    with server as s:
+        status, bodies = _run(tmp_path, _agent(provider, s.base_url, **kw))
+    return status, bodies, s
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_unreachable_endpoint_is_retried_then_escalates(tmp_path: Path, provider: str) -> None:
+    with _server(provider, []) as server:
+        base_url = server.base_url  # closed once the server stops: connection refused
+    status, bodies = _run(tmp_path, _agent(provider, base_url, max_attempts=2))
+    assert status == "escalated"
+    failed = _failure(bodies)
+    assert (failed.error.code, failed.error.retryable, failed.attempts) == (
+        "model_unavailable",
+        True,
+        2,
+    )
+    assert f"cannot connect to {base_url}" in failed.error.message
+    assert failed.provider == provider
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_wrong_key_fails_the_run_naming_the_variable(tmp_path: Path, provider: str) -> None:
+    if provider == "openai":
+        server: Any = FakeOpenAIServer(responses=[{"status": 401, "error": "Incorrect API key"}])
+    else:
+        server = FakeAnthropicServer(responses=[{"content": "never"}], api_key="sk-right")
+    with server:
+        status, bodies = _run(tmp_path, _agent(provider, server.base_url))
+    assert status == "failed"
+    failed = _failure(bodies)
+    assert (failed.error.code, failed.error.retryable) == ("model_auth", False)
+    assert f"${KEY_ENV}" in failed.error.message
+    assert len(server.requests) == 1  # not retried: the same key fails the same way
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_model_the_endpoint_does_not_serve_fails_the_run(tmp_path: Path, provider: str) -> None:
+    server = _server(provider, [{"content": "never"}], unknown_models={"no-such-model"})
+    with server:
+        status, bodies = _run(tmp_path, _agent(provider, server.base_url, name="no-such-model"))
+    assert status == "failed"
+    failed = _failure(bodies)
+    assert (failed.error.code, failed.model) == ("model_not_found", "no-such-model")
+    assert "does not serve the model 'no-such-model'" in failed.error.message
+
+
+@pytest.mark.parametrize(("provider", "status"), [("openai", 503), ("anthropic", 529)])
+def test_an_overloaded_endpoint_is_retried_and_the_run_goes_on(
+    tmp_path: Path, provider: str, status: int
+) -> None:
+    responses: list[dict[str, Any]] = [
+        {"status": status, "error": "overloaded"},
+        {"content": "All good."},
+    ]
+    run_status, bodies, server = _served(provider, responses, tmp_path)
+    assert run_status == "succeeded"
+    assert not [b for b in bodies if isinstance(b, ModelCallFailed)]
+    assert len(server.requests) == 2
+
+
+def test_openai_arguments_cut_off_mid_json_are_rejected_back_to_the_model(tmp_path: Path) -> None:
+    cut = '{"order_id": "A'
+    responses: list[dict[str, Any]] = [
+        {"tool_calls": [{"name": "lookup", "arguments": cut}], "finish_reason": "length"},
+        {"tool_calls": [{"name": "lookup", "arguments": {"order_id": "A1"}}]},
+        {"content": "Shipped."},
+    ]
+    status, bodies, server = _served("openai", responses, tmp_path)
+    assert status == "succeeded"
+    (rejected,) = [b for b in bodies if isinstance(b, ToolCallRejected)]
+    assert rejected.error.code == "malformed_arguments"
+    assert [b.tool for b in bodies if isinstance(b, ToolCallSucceeded)] == ["lookup"]
+    told = server.requests[1]["messages"][-1]  # the model sees why its call was refused
+    assert told["role"] == "tool" and "malformed_arguments" in told["content"]
+
+
+def test_anthropic_tool_use_cut_off_by_max_tokens_fails_the_run(tmp_path: Path) -> None:
+    cut = {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"}
+    status, bodies, _ = _served("anthropic", [cut], tmp_path, max_output_tokens=8)
+    assert status == "failed"
+    failed = _failure(bodies)
+    assert (failed.error.code, failed.error.retryable) == ("model_bad_response", False)
+    assert "cut off after 8 tokens" in failed.error.message
+    assert not [b for b in bodies if isinstance(b, ModelResponded)]
+
+
+def test_json_mode_answer_cut_off_mid_json_fails_the_run(tmp_path: Path) -> None:
+    cut = {"content": '{"tool_calls": [{"name": "look', "finish_reason": "length"}
+    status, bodies, _ = _served("openai", [cut], tmp_path, tool_calling="json")
+    assert status == "failed"
+    failed = _failure(bodies)
+    assert failed.error.code == "model_bad_response"
+    assert "cut off mid-JSON" in failed.error.message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_unparseable_body_is_retried_then_escalates(tmp_path: Path, provider: str) -> None:
+    garbage = {"raw": "<html>502 Bad Gateway</html>"}
+    status, bodies, server = _served(provider, [garbage, garbage], tmp_path, max_attempts=2)
+    assert status == "escalated"
+    failed = _failure(bodies)
+    assert (failed.error.code, failed.error.retryable) == ("model_bad_response", True)
+    assert len(server.requests) == 2
+    assert json.dumps(failed.model_dump(mode="json"))  # a plain value in the log
