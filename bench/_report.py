@@ -26,3 +26,11 @@ def emit(
         print()
     else:
         print_report(results, table)
+
+
+def print_table(table: Sequence[Row]) -> None:
+    """The figure/value/target/met table, each column padded to its widest cell."""
+    header = ("figure", "value", "target", "met")
+    widths = [max(len(row[i]) for row in [*table, header]) for i in range(4)]
+    for row in [header, tuple("-" * w for w in widths), *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

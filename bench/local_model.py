@@ -31,7 +31,7 @@ import statistics
 import time
 from typing import Any
 
-from _report import emit
+from _report import emit, print_table
 from charter.demo import load_demo_agent
 from charter.models import Message, ModelRequest, ModelSpec, ToolSpec
 from charter.models import _local_engine as engine
@@ -167,10 +167,7 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
         print(f"{s['kind']:<6} {s['s']:7.2f}  {s['prompt_tokens']:6} ({s['decoded']:5})"
               f"  {s['output_tokens']:4}  {answer}")  # fmt: skip
     print()
-    header = ("figure", "value", "target", "met")
-    widths = [max(len(row[i]) for row in [*table, header]) for i in range(4)]
-    for row in [header, tuple("-" * w for w in widths), *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _report import Row, emit
+from _report import Row, emit, print_table
 from charter import Agent, Budgets, ModelSpec, tool
 from charter._engine.caching import decode_response, encode_response, model_key, tool_key
 from charter._engine.routing import StepRoutes
@@ -295,10 +295,7 @@ def print_report(results: dict[str, Any], table: list[Row]) -> None:
         " read-tool key (the store round trip of a lookup is the 'cache hit' figure)"
     )
     print()
-    header = ("figure", "value", "target", "met")
-    widths = [max(len(row[i]) for row in [*table, header]) for i in range(4)]
-    for row in [header, tuple("-" * w for w in widths), *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 def main(argv: list[str] | None = None) -> int:

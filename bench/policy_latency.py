@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _report import emit
+from _report import emit, print_table
 from charter.policy import PolicyInput, PolicySet
 
 MEDIAN_TARGET_US = 10.0
@@ -437,10 +437,7 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
     else:
         print(f"Cedar: {results['cedar_note']}")
     print()
-    header = ("figure", "value", "target", "met")
-    widths = [max(len(row[i]) for row in [*table, header]) for i in range(4)]
-    for row in [header, tuple("-" * w for w in widths), *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,8 @@ import functools
 import hashlib
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from charter._engine.loop import RunDriver
     from charter._engine.state import PendingCall, RunState
     from charter.models import ModelRequest, ModelResponse
+    from charter.tools import Tool
 
 __all__ = [
     "configure_from_env",
@@ -70,8 +71,22 @@ _Method = Callable[..., Awaitable[T]]
 
 def enabled() -> bool:
     """True when a real tracer provider is installed (the only cost when it is not)."""
+    return _tracer() is not None
+
+
+# The provider last seen and its tracer (None: no real provider). One identity check per hook;
+# an SDK provider would build a new tracer on every ``get_tracer``.
+_seen: list[tuple[object, trace.Tracer | None]] = [(None, None)]
+
+
+def _tracer() -> trace.Tracer | None:
     provider = trace.get_tracer_provider()
-    return not isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
+    seen, tracer = _seen[0]
+    if provider is not seen:
+        off = isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
+        tracer = None if off else provider.get_tracer(_TRACER_NAME)
+        _seen[0] = (provider, tracer)
+    return tracer
 
 
 def _ids(run_id: str) -> tuple[int, int]:
@@ -145,50 +160,37 @@ def configure_from_env() -> bool:
 
 
 # -- hooks on RunDriver methods (decorators: the loop's bodies stay untouched) ----------------
+#
+# They run several times a step, so they are lean (bench/tracing_overhead.py measures them):
+# one provider check that also yields the tracer, spans started with ``start_span`` and made
+# current with one ``attach`` (no context-manager layers), each span's attributes built in one
+# dict at its start and one at its end.
 
 _decisions: weakref.WeakKeyDictionary[Any, dict[str, PolicyEvaluated]] = weakref.WeakKeyDictionary()
 
 
-_tracers: dict[int, trace.Tracer] = {}
-
-
-def _tracer() -> trace.Tracer:
-    """The provider's tracer, made once (an SDK provider builds a new one on every call)."""
-    provider = trace.get_tracer_provider()
-    tracer = _tracers.get(id(provider))
-    if tracer is None:
-        tracer = _tracers[id(provider)] = provider.get_tracer(_TRACER_NAME)
-    return tracer
-
-
-def _common(driver: RunDriver) -> dict[str, Any]:
-    """On every span: the run (the conversation) it belongs to. The rest is on the run's span."""
-    return {"gen_ai.conversation.id": driver.run_id}
-
-
-@contextmanager
-def _span(
+def _start(
+    tracer: trace.Tracer,
     name: str,
     attributes: dict[str, Any],
     *,
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
-) -> Iterator[Span]:
-    with _tracer().start_as_current_span(
-        name,
-        context=context,
-        kind=kind,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.set_attribute("error.type", getattr(exc, "code", type(exc).__name__))
-            raise
+) -> tuple[Span, Token[otel_context.Context]]:
+    """Start a span and make it the current one (what ``start_as_current_span`` does)."""
+    span = tracer.start_span(name, context, kind, attributes)
+    return span, otel_context.attach(trace.set_span_in_context(span))
+
+
+def _end(span: Span, token: Token[otel_context.Context]) -> None:
+    otel_context.detach(token)
+    span.end()
+
+
+def _fail(span: Span, exc: Exception) -> None:
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.set_attribute("error.type", getattr(exc, "code", type(exc).__name__))
 
 
 def run_span(fn: _Method[RunState]) -> _Method[RunState]:
@@ -196,11 +198,13 @@ def run_span(fn: _Method[RunState]) -> _Method[RunState]:
 
     @functools.wraps(fn)
     async def drive(self: RunDriver) -> RunState:
-        if not enabled():
+        tracer = _tracer()
+        if tracer is None:
             return await fn(self)
-        attrs = _common(self) | {
+        attrs = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": self.agent.name,
+            "gen_ai.conversation.id": self.run_id,
             "charter.run_id": self.run_id,
             "charter.tenant": self.record.tenant,
             "gen_ai.agent.version": self.agent.version,
@@ -209,20 +213,26 @@ def run_span(fn: _Method[RunState]) -> _Method[RunState]:
             "charter.claim.epoch": self.claim.epoch,
             "charter.claim.previous_status": self.claim.previous_status or "",
         }
-        with _span(f"invoke_agent {self.agent.name}", attrs, context=_root(self.run_id)) as span:
+        name = f"invoke_agent {self.agent.name}"
+        span, token = _start(tracer, name, attrs, context=_root(self.run_id))
+        try:
             state = await fn(self)
-            span.set_attributes(
-                {
-                    "charter.run.status": state.status,
-                    "charter.run.steps": state.step,
-                    "charter.run.tool_calls": state.tool_calls,
-                    "charter.usage.tokens": state.tokens,
-                    "charter.cost_usd": state.cost_usd,
-                }
-            )
+            done: dict[str, Any] = {
+                "charter.run.status": state.status,
+                "charter.run.steps": state.step,
+                "charter.run.tool_calls": state.tool_calls,
+                "charter.usage.tokens": state.tokens,
+                "charter.cost_usd": state.cost_usd,
+            }
             if state.reason:
-                span.set_attribute("charter.run.reason", state.reason)
+                done["charter.run.reason"] = state.reason
+            span.set_attributes(done)
             return state
+        except Exception as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            _end(span, token)
 
     return drive
 
@@ -232,11 +242,18 @@ def step_span(fn: _Method[None]) -> _Method[None]:
 
     @functools.wraps(fn)
     async def model_step(self: RunDriver) -> None:
-        if not enabled():
+        tracer = _tracer()
+        if tracer is None:
             return await fn(self)
-        attrs = _common(self) | {"charter.step": self.state.step + 1}
-        with _span("charter.step", attrs):
+        attrs = {"gen_ai.conversation.id": self.run_id, "charter.step": self.state.step + 1}
+        span, token = _start(tracer, "charter.step", attrs)
+        try:
             return await fn(self)
+        except Exception as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            _end(span, token)
 
     return model_step
 
@@ -246,37 +263,43 @@ def chat_span(fn: _Method[ModelResponse]) -> _Method[ModelResponse]:
 
     @functools.wraps(fn)
     async def call_model(self: RunDriver, request: ModelRequest) -> ModelResponse:
-        if not enabled():
+        tracer = _tracer()
+        if tracer is None:
             return await fn(self, request)
         routed = self._step
         spec = self.agent.model if routed is None else routed.spec
         model = self.model if routed is None else routed.model
-        attrs = _common(self) | {
+        attrs = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": model.provider,
             "gen_ai.request.model": spec.name,
+            "gen_ai.conversation.id": self.run_id,
             "charter.step": request.step + 1,
         }
-        with _span(f"chat {spec.name}", attrs, kind=SpanKind.CLIENT) as span:
-            try:
-                response = await fn(self, request)
-            except Exception:
-                span.set_attribute("charter.retries", max(0, self._model_attempts - 1))
-                raise
+        span, token = _start(tracer, f"chat {spec.name}", attrs, kind=SpanKind.CLIENT)
+        try:
+            response = await fn(self, request)
+            usage = response.usage
             span.set_attributes(
                 {
                     "gen_ai.response.model": response.model,
-                    "gen_ai.usage.input_tokens": response.usage.input_tokens,
-                    "gen_ai.usage.output_tokens": response.usage.output_tokens,
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
                     "gen_ai.response.finish_reasons": (
                         "tool_calls" if response.tool_calls else "stop",
                     ),
                     "charter.tool_calls": len(response.tool_calls),
-                    "charter.cost_usd": spec.cost_usd(response.usage),
+                    "charter.cost_usd": spec.cost_usd(usage),
                     "charter.retries": max(0, self._model_attempts - 1),
                 }
             )
             return response
+        except Exception as exc:
+            span.set_attribute("charter.retries", max(0, self._model_attempts - 1))
+            _fail(span, exc)
+            raise
+        finally:
+            _end(span, token)
 
     return call_model
 
@@ -287,7 +310,7 @@ def decision_hook(fn: _Method[Any]) -> _Method[Any]:
     @functools.wraps(fn)
     async def govern(self: RunDriver, call_id: str, *args: Any) -> Any:
         result = await fn(self, call_id, *args)
-        if not enabled():
+        if _tracer() is None:
             return result
         for event in reversed(self._unflushed):
             body = event.body
@@ -315,25 +338,37 @@ def tool_span(fn: _Method[Outcome]) -> _Method[Outcome]:
     async def invoke(
         self: RunDriver, call: PendingCall, key: str | None = None, watch: bool = False
     ) -> Outcome:
-        if not enabled():
+        tracer = _tracer()
+        if tracer is None:
             return await fn(self, call, key, watch)
-        with _span(f"execute_tool {call.tool}", _tool_attrs(self, call, key)) as span:
+        tool = self.tools.find(call.tool)
+        span, token = _start(
+            tracer, f"execute_tool {call.tool}", _tool_attrs(self, call, key, tool)
+        )
+        try:
             outcome = await fn(self, call, key, watch)
-            span.set_attributes(_outcome_attrs(self, call, outcome))
+            span.set_attributes(_outcome_attrs(outcome, tool))
             if outcome.error is not None:
                 span.set_status(Status(StatusCode.ERROR, outcome.error.message))
             return outcome
+        except Exception as exc:
+            _fail(span, exc)
+            raise
+        finally:
+            _end(span, token)
 
     return invoke
 
 
-def _tool_attrs(driver: RunDriver, call: PendingCall, key: str | None) -> dict[str, Any]:
-    tool = driver.tools.find(call.tool)
-    attrs = _common(driver) | {
+def _tool_attrs(
+    driver: RunDriver, call: PendingCall, key: str | None, tool: Tool | None
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call.tool,
         "gen_ai.tool.call.id": call.call_id,
         "gen_ai.tool.type": "function",
+        "gen_ai.conversation.id": driver.run_id,
         "charter.step": driver.state.step,
         "charter.tool.effect": call.effect,
     }
@@ -343,7 +378,8 @@ def _tool_attrs(driver: RunDriver, call: PendingCall, key: str | None) -> dict[s
         attrs["charter.idempotency_key"] = key
     if call.approval_id is not None:
         attrs["charter.approval.id"] = call.approval_id
-    decision = _decisions.get(driver, {}).get(call.call_id)
+    decisions = _decisions.get(driver)
+    decision = None if decisions is None else decisions.get(call.call_id)
     if decision is not None:
         attrs["charter.policy.outcome"] = decision.outcome
         attrs["charter.policy.rule_ids"] = decision.rule_ids
@@ -352,8 +388,7 @@ def _tool_attrs(driver: RunDriver, call: PendingCall, key: str | None) -> dict[s
     return attrs
 
 
-def _outcome_attrs(driver: RunDriver, call: PendingCall, outcome: Outcome) -> dict[str, Any]:
-    tool = driver.tools.find(call.tool)
+def _outcome_attrs(outcome: Outcome, tool: Tool | None) -> dict[str, Any]:
     made = outcome.attempts
     if outcome.error is not None and outcome.error.code == "circuit_open":
         made -= 1

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from charter.models import ModelRequest, ModelResponse, ScriptedModel
+from charter.models import ModelRequest, ModelResponse, ScriptedModel, ToolSpec
+
+LOOKUP = ToolSpec(
+    name="lookup",
+    description="Look up an order.",
+    parameters={
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"],
+    },
+)
+"""The one tool the provider tests offer a model."""
 
 
 class Recording:

@@ -11,22 +11,14 @@ import pytest
 
 pytest.importorskip("anthropic")
 
+from tests.helpers.models import LOOKUP
+
 from charter.errors import ConfigError, ModelError
 from charter.models import Message, ModelRequest, ModelResponse, ModelSpec, ToolSpec, build_model
 from charter.models._anthropic import DEFAULT_MAX_OUTPUT_TOKENS, AnthropicModel
 from charter.testing import FakeAnthropicServer
 
 KEY_ENV = "CHARTER_TEST_ANTHROPIC_KEY"
-
-LOOKUP = ToolSpec(
-    name="lookup",
-    description="Look up an order.",
-    parameters={
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ escalates the run; a failure retrying cannot fix fails it; both are recorded wit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -24,6 +25,7 @@ from charter.events import (
     ModelCallFailed,
     ModelResponded,
     RunFinished,
+    RunWaiting,
     ToolCallRejected,
     ToolCallSucceeded,
 )
@@ -89,7 +91,8 @@ def _served(provider: str, responses: list[dict[str, Any]], tmp_path: Path, **kw
 def test_an_unreachable_endpoint_is_retried_then_escalates(tmp_path: Path, provider: str) -> None:
     with _server(provider, []) as server:
         base_url = server.base_url  # closed once the server stops: connection refused
-    status, bodies = _run(tmp_path, _agent(provider, base_url, max_attempts=2))
+    agent = _agent(provider, base_url, max_attempts=2, outage_waits=0)
+    status, bodies = _run(tmp_path, agent)
     assert status == "escalated"
     failed = _failure(bodies)
     assert (failed.error.code, failed.error.retryable, failed.attempts) == (
@@ -185,3 +188,59 @@ def test_an_unparseable_body_is_retried_then_escalates(tmp_path: Path, provider:
     assert (failed.error.code, failed.error.retryable) == ("model_bad_response", True)
     assert len(server.requests) == 2
     assert json.dumps(failed.model_dump(mode="json"))  # a plain value in the log
+
+
+def test_an_outage_is_waited_out_on_a_timer_then_escalates(tmp_path: Path) -> None:
+    """Rate-limited through every attempt: the run parks, tries again, and gives up at last."""
+    busy = [{"status": 429, "error": "slow down"}] * 6
+    with FakeOpenAIServer(responses=busy) as server:
+        agent = _agent("openai", server.base_url, max_attempts=1, outage_waits=2)
+        agent = dataclasses.replace(
+            agent, model=agent.model.model_copy(update={"outage_wait_s": 0.05})
+        )
+
+        async def main() -> tuple[list[str], list[object]]:
+            async with Runtime.open(f"sqlite:///{tmp_path}/c.db") as rt:
+                run = await rt.run(agent, "Where is order A1?")
+                seen = [run.status]
+                while seen[-1] == "waiting":  # a timer: the run comes back by itself
+                    await asyncio.sleep(0.1)
+                    await rt.work(until_idle=True)
+                    seen.append((await rt.get_run(run.run_id)).status)
+                return seen, [e.body for e in await rt.events(run.run_id)]
+
+        seen, bodies = asyncio.run(main())
+    assert seen[0] == "waiting" and seen[-1] == "escalated"
+    failed = [b for b in bodies if isinstance(b, ModelCallFailed)]
+    assert [f.error.code for f in failed] == ["model_rate_limited"] * 3  # 1 try + 2 waits
+    waits = [b for b in bodies if isinstance(b, RunWaiting)]
+    assert [w.waiting_for for w in waits] == ["timer", "timer"]
+    finished = bodies[-1]
+    assert isinstance(finished, RunFinished)
+    assert "after waiting 2 time(s)" in (finished.reason or "")
+    assert len(server.requests) == 3
+
+
+def test_a_run_that_waited_out_an_outage_goes_on(tmp_path: Path) -> None:
+    answers = [{"status": 503, "error": "overloaded"}, {"content": "Order A1 has shipped."}]
+    with FakeOpenAIServer(responses=answers) as server:
+        agent = _agent("openai", server.base_url, max_attempts=1)
+        agent = dataclasses.replace(
+            agent, model=agent.model.model_copy(update={"outage_wait_s": 0.05})
+        )
+
+        async def main() -> tuple[str, list[object]]:
+            async with Runtime.open(f"sqlite:///{tmp_path}/c.db") as rt:
+                run = await rt.run(agent, "Where is order A1?")
+                assert run.status == "waiting"
+                await asyncio.sleep(0.1)
+                await rt.work(until_idle=True)
+                record = await rt.get_run(run.run_id)
+                return record.status, [e.body for e in await rt.events(run.run_id)]
+
+        status, bodies = asyncio.run(main())
+    assert status == "succeeded"
+    assert [type(b).__name__ for b in bodies if isinstance(b, ModelCallFailed | RunWaiting)] == [
+        "ModelCallFailed",
+        "RunWaiting",
+    ]

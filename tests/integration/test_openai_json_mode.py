@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("openai")
 
+from tests.helpers.models import LOOKUP
+
 from charter import Agent, ModelSpec, Runtime, tool
 from charter.errors import ModelError
 from charter.events import (
@@ -20,20 +22,11 @@ from charter.events import (
     RunFinished,
     ToolCallSucceeded,
 )
-from charter.models import Message, ModelRequest, ModelResponse, ToolSpec, build_model
+from charter.models import Message, ModelRequest, ModelResponse, build_model
 from charter.models._openai import OpenAIModel
 from charter.testing import FakeOpenAIServer
 
 KEY_ENV = "CHARTER_TEST_OPENAI_KEY"
-LOOKUP = ToolSpec(
-    name="lookup",
-    description="Look up an order.",
-    parameters={
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-)
 
 
 @pytest.fixture(autouse=True)

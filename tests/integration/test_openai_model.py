@@ -10,22 +10,14 @@ import pytest
 
 pytest.importorskip("openai")
 
+from tests.helpers.models import LOOKUP
+
 from charter.errors import ConfigError, ModelError
 from charter.models import Message, ModelRequest, ModelResponse, ModelSpec, ToolSpec, build_model
 from charter.models._openai import OpenAIModel
 from charter.testing.fake_openai import FakeOpenAIServer
 
 KEY_ENV = "CHARTER_TEST_OPENAI_KEY"
-
-LOOKUP = ToolSpec(
-    name="lookup",
-    description="Look up an order.",
-    parameters={
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-)
 
 
 @pytest.fixture(autouse=True)

@@ -54,7 +54,8 @@ def test_provider_errors_end_the_run_cleanly(tmp_path: Path, status: int, final:
 
         async def main() -> tuple[str, list[object]]:
             async with Runtime.open(f"sqlite:///{tmp_path}/c.db") as rt:
-                run = await rt.run(_agent(server.base_url, max_attempts=2), "Weather?")
+                agent = _agent(server.base_url, max_attempts=2, outage_waits=0)
+                run = await rt.run(agent, "Weather?")
                 return run.status, [e.body for e in await rt.events(run.run_id)]
 
         run_status, bodies = asyncio.run(main())

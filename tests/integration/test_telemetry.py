@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
 from charter.policy import PolicySet
@@ -169,6 +170,41 @@ def test_each_tool_gets_the_traceparent_of_its_own_span(
             f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-01"
         )
         assert ctx.trace_id == trace_id_for(run_id)
+
+
+def test_a_failed_model_call_marks_its_spans_and_leaves_no_span_current(
+    db_url: str, spans: InMemorySpanExporter
+) -> None:
+    """The script runs out at step 2: that ``chat`` span ends in error with the error's code;
+    every span is ended and, after the run, no span of it is current."""
+    agent = Agent(
+        name="short",
+        instructions="Look up, then answer.",
+        model=ModelSpec(
+            provider="scripted",
+            script=[{"tool_calls": [{"name": "lookup", "arguments": {"order_id": "1"}}]}],
+        ),
+        tools=[lookup],
+    )
+
+    async def main() -> str:
+        async with Runtime.open(db_url) as rt:
+            run = await rt.run(agent, "look order 1 up")
+            assert run.status == "failed"
+            return run.run_id
+
+    run_id = asyncio.run(main())
+    finished = spans.get_finished_spans()
+    [agent_span] = _named(finished, "invoke_agent")
+    assert _attrs(agent_span)["charter.run.status"] == "failed"
+    chats = _named(finished, "chat ")
+    assert [c.status.status_code for c in chats] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert (_attrs(chats[1])["error.type"], _attrs(chats[1])["charter.retries"]) == ("model", 0)
+    assert [s.parent.span_id for s in chats if s.parent] == [
+        s.context.span_id for s in _named(finished, "charter.step") if s.context
+    ]
+    assert {s.context.trace_id for s in finished if s.context} == {int(trace_id_for(run_id), 16)}
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_without_a_span_the_traceparent_still_names_the_run() -> None:

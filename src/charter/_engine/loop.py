@@ -33,7 +33,7 @@ from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
 from charter._engine.limits import Limiter
 from charter._engine.routing import RoutedStep, StepRoutes
-from charter._engine.state import PendingCall, RunState, fold, fold_all
+from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fold_all
 from charter.agents import Agent
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
@@ -57,7 +57,7 @@ from charter.events import (
     ToolCallSucceeded,
     ToolOutcomeUnknown,
 )
-from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
+from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
 from charter.policy import Decision
 from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
@@ -346,8 +346,7 @@ class RunDriver:
                     **step.recorded(),
                 )
             )
-            status = "escalated" if exc.retryable else "failed"
-            self._append(RunFinished(status=status, reason=f"model call failed: {exc}"))
+            self._after_model_failure(exc, step.spec)
             return
         if not cached:
             await self.routes.keep(key, response)
@@ -379,6 +378,17 @@ class RunDriver:
             await self._request_approvals()
         if self._check_budgets() and any(p.stage == "proposed" for p in self.state.pending):
             await self._execute_pending()
+
+    def _after_model_failure(self, exc: ModelError, spec: ModelSpec) -> None:
+        """Wait an outage out on a timer (a few times in a row), else escalate or fail."""
+        outages = self.state.model_outages  # counts the failure just recorded
+        if exc.code in OUTAGE_CODES and outages <= spec.outage_waits:
+            delay = min(3600.0, spec.outage_wait_s * 2 ** (outages - 1))
+            self._append(RunWaiting(waiting_for="timer", wake_at=self.clock() + delay))
+            return
+        waited = f" (after waiting {outages - 1} time(s))" if outages > 1 else ""
+        status = "escalated" if exc.retryable else "failed"
+        self._append(RunFinished(status=status, reason=f"model call failed{waited}: {exc}"))
 
     @telemetry.chat_span
     async def _call_model(self, request: ModelRequest) -> ModelResponse:

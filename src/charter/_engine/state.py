@@ -18,6 +18,7 @@ from charter.events import (
     ApprovalRequested,
     Event,
     MessageReceived,
+    ModelCallFailed,
     ModelResponded,
     PolicyEvaluated,
     RunFinished,
@@ -60,6 +61,8 @@ class RunState(BaseModel):
     tool_calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
+    model_outages: int = 0
+    """Model steps in a row that failed because the provider was unavailable or rate-limited."""
     """The run's spending so far: model responses and tool calls at their prices."""
     limits_used: dict[str, int] = {}
     """Calls counted against each rate limit and scope (``policy_evaluated.limits``); the
@@ -92,6 +95,9 @@ def fold(state: RunState, event: Event) -> RunState:
         case ModelResponded():
             changes["step"] = state.step + 1
             changes["tokens"] = state.tokens + body.usage.total
+            changes["model_outages"] = 0
+        case ModelCallFailed() if body.error.code in OUTAGE_CODES:
+            changes["model_outages"] = state.model_outages + 1
         case ToolCallProposed():
             changes["tool_calls"] = state.tool_calls + 1
         case RunWaiting():
@@ -107,6 +113,10 @@ def fold(state: RunState, event: Event) -> RunState:
     if "status" not in changes and state.status == "queued" and not _is_input(body):
         changes["status"] = "running"
     return state.model_copy(update=changes)
+
+
+OUTAGE_CODES = frozenset({"model_unavailable", "model_rate_limited"})
+"""Model failures a later try may not meet: the run can wait them out."""
 
 
 def _pending(state: RunState, body: object) -> tuple[PendingCall, ...] | None:

@@ -27,11 +27,11 @@ from charter.cli._render import (
     run_detail,
     run_line,
     table,
-    timeline,
 )
 from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
 from charter.cli._stats import stats_command
+from charter.cli._timeline import render_events, render_timeline
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime
@@ -309,12 +309,22 @@ def runs_list(
 @json_option
 @debug_option
 def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
-    """One run: status, agent, counters against its budgets, outcome."""
-    record = with_runtime(db_url, lambda rt: rt.get_run(run_id))
+    """One run: status, agent, counters, outcome, then its timeline step by step.
+
+    Each step shows its model, tokens, cost and latency; under it, each tool call with its
+    policy decision, approval, outcome (duration, attempts, cost); then the run's totals.
+    """
     if as_json:
-        echo_json(record.to_dict())
-    else:
-        run_detail(record)
+        echo_json(with_runtime(db_url, lambda rt: rt.get_run(run_id)).to_dict())
+        return
+
+    async def work(rt: Runtime) -> tuple[Any, Any]:
+        return await rt.get_run(run_id), await rt.events(run_id)
+
+    record, events = with_runtime(db_url, work)
+    run_detail(record)
+    click.echo()
+    render_timeline(events)
 
 
 @cli.command("events")
@@ -323,12 +333,16 @@ def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
 @json_option
 @debug_option
 def events_cmd(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
-    """A run's timeline: every event with its sequence number, time, type and summary."""
+    """A run's log: every event with its sequence number, time, type and summary.
+
+    Summaries carry the details: tokens, cost and latency of model calls, policy decisions
+    with their rules, approvals, and each call's duration, attempts and cost.
+    """
     events = with_runtime(db_url, lambda rt: rt.events(run_id))
     if as_json:
         echo_json([e.to_dict() for e in events])
     else:
-        timeline(events)
+        render_events(events)
 
 
 @cli.group("audit")

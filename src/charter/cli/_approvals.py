@@ -212,13 +212,22 @@ tenant_option = click.option(
 )
 
 
+def _role_change_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """PRINCIPAL ROLE [--tenant] and the shared options: ``roles add`` and ``roles remove``."""
+    for decorate in (
+        debug_option,
+        json_option,
+        db_option,
+        tenant_option,
+        click.argument("role"),
+        click.argument("principal"),
+    ):
+        fn = decorate(fn)
+    return fn
+
+
 @roles_group.command("add")
-@click.argument("principal")
-@click.argument("role")
-@tenant_option
-@db_option
-@json_option
-@debug_option
+@_role_change_options
 def roles_add(
     principal: str, role: str, tenant: str, db_url: str, as_json: bool, debug: bool
 ) -> None:
@@ -227,12 +236,7 @@ def roles_add(
 
 
 @roles_group.command("remove")
-@click.argument("principal")
-@click.argument("role")
-@tenant_option
-@db_option
-@json_option
-@debug_option
+@_role_change_options
 def roles_remove(
     principal: str, role: str, tenant: str, db_url: str, as_json: bool, debug: bool
 ) -> None:

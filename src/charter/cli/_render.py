@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from charter.errors import CharterError
-from charter.events import Event, summarize
 from charter.store import RunRecord
 
 
@@ -43,13 +42,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     click.echo(line.rstrip())
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def timeline(events: Sequence[Event]) -> None:
-    table(
-        ["seq", "time", "type", "summary"],
-        [(e.seq, clock_time(e.at), e.type, summarize(e.body)) for e in events],
-    )
 
 
 def run_line(record: RunRecord) -> tuple[str, ...]:

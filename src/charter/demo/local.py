@@ -13,15 +13,13 @@ scripted demo.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from charter.agents import Agent
-from charter.demo import tools as demo_tools
-from charter.demo.run import ASKING_TICKET, CRASH, REPLY, SCENARIOS, SYSTEMS_FILE, Scenario, _Demo
+from charter.demo.run import ASKING_TICKET, CRASH, REPLY, SCENARIOS, Scenario, _Demo, _run
 from charter.events import (
     Event,
     ModelResponded,
@@ -46,15 +44,7 @@ def local_agent(agent: Agent) -> Agent:
 
 def run_local_demo(workdir: Path, *, echo: Callable[[str], None], db_url: str | None = None) -> int:
     """Run the local-model demo in ``workdir``; return 0 when every check passed, else 1."""
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    url = db_url or f"sqlite:///{workdir / 'charter.db'}"
-    previous = demo_tools.SYSTEMS_PATH
-    demo_tools.set_systems_path(workdir / SYSTEMS_FILE)
-    try:
-        return asyncio.run(_LocalDemo(workdir, url, echo).main())
-    finally:
-        demo_tools.set_systems_path(previous)
+    return _run(_LocalDemo, workdir, echo=echo, db_url=db_url)
 
 
 class _LocalDemo(_Demo):

@@ -75,13 +75,20 @@ LEAD = "lee"
 
 def run_demo(workdir: Path, *, echo: Callable[[str], None], db_url: str | None = None) -> int:
     """Run the whole demo in ``workdir``; return 0 when every check passed, else 1."""
+    return _run(_Demo, workdir, echo=echo, db_url=db_url)
+
+
+def _run(
+    demo: type[_Demo], workdir: Path, *, echo: Callable[[str], None], db_url: str | None
+) -> int:
+    """Run ``demo`` in ``workdir``, its simulated systems kept there too; its exit code."""
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     url = db_url or f"sqlite:///{workdir / 'charter.db'}"
     previous = demo_tools.SYSTEMS_PATH
     demo_tools.set_systems_path(workdir / SYSTEMS_FILE)
     try:
-        return asyncio.run(_Demo(workdir, url, echo).main())
+        return asyncio.run(demo(workdir, url, echo).main())
     finally:
         demo_tools.set_systems_path(previous)
 

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from charter._engine.faults import FAULT_POINTS
+from charter._yaml_lines import locate
 from charter.errors import ConfigError
 from charter.testing.faults import ToolFault
 
@@ -294,7 +295,7 @@ def _describe(exc: ValidationError, data: Any, node: yaml.Node | None, source: s
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        path, line = _locate(data, node, loc)
+        path, line = locate(data, node, loc)
         where = f"{source}:{line}" if line is not None else source
         case = _case_label(data, path)
         dotted = ".".join(str(p) for p in path)
@@ -316,31 +317,3 @@ def _case_label(data: Any, path: list[Any]) -> str:
         return f"case {data['suite']['cases'][path[2]]['id']!r}: "
     except (KeyError, IndexError, TypeError):
         return f"cases[{path[2]}]: "
-
-
-def _locate(
-    data: Any, node: yaml.Node | None, loc: tuple[Any, ...]
-) -> tuple[list[Any], int | None]:
-    """Follow a pydantic error location through the data and its YAML nodes."""
-    path: list[Any] = []
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
-        if not (in_list or (isinstance(data, dict) and part in data)):
-            continue
-        data = data[part]
-        path.append(part)
-        node, at = _child(node, part)
-        line = at if at is not None else line
-    return path, line
-
-
-def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, int | None]:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == str(part):
-                return value, key.start_mark.line + 1
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        item: yaml.Node = node.value[part]
-        return item, item.start_mark.line + 1
-    return None, None

@@ -72,6 +72,11 @@ class ModelSpec(BaseModel):
     max_output_tokens: int | None = None
     timeout_s: float = 60.0
     max_attempts: int = 3
+    outage_waits: int = Field(default=3, ge=0)
+    """When the provider stays unavailable or rate-limited through ``max_attempts``, the run
+    parks on a timer and tries again later, this many times in a row, before it escalates."""
+    outage_wait_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """The first such wait; each next one doubles (capped at an hour)."""
     tool_calling: Literal["native", "json"] = "native"
     """For ``openai``: ``json`` asks an endpoint without tool calling for a JSON-schema
     constrained answer (``{"tool_calls": [...]}`` or ``{"content": ...}``) instead."""

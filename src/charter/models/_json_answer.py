@@ -38,18 +38,21 @@ def response_format(tools: Sequence[ToolSpec]) -> dict[str, Any]:
 
 
 def answer_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    answer = _object({"content": {"type": "string"}})
+    answer = strict_object({"content": {"type": "string"}})
     if not tools:
         return answer
     calls = [
-        _object({"name": {"type": "string", "enum": [t.name]}, "arguments": _args(t.parameters)})
+        strict_object(
+            {"name": {"type": "string", "enum": [t.name]}, "arguments": _args(t.parameters)}
+        )
         for t in tools
     ]
     call_list = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
-    return {"anyOf": [_object({"tool_calls": call_list}), answer]}
+    return {"anyOf": [strict_object({"tool_calls": call_list}), answer]}
 
 
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
+def strict_object(properties: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema object with exactly these properties, each required."""
     return {
         "type": "object",
         "properties": properties,

@@ -26,6 +26,7 @@ from charter.errors import ConfigError, ModelError
 from charter.events import ProposedCall, Usage
 from charter.models import _local_engine as engine
 from charter.models._base import Message, ModelRequest, ModelResponse, ModelSpec, ToolSpec
+from charter.models._json_answer import strict_object
 
 DEFAULT_MAX_OUTPUT_TOKENS = 512
 _FORMAT = (
@@ -268,24 +269,15 @@ def response_grammar(tools: tuple[tuple[str, str], ...]) -> str:
 
 
 def response_schema(tools: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    answer = _object({"content": {"type": "string"}})
+    answer = strict_object({"content": {"type": "string"}})
     if not tools:
         return answer
     calls = [
-        _object({"name": {"const": name}, "arguments": _arguments_schema(schema)})
+        strict_object({"name": {"const": name}, "arguments": _arguments_schema(schema)})
         for name, schema in tools
     ]
     call_list = {"type": "array", "items": {"anyOf": calls}, "minItems": 1, "maxItems": 1}
-    return {"anyOf": [_object({"tool_calls": call_list}), answer]}
-
-
-def _object(properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
+    return {"anyOf": [strict_object({"tool_calls": call_list}), answer]}
 
 
 def _arguments_schema(schema_json: str) -> dict[str, Any]:

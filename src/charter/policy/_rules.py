@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from charter._yaml_lines import locate
 from charter.errors import ConfigError
 from charter.tools import Effect, Risk
 
@@ -445,38 +446,6 @@ def _reject_duplicate_keys(node: yaml.Node | None, where: str) -> None:
             _reject_duplicate_keys(item, where)
 
 
-def _locate(
-    data: Any, node: yaml.Node | None, loc: tuple[Any, ...]
-) -> tuple[list[Any], int | None]:
-    """Follow a pydantic error location through the data (and its YAML nodes, if any).
-
-    Parts that name nothing in the data (union tags, field names under an alias) are skipped.
-    Returns the clean path and the line of the deepest key or list item reached.
-    """
-    path: list[Any] = []
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
-        if not (in_list or (isinstance(data, dict) and part in data)):
-            continue
-        data = data[part]
-        path.append(part)
-        node, at = _child(node, part)
-        line = at if at is not None else line
-    return path, line
-
-
-def _child(node: yaml.Node | None, part: Any) -> tuple[yaml.Node | None, int | None]:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == str(part):
-                return value, key.start_mark.line + 1
-    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        item: yaml.Node = node.value[part]
-        return item, item.start_mark.line + 1
-    return None, None
-
-
 def _rule_label(data: Any, index: int, section: str = "rules") -> str:
     try:
         rule_id = data["policy"][section][index]["id"]
@@ -513,7 +482,7 @@ def describe_errors(
         loc = tuple(err["loc"])
         if err["type"] == "too_short" and any(o[: len(loc)] == loc != o for o in inner):
             continue  # a list whose items failed is also "too short": say it once
-        path, line = _locate(data, node, loc)
+        path, line = locate(data, node, loc)
         where = f"{source}:{line}" if line is not None else source
         if path[:2] in (["policy", "rules"], ["policy", "limits"]) and len(path) >= 3:
             label = _rule_label(data, path[2], path[1])
@@ -579,7 +548,7 @@ def check_document(
     lines = []
     for section, index, field, message in problems:
         loc = ("policy", section, index, *field)
-        line = _locate(data, node, loc)[1] if node is not None else None
+        line = locate(data, node, loc)[1] if node is not None else None
         where = f"{source}:{line}" if line is not None else source
         if section == "rules":
             lines.append(f"{where}: rule {doc.rules[index].id!r}: {message}")

@@ -25,15 +25,14 @@ when the responses run out, a 500. ``api_keys`` records the key each request car
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from email.message import Message
 from typing import Any
+
+from charter.testing._http_server import FakeHTTPServer
 
 __all__ = ["FakeAnthropicServer"]
 
-_PATH = "/v1/messages"
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -44,8 +43,16 @@ _ERROR_TYPES = {
 }
 
 
-class FakeAnthropicServer:
-    """Serves scripted messages on 127.0.0.1 from a background thread."""
+class FakeAnthropicServer(FakeHTTPServer):
+    """Serves scripted messages on 127.0.0.1 from a background thread.
+
+    ``base_url`` is ``http://127.0.0.1:PORT`` (the SDK adds ``/v1/messages``); known after a
+    stop too.
+    """
+
+    _path = "/v1/messages"
+    _url_path = ""
+    _thread_name = "fake-anthropic"
 
     def __init__(
         self,
@@ -54,120 +61,41 @@ class FakeAnthropicServer:
         unknown_models: Iterable[str] = (),
         api_key: str | None = None,
     ) -> None:
-        self.responses: list[dict[str, Any]] = list(responses)
-        self.unknown_models: frozenset[str] = frozenset(unknown_models)
+        super().__init__(responses, unknown_models=unknown_models)
         self.api_key = api_key
-        self.requests: list[dict[str, Any]] = []
         self.api_keys: list[str | None] = []
-        self._served = 0
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._base_url: str | None = None
 
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (the SDK adds ``/v1/messages``); known after a stop too."""
-        if self._base_url is None:
-            raise RuntimeError("the fake server has not started; use it as a context manager")
-        return self._base_url
+    def _serves(self, path: str) -> bool:
+        return super()._serves(path.split("?")[0])
 
-    def start(self) -> FakeAnthropicServer:
-        if self._httpd is not None:
-            raise RuntimeError("the fake server is already running")
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-anthropic",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _refusal(self, model: str, headers: Message) -> tuple[int, Any] | None:
+        key = _key(headers)
+        self.api_keys.append(key)
+        if self.api_key is not None and key != self.api_key:
+            return 401, _error(401, "invalid x-api-key")  # the API's own words
+        return super()._refusal(model, headers)
 
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        self._httpd = self._thread = None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join()
+    def _error(self, status: int, message: str) -> dict[str, Any]:
+        return _error(status, message)
 
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
+    def _model_not_found(self, model: str) -> dict[str, Any]:
+        return _error(404, f"model: {model}")
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _failure(self, status: int, spec: dict[str, Any]) -> dict[str, Any]:
+        return _error(status, str(spec.get("error", "")), kind=spec.get("type"))
 
-    def _answer(self, body: dict[str, Any], key: str | None) -> tuple[int, Any]:
-        """The status and body (a JSON value, or text sent verbatim) for one request."""
-        model = str(body.get("model", ""))
-        with self._lock:
-            self.requests.append(body)
-            self.api_keys.append(key)
-            if self.api_key is not None and key != self.api_key:
-                return 401, _error(401, "invalid x-api-key")  # the API's own words
-            if model in self.unknown_models:
-                return 404, _error(404, f"model: {model}")
-            if self._served >= len(self.responses):
-                return 500, _error(500, f"the fake server has no response left ({self._served})")
-            index = self._served
-            self._served += 1
-            spec = self.responses[index]
-        if "raw" in spec:
-            return int(spec.get("status", 200)), spec["raw"]
-        if "status" in spec:
-            status = int(spec["status"])
-            return status, _error(status, str(spec.get("error", "")), kind=spec.get("type"))
-        return 200, _message(index, model, body, spec)
+    def _reply(
+        self, index: int, model: str, request: dict[str, Any], spec: dict[str, Any]
+    ) -> dict[str, Any]:
+        return _message(index, model, request, spec)
 
 
-def _handler_for(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.0"  # one request per connection: no socket outlives a test
-
-        def do_POST(self) -> None:
-            if self.path.split("?")[0].rstrip("/") != _PATH:
-                self._send(404, _error(404, f"unknown path {self.path}"))
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except json.JSONDecodeError as exc:
-                self._send(400, _error(400, f"the body is not JSON: {exc}"))
-                return
-            if not isinstance(body, dict):
-                self._send(400, _error(400, "the body must be a JSON object"))
-                return
-            self._send(*server._answer(body, self._key()))
-
-        def _key(self) -> str | None:
-            """The key sent as ``x-api-key``, or as a bearer token (as newer SDKs send it)."""
-            bearer = self.headers.get("Authorization") or ""
-            if bearer.startswith("Bearer "):
-                return bearer.removeprefix("Bearer ")
-            return self.headers.get("x-api-key")
-
-        def _send(self, status: int, payload: Any) -> None:
-            text = isinstance(payload, str)
-            data = (payload if text else json.dumps(payload)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+def _key(headers: Message) -> str | None:
+    """The key sent as ``x-api-key``, or as a bearer token (as newer SDKs send it)."""
+    bearer = headers.get("Authorization") or ""
+    if bearer.startswith("Bearer "):
+        return bearer.removeprefix("Bearer ")
+    return headers.get("x-api-key")
 
 
 def _message(
