@@ -227,7 +227,7 @@ async def bench_single(
     counter = CommitCounter(rt.store)
     try:
         roles = POLICY_ROLES if policy is not None else ()
-        run_id = await rt.start(agent, "benchmark input", roles=roles)
+        run_id = await rt.start(agent, "benchmark input", roles=roles, principal_tenant="default")
         tx0, w0 = counter.snapshot()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         await rt.work(run_id=run_id)
@@ -238,8 +238,14 @@ async def bench_single(
         await rt.close()
     done = int(record.state.get("step", 0))
     events = db_count(path, "SELECT count(*) FROM events WHERE run_id = ?", run_id)
+    ran = db_count(
+        path,
+        "SELECT count(*) FROM events WHERE run_id = ? AND type = 'tool_call_succeeded'",
+        run_id,
+    )
     return {
         "status": record.status,
+        "tool_calls_run": ran,
         "steps": done,
         "tool_calls": int(record.state.get("tool_calls", 0)),
         "events": events,
@@ -373,7 +379,8 @@ def time_decisions(tool_: Tool, policy: PolicySet, calls: int) -> dict[str, Any]
     agent = make_agent("bench_policy", tool_, 1, policy=policy)
     started = RunStarted(agent_name=agent.name, agent_version=agent.version,
                          agent_hash=agent.spec_hash, tenant="default", principal="anonymous",
-                         input="", roles=POLICY_ROLES)  # fmt: skip
+                         input="", roles=POLICY_ROLES,
+                         principal_tenant="default")  # fmt: skip
     governor = Governor(agent, started)
     args = [{"key": f"k{i}"} for i in range(calls)]
     outcomes: dict[str, int] = {}
@@ -384,7 +391,7 @@ def time_decisions(tool_: Tool, policy: PolicySet, calls: int) -> dict[str, Any]
         decision_event(f"call_{i}_0", tool_.name, decision)
     cpu = time.process_time() - cpu0
     decision = governor.decide(tool_, args[0])
-    assert decision is not None
+    assert decision is not None and decision.outcome == "allow", decision
     outcomes[decision.outcome] = calls
     return {"calls": calls, "us_per_decision": cpu / calls * 1e6, "outcome": decision.outcome,
             "rule_ids": list(decision.rule_ids)}  # fmt: skip
@@ -402,6 +409,8 @@ async def bench_policy(workdir: Path, steps: int, tool_: Tool, repeats: int) -> 
             result = await bench_single(
                 workdir / name, steps, tool_, policy=policy if governed else None
             )
+            # the same work both ways: every call allowed and run, none denied
+            assert result["tool_calls_run"] == steps, result
             (with_ if governed else without).append(result)
     off = _median([r["cpu_ms_per_step"] for r in without])
     on = _median([r["cpu_ms_per_step"] for r in with_])

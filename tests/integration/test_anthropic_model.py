@@ -8,9 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-pytest.importorskip("anthropic")
-
 from tests.helpers.models import LOOKUP
 
 from charter.errors import ConfigError, ModelError

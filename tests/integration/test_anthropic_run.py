@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("anthropic")
-
 from charter import Agent, ModelSpec, Runtime, tool
 from charter.events import ModelResponded, RunFinished, ToolCallSucceeded
 from charter.testing import FakeAnthropicServer

@@ -17,9 +17,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("openai")
-pytest.importorskip("anthropic")
-
 from charter import Agent, ModelSpec, Runtime, tool
 from charter.events import (
     ModelCallFailed,

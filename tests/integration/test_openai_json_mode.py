@@ -8,9 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("openai")
-
 from tests.helpers.models import LOOKUP
 
 from charter import Agent, ModelSpec, Runtime, tool

@@ -7,9 +7,6 @@ import json
 from collections.abc import Iterator
 
 import pytest
-
-pytest.importorskip("openai")
-
 from tests.helpers.models import LOOKUP
 
 from charter.errors import ConfigError, ModelError

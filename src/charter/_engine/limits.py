@@ -22,7 +22,8 @@ letting more through.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from charter._engine.governance import Governor
 from charter._engine.state import RunState
@@ -33,6 +34,10 @@ from charter.store import Store
 from charter.tools import Tool
 
 DAY_S = 86_400.0
+CAP_REFRESH_S = 1.0
+"""How stale a daily cap's figure may be before it is read from the store again; in between,
+this run's own spending is added to it. (A cap is a threshold, not a reservation: runs in
+flight together may pass it by what they spend within this time.)"""
 _SLACK = 1e-9
 
 
@@ -44,8 +49,17 @@ def spend_key(kind: str, name: str) -> str:
 class Limiter:
     """Rate limits and spending caps for one run's calls."""
 
-    def __init__(self, *, store: Store, agent: Agent, tenant: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        agent: Agent,
+        tenant: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self._clock = clock
+        self._seen: dict[str, tuple[float, float]] = {}  # key -> (spent, read at)
         self.policy = agent.policy
         spending = None if self.policy is None else self.policy.document.spending
         self.caps: list[tuple[str, str, float]] = []
@@ -72,14 +86,26 @@ class Limiter:
         if amount > 0:
             for key in self._keys:
                 await self.store.add(key, window_s=DAY_S, amount=amount)
+                if key in self._seen:
+                    spent, at = self._seen[key]
+                    self._seen[key] = (spent + amount, at)
 
-    async def over_cap(self) -> BudgetExceeded | None:
-        """The first daily spending cap already reached, if any."""
+    async def over_cap(self, *, fresh: bool = False) -> BudgetExceeded | None:
+        """The first daily spending cap already reached, if any (``fresh``: read it now)."""
         for name, key, cap in self.caps:
-            used = await self.store.counter(key, window_s=DAY_S)
+            used = await self._spent(key, fresh=fresh)
             if used >= cap - _SLACK:
                 return BudgetExceeded(budget=name, limit=cap, used=round(used, 9))
         return None
+
+    async def _spent(self, key: str, *, fresh: bool) -> float:
+        """Today's spending on a counter, read at most every ``CAP_REFRESH_S`` unless fresh."""
+        now = self._clock()
+        seen = self._seen.get(key)
+        if fresh or seen is None or now - seen[1] >= CAP_REFRESH_S:
+            seen = (await self.store.counter(key, window_s=DAY_S), now)
+            self._seen[key] = seen
+        return seen[0]
 
     def describe(self, exceeded: BudgetExceeded) -> str:
         who = self._who.get(exceeded.budget, "")
@@ -97,7 +123,7 @@ class Limiter:
         if self.policy is None or decision.outcome == "deny":
             return decision, ()
         if tool.cost_usd > 0 and self.caps:
-            exceeded = await self.over_cap()
+            exceeded = await self.over_cap(fresh=True)  # money is about to move: read it now
             if exceeded is not None:
                 return _deny(decision, f"spending.{exceeded.budget}", self.describe(exceeded)), ()
         matches = self.policy.limits_for(governor._input(tool, decision.arguments))
