@@ -4,7 +4,9 @@ The same agent (instructions, tools, policy) as the scripted demo, with its mode
 the local Qwen2.5-Coder-0.5B-Instruct (``scripts/get-local-model`` fetches it) and its time
 budget widened for CPU inference. A 0.5B model does not follow the scripted story, so the
 checks are structural: every run finished or waits cleanly, every chain verifies, billing's
-ledger holds no duplicate effect, and every write that ran was allowed by policy.
+ledger holds no duplicate effect, every write that ran was allowed by policy, and every call
+the policy held was decided by the support lead (refunds granted, anything else denied) and
+taken into its run.
 
 This is a reduced variant: the crash scene (a worker SIGKILLed mid-refund) needs the model to
 call ``refund`` at a known moment, which a real model does not promise, so it is left to the
@@ -19,8 +21,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from charter.agents import Agent
-from charter.demo.run import ASKING_TICKET, CRASH, REPLY, SCENARIOS, Scenario, _Demo, _run
+from charter.demo.run import (
+    ASKING_TICKET,
+    CRASH,
+    LEAD,
+    REPLY,
+    SCENARIOS,
+    TENANT,
+    Scenario,
+    _Demo,
+    _run,
+)
 from charter.events import (
+    ApprovalDecided,
     Event,
     ModelResponded,
     PolicyEvaluated,
@@ -51,6 +64,7 @@ class _LocalDemo(_Demo):
     def __init__(self, workdir: Path, url: str, echo: Callable[[str], None]) -> None:
         super().__init__(workdir, url, echo)
         self.agent = local_agent(self.agent)
+        self.decided: list[str] = []
 
     def intro(self) -> None:
         self.echo("Charter demo on a local model: the support agent, driven by a real 0.5B model")
@@ -74,10 +88,30 @@ class _LocalDemo(_Demo):
                 self.echo(f"{scenario.ticket_id} waits; the customer replies {REPLY!r}")
                 await rt.send(record.run_id, REPLY)
                 await rt.work(until_idle=True)
+        await self.decide_held(rt)
         self.echo(f"worked in {time.monotonic() - began:.0f}s")
         for scenario in TICKETS:
             await self.timeline(rt, Scenario(scenario.ticket_id, "local model", "any"))
         await self.status_table(rt, TICKETS)
+
+    async def decide_held(self, rt: Runtime) -> None:
+        """The support lead decides what policy held: refunds granted, anything else denied."""
+        held = await rt.approvals(tenant=TENANT)
+        if not held:
+            return
+        await rt.store.set_role(principal=LEAD, role="support_lead", tenant=TENANT, on=True)
+        for request in held:
+            if request.tool == "refund":
+                decided = await rt.grant(request.approval_id, by=LEAD, note="checked the order")
+            else:
+                reason = f"{LEAD} does not send {request.tool} on the model's word alone"
+                decided = await rt.deny(request.approval_id, by=LEAD, reason=reason)
+            self.echo(
+                f"  {request.tool} {request.arguments} held by {', '.join(request.rule_ids)}:"
+                f" {decided.status} by {LEAD}"
+            )
+        await rt.work(until_idle=True, concurrency=1)
+        self.decided = [a.approval_id for a in held]
 
     async def local_checks(self, rt: Runtime) -> None:
         self.echo("\nchecks (structural: a small model does not follow the script's story):")
@@ -99,6 +133,16 @@ class _LocalDemo(_Demo):
         )
         sent = [m["idempotency_key"] for m in self.systems.emails() if m["idempotency_key"]]
         self.check(len(sent) == len(set(sent)), f"the outbox holds no email twice ({len(sent)})")
+        taken = set()
+        for scenario in TICKETS:
+            for e in await rt.events(self.runs[scenario.ticket_id]):
+                if isinstance(e.body, ApprovalDecided):
+                    taken.add(e.body.approval_id)
+        self.check(
+            set(self.decided) <= taken,
+            f"every call policy held ({len(self.decided)}) was decided by {LEAD},"
+            " and its run recorded the decision",
+        )
 
     def calls_fit(self, events: list[Event]) -> bool:
         tools = {t.name: t for t in self.agent.tools}
