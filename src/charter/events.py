@@ -205,6 +205,11 @@ class ToolCallStarted(_Body):
     call_id: str
     tool: str
     idempotency_key: str
+    fencing_token: int = 0
+    """The first attempt's fencing token (``ToolContext.fencing_token``; 0 in older logs)."""
+    execution: Literal["thread", "process", "async"] | None = None
+    """Where the attempt runs: a thread of the worker, a child process it can kill, or the
+    worker's event loop (an async tool); None in older logs."""
 
 
 class ToolCallSucceeded(_Redactable):
@@ -215,6 +220,9 @@ class ToolCallSucceeded(_Redactable):
     attempts: int = 1
     duration_ms: float = 0.0
     via: Literal["call", "reconcile"] = "call"
+    late: bool = False
+    """The attempt that gave this result ran past its timeout (``tool_call_overdue``) and was
+    waited for: the effect happened after the deadline."""
     untrusted: bool = False
     """The tool's contract marks its output untrusted (text others wrote: pages, tickets)."""
     cost_usd: float = 0.0
@@ -237,16 +245,61 @@ class ToolCallFailed(_Redactable):
     """The tool's ``cost_usd`` for each attempt made (a failed call may still be billed)."""
     simulated: Literal["recording", "simulator"] | None = None
     """Set in a rerun: the failure was served from a recording or a simulator."""
+    late: bool = False
+    """The attempt that failed ran past its timeout and was waited for."""
 
 
 class ToolOutcomeUnknown(_Body):
-    """A write's intent was committed but not its result: the process died in between."""
+    """A write's intent was committed but not its result: the process died in between, or an
+    attempt was stopped at its timeout (a killed child process, a cancelled coroutine)."""
 
     type: Literal["tool_outcome_unknown"] = "tool_outcome_unknown"
     call_id: str
     tool: str
     idempotency_key: str
     resolution: Literal["recall", "reconcile", "escalate"]
+    fencing_token: int = 0
+    """The token of the settling attempt (and of the fence a reconcile raises): higher than
+    every earlier attempt's of this call."""
+    cause: Literal["recovery", "timeout", "connection"] = "recovery"
+    """Why the outcome is unknown: a worker died (``recovery``), the attempt was stopped at
+    its timeout, or the connection broke after the request may have left."""
+
+
+class ToolCallReconciled(_Body):
+    """What the tool's ``reconcile`` hook answered about an unknown outcome.
+
+    ``applied`` None: it could not tell. ``fenced``: the hook guarantees that an attempt with
+    this idempotency key and a fencing token below ``fencing_token`` will now be refused, so
+    "not applied" can be trusted and the call made again; without it the run escalates.
+    """
+
+    type: Literal["tool_call_reconciled"] = "tool_call_reconciled"
+    call_id: str
+    tool: str
+    idempotency_key: str
+    applied: bool | None
+    fenced: bool = False
+    fencing_token: int = 0
+    error: str | None = None
+    """Why the hook gave no usable answer (it raised, timed out or returned another type)."""
+
+
+class ToolCallOverdue(_Body):
+    """An attempt ran past its timeout and could not be stopped (a sync tool in a thread).
+
+    A write's run waits for the attempt to end and records its (late) result; a read's
+    attempt is abandoned and retried. The worker also logs it as a stuck tool.
+    """
+
+    type: Literal["tool_call_overdue"] = "tool_call_overdue"
+    call_id: str
+    tool: str
+    attempt: int
+    timeout_s: float
+    execution: Literal["thread", "process", "async"]
+    waiting: bool
+    """True: the run waits for the attempt (a write); False: it was abandoned (a read)."""
 
 
 class ToolCallBlocked(_Body):
@@ -344,6 +397,8 @@ EventBody = Annotated[
     | ToolCallSucceeded
     | ToolCallFailed
     | ToolOutcomeUnknown
+    | ToolCallReconciled
+    | ToolCallOverdue
     | ToolCallBlocked
     | ApprovalRequested
     | ApprovalDecided
@@ -366,6 +421,8 @@ BODY_TYPES: tuple[type[_Body], ...] = (
     ToolCallSucceeded,
     ToolCallFailed,
     ToolOutcomeUnknown,
+    ToolCallReconciled,
+    ToolCallOverdue,
     ToolCallBlocked,
     ApprovalRequested,
     ApprovalDecided,
@@ -559,8 +616,18 @@ _SUMMARIES: dict[type[Any], Callable[[Any], str]] = {
     ToolCallStarted: lambda b: f"{b.tool} intent, key {b.idempotency_key}",
     ToolCallSucceeded: lambda b: (
         f"{b.tool} -> {_clip(str(b.output))} (via {'cache' if b.cached else b.via})"
+        + (" late" if b.late else "")
     ),
     ToolOutcomeUnknown: lambda b: f"{b.tool} key {b.idempotency_key}: {b.resolution}",
+    ToolCallReconciled: lambda b: (
+        f"{b.tool} key {b.idempotency_key}: "
+        + {True: "applied", False: "not applied", None: "cannot tell"}[b.applied]
+        + (" (fenced)" if b.fenced else "")
+    ),
+    ToolCallOverdue: lambda b: (
+        f"{b.tool} attempt {b.attempt} past its {b.timeout_s:g}s timeout"
+        + (", waiting for it" if b.waiting else ", abandoned")
+    ),
     ToolCallBlocked: lambda b: f"{b.tool} blocked ({b.action}): {_clip(b.reason)}",
     ApprovalRequested: lambda b: (
         f"{b.tool} held for {b.role} ({b.tier}) by {', '.join(b.rule_ids)}: id {b.approval_id}"

@@ -56,9 +56,14 @@ IGNORED: dict[str, frozenset[str]] = {
     "approval_requested": frozenset({"expires_at"}),
     "run_waiting": frozenset({"wake_at"}),
     "run_resumed": frozenset({"worker"}),
+    "tool_call_started": frozenset({"fencing_token"}),
+    "tool_outcome_unknown": frozenset({"fencing_token"}),
+    "tool_call_reconciled": frozenset({"fencing_token"}),
 }
 """Body fields left out of the comparison, by event type. Also left out: ``output.wake_at`` of
-a ``sleep`` call's result, and ``used`` of a ``timeout_seconds`` budget (both wall-clock)."""
+a ``sleep`` call's result, and ``used`` of a ``timeout_seconds`` budget (both wall-clock).
+Fencing tokens are built from the lease epochs of the original claims, which a replay does
+not repeat."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,6 +170,8 @@ class RerunExecutor:
         arguments: dict[str, Any],
         *,
         deadline: float | None = None,
+        lease_until: Any = None,
+        on_overdue: Any = None,
     ) -> Outcome:
         results = self.served.results.get(_key(tool.name, arguments))
         if results:

@@ -21,6 +21,10 @@ from charter.errors import ConfigError, LeaseLost, NotFoundError, ToolImportErro
 
 Effect = Literal["read", "write", "control"]
 Risk = Literal["low", "medium", "high", "critical"]
+Execution = Literal["thread", "process"]
+"""Where a sync tool's attempt runs: a thread of the worker (the default) or a child process
+the worker kills at the timeout. Async tools run on the worker's event loop and are
+cancelled at the timeout, whatever this says."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -49,6 +53,12 @@ class ToolContext:
     ``traceparent`` is the W3C trace context of the call (its ``execute_tool`` span when
     tracing is on): an HTTP tool sends it as the ``traceparent`` header so that the external
     side effect carries the run's trace id (:func:`charter.telemetry.trace_id_for`).
+
+    ``fencing_token`` grows with every attempt that may follow an unknown outcome of this call
+    (it is built from the run's lease epoch and the settlement round). A system that can
+    refuse a stale writer stores the highest token it has seen for an idempotency key and
+    refuses a lower one: a worker frozen in the middle of a call then cannot land its request
+    after another worker settled the call.
     """
 
     run_id: str
@@ -60,6 +70,7 @@ class ToolContext:
     idempotency_key: str | None = None
     lease_valid: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
     traceparent: str | None = None
+    fencing_token: int = 0
 
     @property
     def trace_id(self) -> str:
@@ -79,10 +90,19 @@ class ToolContext:
 
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
-    """What the external system says about an effect: applied, not applied, or unknown (None)."""
+    """What the external system says about an effect: applied, not applied, or unknown (None).
+
+    ``fenced=True`` is the hook's promise that from now on the external system refuses any
+    attempt with this call's idempotency key whose ``fencing_token`` is below the one in the
+    hook's ``ToolContext`` (check-and-fence, e.g. a tombstone for the key written in the same
+    transaction as the check). Only then is "not applied" trusted and the call made again;
+    a hook that cannot fence answers ``applied=False`` alone, and the run escalates to a human
+    instead of repeating a write that may still land.
+    """
 
     applied: bool | None
     output: Any = None
+    fenced: bool = False
 
 
 ReconcileFn = Callable[[ToolContext, dict[str, Any]], Any]
@@ -110,7 +130,20 @@ class Tool:
         untrusted_output: bool = False,
         cacheable: bool = False,
         cache_ttl_s: float = 300.0,
+        execution: Execution = "thread",
+        max_concurrency: int = 8,
     ) -> None:
+        if execution not in ("thread", "process"):
+            raise ConfigError(
+                f"tool {name!r}: execution must be 'thread' or 'process', not {execution!r}"
+            )
+        if execution == "process" and fn.__module__ == "__main__":
+            raise ConfigError(
+                f"tool {name!r}: a tool that runs in a child process must be importable",
+                hint="define it in a module, not in the script being run",
+            )
+        if not (isinstance(max_concurrency, int) and max_concurrency > 0):
+            raise ConfigError(f"tool {name!r}: max_concurrency must be a positive integer")
         if cacheable and effect != "read":
             raise ConfigError(
                 f"tool {name!r}: only read tools can be cacheable (a write is never cached)"
@@ -142,6 +175,10 @@ class Tool:
         self.cacheable = cacheable
         """Its results may be served from the result cache for ``cache_ttl_s`` seconds."""
         self.cache_ttl_s = float(cache_ttl_s)
+        self.execution: Execution = execution
+        """Where a sync attempt runs (see :data:`Execution`)."""
+        self.max_concurrency = max_concurrency
+        """Attempts of this tool one worker runs at once; hung attempts keep their slot."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
         self.preview: PreviewFn | None = None
@@ -206,6 +243,8 @@ class Tool:
             "cost_usd": self.cost_usd,
             "cacheable": self.cacheable,
             "cache_ttl_s": self.cache_ttl_s,
+            "execution": "async" if self.is_async else self.execution,
+            "max_concurrency": self.max_concurrency,
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -236,6 +275,8 @@ def tool(
     untrusted_output: bool = ...,
     cacheable: bool = ...,
     cache_ttl_s: float = ...,
+    execution: Execution = ...,
+    max_concurrency: int = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -255,6 +296,8 @@ def tool(
     untrusted_output: bool = False,
     cacheable: bool = False,
     cache_ttl_s: float = 300.0,
+    execution: Execution = "thread",
+    max_concurrency: int = 8,
 ) -> Any:
     """Declare a function as a tool contract.
 
@@ -268,6 +311,11 @@ def tool(
     ``cacheable`` (reads only) lets the runtime answer a call with the same arguments, for the
     same tenant, from the result cache for ``cache_ttl_s`` seconds; declare it only for a tool
     whose answer does not depend on who asks within a tenant.
+    ``execution`` says where a sync tool's attempts run: ``"thread"`` (a thread of the worker;
+    an attempt past its timeout cannot be stopped: a read is abandoned, a write is waited for)
+    or ``"process"`` (a child process, killed at the timeout; the tool must be importable by
+    its reference and its arguments and result plain data). ``max_concurrency`` bounds the
+    attempts of this tool one worker runs at once.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -288,6 +336,8 @@ def tool(
             untrusted_output=untrusted_output,
             cacheable=cacheable,
             cache_ttl_s=cache_ttl_s,
+            execution=execution,
+            max_concurrency=max_concurrency,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -5,6 +5,10 @@ whole process (SIGSTOP) once the call is under way (the intent committed, the le
 the tool running) and before the demo refund's own ``ctx.ensure_lease()`` and billing: the
 worker is frozen, or cut off, in the middle of a non-idempotent write. When the test
 continues it (SIGCONT) the call goes on.
+
+With ``CHARTER_TEST_FREEZE_IN_REFUND=after_lease`` it freezes *after* its own lease check,
+with the payment request already on its way: on waking it sends it, as a paused VM would.
+Only billing's fence (the fencing token) can turn that request away.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import charter
 from charter import ToolContext
 from charter.demo import tools as demo
 
 FREEZE_ENV = "CHARTER_TEST_FREEZE_IN_REFUND"
+FENCED_OUT_FILE = "fenced-out.txt"
+"""Written in the worker's directory when billing turned the frozen worker's request away."""
 _froze = False
 
 
@@ -25,6 +32,20 @@ _froze = False
 def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> demo.Refund:
     """Refund part or all of an order to the customer's card (amount in EUR)."""
     global _froze
+    if os.environ.get(FREEZE_ENV) == "after_lease" and not _froze:
+        _froze = True
+        ctx.ensure_lease()  # passes: this worker still owns the run
+        os.kill(os.getpid(), signal.SIGSTOP)
+        time.sleep(0.05)
+        try:  # the request was already on its way: no second lease check
+            made_late = demo.systems().refund(
+                order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason,
+                fencing_token=ctx.fencing_token,
+            )  # fmt: skip
+        except demo.SystemsError as exc:
+            Path(FENCED_OUT_FILE).write_text(str(exc))  # for the test: billing refused it
+            raise demo.ToolError(str(exc)) from exc
+        return demo.Refund.model_validate(made_late)
     if os.environ.get(FREEZE_ENV) == "1" and not _froze:
         _froze = True
         os.kill(os.getpid(), signal.SIGSTOP)

@@ -35,10 +35,10 @@ from tests.durability._harness import (
     worker_env,
     write_key,
 )
-from tests.durability._tools import FREEZE_ENV
+from tests.durability._tools import FENCED_OUT_FILE, FREEZE_ENV
 
 from charter import Runtime
-from charter.events import Event
+from charter.events import Event, ToolCallReconciled, ToolCallStarted
 
 pytestmark = pytest.mark.durability
 
@@ -158,3 +158,32 @@ def test_a_worker_frozen_inside_a_refund_past_its_lease_does_not_refund_twice(
     assert billing.ledger_counts() == {write_key(run_id, 0): 1}, (
         f"billing refunded {len(refunds)} times for one call: {refunds}\n{event_trail(events)}"
     )
+
+
+def test_a_worker_frozen_with_its_refund_on_the_way_is_fenced_out_by_billing(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The reported case: frozen *after* its lease check, with a non-idempotent payment on its
+    way. The new owner's reconcile finds no refund and fences the key at its own, higher
+    fencing token; it refunds; the frozen worker wakes, its request lands at billing and is
+    refused. Before the fence: two refunds, one in the log, and the chain verified."""
+    billing = systems(tmp_path)
+    agent = agent_file(tmp_path, ("refund", REFUND_ARGS), tools=FREEZING_TOOLS)
+    (run_id,) = start_runs(store_url, agent, 1)
+    with _frozen_worker(tmp_path, store_url, env={FREEZE_ENV: "after_lease"}):
+        assert billing.ledger_counts() == {}
+        taker = run_worker(tmp_path, store_url)
+        assert taker.returncode == 0, taker.stderr
+        assert billing.ledger_counts() == {write_key(run_id, 0): 1}
+
+    assert billing.ledger_counts() == {write_key(run_id, 0): 1}, event_trail(_inspect(
+        store_url, run_id)[1])  # fmt: skip
+    refused = (tmp_path / FENCED_OUT_FILE).read_text()
+    assert "below the key's fence" in refused  # the late request did reach billing
+    status, events, breaks = _inspect(store_url, run_id)
+    assert status == "succeeded"
+    assert breaks == []
+    (started,) = [e.body for e in events if isinstance(e.body, ToolCallStarted)]
+    (verdict,) = [e.body for e in events if isinstance(e.body, ToolCallReconciled)]
+    assert verdict.applied is False and verdict.fenced
+    assert verdict.fencing_token > started.fencing_token

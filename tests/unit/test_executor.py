@@ -186,13 +186,14 @@ def test_a_non_idempotent_write_that_times_out_is_unknown_and_not_retried() -> N
     assert outcome.error.code == "timeout"
 
 
-def test_an_idempotent_write_that_times_out_is_retried_with_the_same_key() -> None:
+def test_an_idempotent_write_stopped_at_its_timeout_is_unknown_not_retried_here() -> None:
+    """The executor never starts a write again after a timeout: the run settles the unknown
+    outcome (for an idempotent tool, by calling it again with the same key)."""
     write, calls = _slow_first(effect="write", idempotent=True)
     outcome = _call(write)
-    assert outcome.ok
-    assert not outcome.unknown
-    assert len(calls) == 2
-    assert [c.idempotency_key for c in calls] == [CTX.idempotency_key] * 2
+    assert not outcome.ok
+    assert outcome.unknown and outcome.cause == "timeout"
+    assert len(calls) == 1
 
 
 def test_a_deadline_stops_retries() -> None:

@@ -233,6 +233,8 @@ def test_describe_has_the_registry_fields() -> None:
         "untrusted_output": False,
         "cacheable": False,
         "cache_ttl_s": 300.0,
+        "execution": "thread",
+        "max_concurrency": 8,
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }

@@ -1,14 +1,18 @@
-"""Calling tools: timeouts, retries with backoff and jitter, a circuit breaker per tool.
+"""Calling tools: where each attempt runs, timeouts, retries with backoff and jitter, a
+circuit breaker per tool, and slots per tool and tenant.
 
 What may be retried depends on what is known of the effect:
 
 * :class:`~charter.errors.TransientToolError` says nothing happened: retried for any tool.
-* A timeout or a connection error leaves the effect unknown: retried for reads and for
-  idempotent writes (with the same idempotency key); for other writes the outcome is reported
-  as *unknown* and the caller reconciles or escalates, never repeats.
+* A timeout or a connection error leaves the effect unknown. Reads are retried. A write is
+  never retried here: the caller gets an *unknown* outcome and settles it (call again with
+  the same key if the tool is idempotent, ask ``reconcile``, or escalate).
 * Any other exception is a definite failure, returned to the model as a structured error.
 
-Sync tools run in a thread; a sync tool that overruns its timeout is abandoned, not killed.
+No two attempts of one write overlap: an attempt is stopped at its timeout where it can be
+(async tools are cancelled, process tools killed), and a sync tool in a thread, which cannot
+be stopped, is waited for past its timeout (reported as overdue) and its late result taken.
+See :mod:`charter._engine.attempts`.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from charter.errors import CharterError, ToolError, TransientToolError
+from charter._engine import attempts
+from charter._engine.attempts import Ended, OverdueHook, Slots
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
+
+UnknownCause = Literal["timeout", "connection", "crashed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +41,19 @@ class Outcome:
     attempts: int = 1
     duration_ms: float = 0.0
     unknown: bool = False
-    """A write whose effect may or may not have happened."""
+    """A write whose effect may or may not have happened (its attempt has ended)."""
+    cause: UnknownCause | None = None
+    """Why an unknown outcome is unknown."""
+    late: bool = False
+    """The result came from an attempt that ran past its timeout and was waited for."""
     simulated: Literal["recording", "simulator"] | None = None
     """Served instead of calling the tool (a rerun): from a recording or a simulator."""
     cached: bool = False
     """Served from the result cache (a ``cacheable`` read tool): no call was made."""
+
+
+def execution_of(tool: Tool) -> attempts.Execution:
+    return "async" if tool.is_async else tool.execution
 
 
 class CircuitBreaker:
@@ -90,8 +105,11 @@ class ToolExecutor:
         breaker: CircuitBreaker | None = None,
         rand: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tenant_slots: int = 16,
     ) -> None:
         self.breaker = breaker or CircuitBreaker()
+        self.slots = Slots(per_tenant=tenant_slots)
+        """Attempts running at once, per tool (``Tool.max_concurrency``) and per tenant."""
         self._rand = rand or random.Random()
         self._clock = clock
 
@@ -102,8 +120,15 @@ class ToolExecutor:
         arguments: dict[str, Any],
         *,
         deadline: float | None = None,
+        lease_until: Callable[[], float] | None = None,
+        on_overdue: OverdueHook | None = None,
     ) -> Outcome:
-        """Call ``tool`` under its contract; ``deadline`` is on this executor's clock."""
+        """Call ``tool`` under its contract; ``deadline`` is on this executor's clock.
+
+        ``lease_until`` gives the worker's lease deadline (wall clock) for a child process's
+        ``ensure_lease``; ``on_overdue`` hears of an attempt past its timeout that cannot be
+        stopped.
+        """
         started = self._clock()
         attempt = 0
         while True:
@@ -116,59 +141,99 @@ class ToolExecutor:
                 )
                 return Outcome(ok=False, error=error, attempts=attempt, duration_ms=0.0)
             call_ctx = ctx if attempt == ctx.attempt else dataclasses.replace(ctx, attempt=attempt)
-            outcome = await self._attempt(tool, call_ctx, arguments, deadline)
+            outcome = await self._attempt(
+                tool, call_ctx, arguments, deadline, lease_until, on_overdue
+            )
             self.breaker.record(tool.name, outcome.ok)
             elapsed = (self._clock() - started) * 1000
             final = outcome.ok or outcome.unknown or not _retryable(outcome)
             delay = 0.0 if final else tool.retry.backoff(attempt, self._rand.random())
             out_of_time = deadline is not None and self._clock() + delay >= deadline
             if final or attempt >= tool.retry.max_attempts or out_of_time:
-                return Outcome(
-                    ok=outcome.ok,
-                    output=outcome.output,
-                    error=outcome.error,
-                    attempts=attempt,
-                    duration_ms=elapsed,
-                    unknown=outcome.unknown,
-                )
+                return dataclasses.replace(outcome, attempts=attempt, duration_ms=elapsed)
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self, tool: Tool, ctx: ToolContext, arguments: dict[str, Any], deadline: float | None
+        self,
+        tool: Tool,
+        ctx: ToolContext,
+        arguments: dict[str, Any],
+        deadline: float | None,
+        lease_until: Callable[[], float] | None,
+        on_overdue: OverdueHook | None,
     ) -> Outcome:
         timeout = tool.timeout_s
         if deadline is not None:
             timeout = max(0.001, min(timeout, deadline - self._clock()))
+        if not await self.slots.acquire(tool, ctx.tenant, timeout):
+            in_tool, in_tenant = self.slots.in_use(tool, ctx.tenant)
+            message = (
+                f"{tool.name} is busy: {in_tool} of its {tool.max_concurrency} attempts and"
+                f" {in_tenant} of tenant {ctx.tenant}'s {self.slots.per_tenant} are running"
+            )
+            return _failed("tool_busy", message, retryable=True)  # nothing was started
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.slots.release(tool, ctx.tenant)
+
+        try:
+            ended = await self._run(tool, ctx, arguments, timeout, lease_until, on_overdue, release)
+        finally:
+            if tool.is_async or tool.execution == "process":
+                release()  # a thread releases its own slot when it really ends
+        return judge(tool, ended)
+
+    async def _run(
+        self,
+        tool: Tool,
+        ctx: ToolContext,
+        arguments: dict[str, Any],
+        timeout: float,
+        lease_until: Callable[[], float] | None,
+        on_overdue: OverdueHook | None,
+        release: Callable[[], None],
+    ) -> Ended:
+        if tool.execution == "process" and not tool.is_async:
+            return await attempts.run_process(
+                tool, ctx, arguments, timeout, lease_until=lease_until
+            )
         try:
             kwargs = tool.bind(ctx, arguments)
-            if tool.is_async:
-                async with asyncio.timeout(timeout):
-                    value = await tool.fn(**kwargs)
-            else:
-                value = await asyncio.wait_for(asyncio.to_thread(tool.fn, **kwargs), timeout)
-        except TransientToolError as exc:
-            return _failed(exc.code, str(exc), retryable=True)
-        except (TimeoutError, ConnectionError) as exc:
-            kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
-            text = f"no answer within {timeout:g}s" if kind == "timeout" else str(exc)
-            unknown = tool.effect == "write" and not tool.idempotent
-            return _failed(kind, text, retryable=True, unknown=unknown)
-        except ToolError as exc:
-            return _failed(exc.code, exc.message)
-        except CharterError as exc:
-            return _failed(exc.code, exc.message)
-        except Exception as exc:  # a tool's own failure, reported to the model
-            return _failed("tool_raised", f"{type(exc).__name__}: {exc}")
-        try:
-            return Outcome(ok=True, output=tool.dump_output(value))
         except Exception as exc:
-            return _failed("invalid_output", f"{tool.name} returned an unserialisable value: {exc}")
+            release()
+            return attempts.classify(exc, timeout)
+        if tool.is_async:
+            return await attempts.run_async(tool, kwargs, timeout)
+        return await attempts.run_thread(
+            tool,
+            ctx,
+            kwargs,
+            timeout,
+            wait_past_timeout=tool.effect == "write",
+            on_overdue=on_overdue,
+            on_end=release,
+        )
 
 
-def _failed(code: str, message: str, *, retryable: bool = False, unknown: bool = False) -> Outcome:
-    return Outcome(
-        ok=False, error=ErrorInfo(code=code, message=message, retryable=retryable), unknown=unknown
-    )
+def judge(tool: Tool, ended: Ended) -> Outcome:
+    """What an ended attempt means for the call: a result, a failure, or an unknown outcome."""
+    if ended.kind == "ok":
+        return Outcome(ok=True, output=ended.output, late=ended.overdue)
+    write = tool.effect == "write"
+    if ended.kind in ("timeout", "connection", "crashed") and write:
+        error = ErrorInfo(code=ended.code, message=ended.message)
+        return Outcome(ok=False, error=error, unknown=True, cause=ended.kind, late=ended.overdue)
+    retryable = ended.kind in ("transient", "timeout", "connection")
+    error = ErrorInfo(code=ended.code, message=ended.message, retryable=retryable)
+    return Outcome(ok=False, error=error, late=ended.overdue)
+
+
+def _failed(code: str, message: str, *, retryable: bool = False) -> Outcome:
+    return Outcome(ok=False, error=ErrorInfo(code=code, message=message, retryable=retryable))
 
 
 def _retryable(outcome: Outcome) -> bool:

@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import json
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from charter import telemetry
 from charter._engine import approvals as held
+from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
 from charter._engine.context import Conversation
-from charter._engine.executor import Outcome, ToolExecutor
+from charter._engine.executor import Outcome, ToolExecutor, execution_of
 from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
 from charter._engine.limits import Limiter
 from charter._engine.routing import RoutedStep, StepRoutes
 from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fold_all
+from charter._engine.unknown import UnknownOutcomes, fencing_token
 from charter.agents import Agent
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
@@ -51,17 +52,17 @@ from charter.events import (
     RunWaiting,
     ToolCallBlocked,
     ToolCallFailed,
+    ToolCallOverdue,
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
     ToolCallSucceeded,
-    ToolOutcomeUnknown,
 )
 from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
 from charter.policy import Decision
 from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
-from charter.tools import Reconciliation, Tool, ToolContext, validation_message
+from charter.tools import Tool, ToolContext, validation_message
 
 
 async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
@@ -105,7 +106,7 @@ def idempotency_key(run_id: str, step: int, call_id: str) -> str:
     return f"{run_id}:{step}:{call_id}"
 
 
-class RunDriver:
+class RunDriver(UnknownOutcomes):
     def __init__(
         self,
         *,
@@ -120,9 +121,12 @@ class RunDriver:
         clock: Callable[[], float] = time.time,
         rand: random.Random | None = None,
         lease_valid: Callable[[], bool] = lambda: True,
+        lease_until: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self.lease_valid = lease_valid
+        self.lease_until = lease_until
+        """The lease's deadline by the wall clock, for tools in child processes."""
         self.record = record
         self.claim = claim
         self.agent = agent
@@ -145,7 +149,6 @@ class RunDriver:
         self._unflushed: list[Event] = []
         self._consumed: list[int] = []
         self._taken: set[int] = set()
-        self._intent_at: dict[str, float] = {}
         self._seq = 0
         self._hash = ""
         self._committed_seq = 0
@@ -171,7 +174,7 @@ class RunDriver:
             started = [p for p in self.state.pending if p.stage == "started"]
             held = [p for p in self.state.pending if p.stage == "held"]
             if started:
-                await self._settle_unknown(started[0], recovered=True)
+                await self._settle_unknown(started[0], cause="recovery")
             elif held and len(held) == len(self.state.pending):
                 await self._take_decisions(held)
             elif not self._check_budgets():
@@ -189,8 +192,6 @@ class RunDriver:
         for event in events:
             self.state = fold(self.state, event)
             self.conversation.apply(event)
-            if isinstance(event.body, ToolCallStarted):
-                self._intent_at[event.body.call_id] = event.at
         self._seq, self._hash = events[-1].seq, events[-1].hash
         self._committed_seq = self._seq
         started = events[0].body
@@ -554,20 +555,33 @@ class RunDriver:
             self._blocked(call, switch)
             return
         key = idempotency_key(self.run_id, self.state.step, call.call_id)
-        self._append(ToolCallStarted(call_id=call.call_id, tool=call.tool, idempotency_key=key))
+        tool = self.tools.get(call.tool)
+        self._append(
+            ToolCallStarted(
+                call_id=call.call_id,
+                tool=call.tool,
+                idempotency_key=key,
+                fencing_token=fencing_token(self.claim.epoch, call.rounds),
+                execution=execution_of(tool),
+            )
+        )
         await self._flush()
         self.faults.hit("after_intent_commit")
         if not self.lease_valid():
             # Paused past the lease (a stopped process, a long GC, a cut network): another
             # worker may own the run and settle this intent. Never start the effect here.
             raise LeaseLost(f"run {self.run_id}: lease expired before {call.tool} could start")
-        outcome = await self._invoke(call, key, watch=True)
+        outcome = await self._invoke(self._pending(call.call_id), key, watch=True)
         self.faults.hit("after_tool_before_commit")
         if outcome.unknown:
-            started = call.model_copy(update={"stage": "started", "idempotency_key": key})
-            await self._settle_unknown(started, recovered=False)
+            await self._settle_unknown(
+                self._pending(call.call_id), cause=outcome.cause or "timeout"
+            )
         else:
             self._record_outcome(call, outcome)
+
+    def _pending(self, call_id: str) -> PendingCall:
+        return next(p for p in self.state.pending if p.call_id == call_id)
 
     def _blocked(self, call: PendingCall, switch: KillSwitch) -> None:
         """Record a write the kill switch stopped: the run waits, escalates, or is told."""
@@ -620,10 +634,36 @@ class RunDriver:
         if watch and self.faults.armed("during_tool_call"):
             killer = asyncio.get_running_loop().call_later(self.faults.during_delay_s, kill_self)
         try:
-            return await self.executor.call(tool, ctx, call.arguments, deadline=self._deadline())
+            return await self._call_tool(tool, ctx, call)
         finally:
             if killer is not None:
                 killer.cancel()
+
+    async def _call_tool(self, tool: Tool, ctx: ToolContext, call: PendingCall) -> Outcome:
+        return await self.executor.call(
+            tool,
+            ctx,
+            call.arguments,
+            deadline=self._deadline(),
+            lease_until=self.lease_until,
+            on_overdue=self._overdue,
+        )
+
+    async def _overdue(self, report: Overdue) -> None:
+        """An attempt past its timeout that cannot be stopped: on record, and for a write
+        committed at once, so that the stuck call shows while the run waits for it."""
+        self._append(
+            ToolCallOverdue(
+                call_id=report.ctx.call_id,
+                tool=report.tool.name,
+                attempt=report.ctx.attempt,
+                timeout_s=report.timeout_s,
+                execution=execution_of(report.tool),
+                waiting=report.waiting,
+            )
+        )
+        if report.waiting:
+            await self._flush()
 
     async def _invoke_cached(self, tool: Tool, call: PendingCall) -> Outcome:
         """Answer a cacheable read from the result cache, or call it and keep a success."""
@@ -632,8 +672,7 @@ class RunDriver:
         hit, output = await caches.result(key)
         if hit:
             return Outcome(ok=True, output=output, duration_ms=0.0, cached=True)
-        ctx = self._context(call, None)
-        outcome = await self.executor.call(tool, ctx, call.arguments, deadline=self._deadline())
+        outcome = await self._call_tool(tool, self._context(call, None), call)
         if outcome.ok and outcome.simulated is None:
             await caches.keep_result(key, tool, outcome.output)
         return outcome
@@ -648,6 +687,7 @@ class RunDriver:
             idempotency_key=key,
             lease_valid=self.lease_valid,
             traceparent=telemetry.traceparent(self.run_id, call.call_id),
+            fencing_token=fencing_token(self.claim.epoch, call.rounds) if key else 0,
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
@@ -664,6 +704,7 @@ class RunDriver:
                     untrusted=self.tools.get(call.tool).untrusted_output,
                     simulated=outcome.simulated,
                     cached=outcome.cached,
+                    late=outcome.late,
                 )
             )
         else:
@@ -677,96 +718,9 @@ class RunDriver:
                     duration_ms=round(outcome.duration_ms, 3),
                     cost_usd=cost,
                     simulated=outcome.simulated,
+                    late=outcome.late,
                 )
             )
-
-    # -- unknown outcomes -----------------------------------------------------------------------
-
-    async def _settle_unknown(self, call: PendingCall, *, recovered: bool) -> None:
-        """A write may or may not have happened. Re-call, reconcile, or escalate; never guess."""
-        tool = self.tools.get(call.tool)
-        key = call.idempotency_key or ""
-        if recovered and tool.idempotent:
-            self._note_unknown(call, key, "recall")
-            outcome = await self._invoke(call, key)
-            self._record_outcome(call, outcome)
-            return
-        if tool.reconcile is None:
-            self._note_unknown(call, key, "escalate")
-            self._escalate_unknown(call, "it is not idempotent and has no reconcile hook")
-            return
-        self._note_unknown(call, key, "reconcile")
-        if recovered:
-            await self._outlast_earlier_attempt(tool, call)
-        verdict = await self._reconcile(tool, call, key)
-        if verdict.applied is True:
-            self._append(
-                ToolCallSucceeded(
-                    call_id=call.call_id,
-                    tool=call.tool,
-                    output=verdict.output,
-                    via="reconcile",
-                    cost_usd=tool.cost_usd,  # the call that landed was never charged
-                    untrusted=tool.untrusted_output,
-                )
-            )
-        elif verdict.applied is False:
-            outcome = await self._invoke(call, key)
-            if outcome.unknown:
-                self._escalate_unknown(call, "it timed out again after reconciliation")
-            else:
-                self._record_outcome(call, outcome)
-        else:
-            self._escalate_unknown(call, "reconcile could not tell whether it happened")
-
-    async def _outlast_earlier_attempt(self, tool: Tool, call: PendingCall) -> None:
-        """Wait until the dead worker's attempt is past its timeout before asking reconcile.
-
-        A worker cut off from the database may still be inside the call; "not applied" only
-        means something once that call could no longer land (it is bounded by the tool's
-        timeout for a worker that is alive; a frozen one is stopped by ``ensure_lease``).
-        """
-        started = self._intent_at.get(call.call_id)
-        if started is not None:
-            await asyncio.sleep(max(0.0, started + tool.timeout_s - self.clock()))
-
-    def _note_unknown(
-        self, call: PendingCall, key: str, resolution: Literal["recall", "reconcile", "escalate"]
-    ) -> None:
-        self._append(
-            ToolOutcomeUnknown(
-                call_id=call.call_id,
-                tool=call.tool,
-                idempotency_key=key,
-                resolution=resolution,
-            )
-        )
-
-    async def _reconcile(self, tool: Tool, call: PendingCall, key: str) -> Reconciliation:
-        assert tool.reconcile is not None
-        ctx = self._context(call, key)
-        try:
-            if inspect.iscoroutinefunction(tool.reconcile):
-                result = await asyncio.wait_for(tool.reconcile(ctx, call.arguments), tool.timeout_s)
-            else:
-                result = await asyncio.wait_for(
-                    asyncio.to_thread(tool.reconcile, ctx, call.arguments), tool.timeout_s
-                )
-        except Exception:
-            return Reconciliation(applied=None)
-        if not isinstance(result, Reconciliation):
-            return Reconciliation(applied=None)
-        try:
-            return Reconciliation(applied=result.applied, output=tool.dump_output(result.output))
-        except Exception:
-            return Reconciliation(applied=result.applied, output=repr(result.output))
-
-    def _escalate_unknown(self, call: PendingCall, why: str) -> None:
-        reason = (
-            f"outcome of write call {call.call_id} ({call.tool}, idempotency key"
-            f" {call.idempotency_key}) is unknown and {why}; a human must check"
-        )
-        self._append(RunFinished(status="escalated", reason=reason))
 
     # -- limits and spending (see _engine/limits.py) --------------------------------------------
 

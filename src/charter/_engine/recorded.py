@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from charter._engine.attempts import Overdue, OverdueHook
 from charter._engine.executor import Outcome
 from charter.agents import Agent
 from charter.errors import NotFoundError
@@ -46,7 +47,9 @@ from charter.events import (
     RunResumed,
     ToolCallBlocked,
     ToolCallFailed,
+    ToolCallOverdue,
     ToolCallProposed,
+    ToolCallReconciled,
     ToolCallRejected,
     ToolCallSucceeded,
     ToolOutcomeUnknown,
@@ -279,6 +282,8 @@ class ReplayExecutor:
         arguments: dict[str, Any],
         *,
         deadline: float | None = None,
+        lease_until: Any = None,
+        on_overdue: OverdueHook | None = None,
     ) -> Outcome:
         rec = self.cursor.recording
         proposed = rec.proposals.get((ctx.step, ctx.call_id))
@@ -292,17 +297,30 @@ class ReplayExecutor:
             return Outcome(ok=False, error=ErrorInfo(code="replay_mismatch", message=message))
         for seq in range(self.cursor.pos + 1, self.cursor.drive.last + 1):
             body = rec.at(seq)
+            if isinstance(body, ToolCallOverdue) and body.call_id == ctx.call_id:
+                if on_overdue is not None and body.attempt == ctx.attempt:
+                    report = Overdue(tool=tool, ctx=ctx, timeout_s=body.timeout_s,
+                                     waiting=body.waiting)  # fmt: skip
+                    await _maybe_await(on_overdue(report))
+                continue
             if isinstance(body, ToolCallSucceeded | ToolCallFailed) and body.call_id == ctx.call_id:
                 if isinstance(body, ToolCallSucceeded):
                     return Outcome(ok=True, output=body.output, attempts=body.attempts,
-                                   duration_ms=body.duration_ms)  # fmt: skip
+                                   duration_ms=body.duration_ms, late=body.late)  # fmt: skip
                 return Outcome(ok=False, error=body.error, attempts=body.attempts,
-                               duration_ms=body.duration_ms)  # fmt: skip
+                               duration_ms=body.duration_ms, late=body.late)  # fmt: skip
             unknown = isinstance(body, ToolOutcomeUnknown) and body.call_id == ctx.call_id
             if unknown or isinstance(body, RunFinished):
                 error = ErrorInfo(code="timeout", message="recorded: outcome unknown")
-                return Outcome(ok=False, error=error, unknown=True)
+                cause = body.cause if isinstance(body, ToolOutcomeUnknown) else "timeout"
+                return Outcome(ok=False, error=error, unknown=True,
+                               cause="timeout" if cause == "recovery" else cause)  # fmt: skip
         raise Halt  # the original worker stopped during this call
+
+
+async def _maybe_await(value: Any) -> None:
+    if hasattr(value, "__await__"):
+        await value
 
 
 def replay_agent(agent: Agent, cursor: Cursor) -> Agent:
@@ -317,18 +335,20 @@ def _stand_in(tool: Tool, cursor: Cursor) -> Tool:
 
     async def reconcile(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliation:
         rec = cursor.recording
+        verdict: ToolCallReconciled | None = None
         for seq in range(cursor.pos + 1, cursor.drive.last + 1):
             body = rec.at(seq)
-            if isinstance(body, ToolCallSucceeded) and body.call_id == ctx.call_id:
-                if body.via == "reconcile":
-                    return Reconciliation(applied=True, output=body.output)
-                return Reconciliation(applied=False)
-            if isinstance(body, ToolCallFailed) and body.call_id == ctx.call_id:
-                return Reconciliation(applied=False)
-            if isinstance(body, RunFinished):
-                again = "timed out again" in (body.reason or "")
-                return Reconciliation(applied=False if again else None)
-        raise Halt
+            if isinstance(body, ToolCallReconciled) and body.call_id == ctx.call_id:
+                verdict = body
+                if body.applied is not True:
+                    break
+            elif verdict is not None and isinstance(body, ToolCallSucceeded):
+                return Reconciliation(applied=True, output=body.output, fenced=verdict.fenced)
+        if verdict is None:
+            raise Halt
+        if verdict.error is not None:
+            raise RuntimeError(verdict.error)
+        return Reconciliation(applied=verdict.applied, fenced=verdict.fenced)
 
     async def preview(ctx: ToolContext, arguments: dict[str, Any]) -> Any:
         requested = cursor.recording.approvals.get(ctx.call_id)

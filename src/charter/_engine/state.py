@@ -31,6 +31,7 @@ from charter.events import (
     ToolCallRejected,
     ToolCallStarted,
     ToolCallSucceeded,
+    ToolOutcomeUnknown,
 )
 
 
@@ -49,6 +50,9 @@ class PendingCall(BaseModel):
     approval_id: str | None = None
     approved_hash: str | None = None
     """The arguments hash a grant is bound to: the call runs only with exactly these."""
+    rounds: int = 0
+    """Unknown outcomes of this call settled so far (``tool_outcome_unknown``): each one
+    raises the fencing token of the attempts that may follow."""
 
 
 class RunState(BaseModel):
@@ -141,6 +145,11 @@ def _pending(state: RunState, body: object) -> tuple[PendingCall, ...] | None:
         case ApprovalDecided() if body.decision == "granted":
             update = {"stage": "proposed", "approved_hash": body.arguments_hash}
             return _update_call(state, body.call_id, update)
+        case ToolOutcomeUnknown():
+            return tuple(
+                p.model_copy(update={"rounds": p.rounds + 1}) if p.call_id == body.call_id else p
+                for p in state.pending
+            )
         case ToolCallSucceeded() | ToolCallFailed() | ToolCallRejected():
             return tuple(p for p in state.pending if p.call_id != body.call_id)
     return None

@@ -52,6 +52,9 @@ class WorkerOptions:
     faults: Faults = field(default_factory=Faults)
     give_up_after_s: float | None = None
     """How long the database may stay unusable before the worker stops (None: never)."""
+    tool_slots_per_tenant: int = 16
+    """Tool attempts of one tenant this worker runs at once (hung ones included), so that one
+    tenant's stuck tools cannot take every thread; each tool also has ``max_concurrency``."""
 
 
 class Outage:
@@ -96,7 +99,9 @@ class Worker:
         self.resolve = resolve
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
-        self.executor = executor or ToolExecutor(clock=clock)
+        self.executor = executor or ToolExecutor(
+            clock=clock, tenant_slots=self.options.tool_slots_per_tenant
+        )
         self.clock = clock
         self._tasks: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._lease_until: dict[str, float] = {}  # by this worker's clock, from claim and renew
@@ -217,6 +222,7 @@ class Worker:
                 faults=self.options.faults,
                 clock=self.clock,
                 lease_valid=lambda: self.clock() < self._lease_until.get(run_id, 0.0),
+                lease_until=lambda: self._lease_until.get(run_id, 0.0),
             )
             state = await driver.drive()
             report.worked[run_id] = state.status

@@ -186,7 +186,14 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
     """Refund part or all of an order to the customer's card (amount in EUR)."""
     ctx.ensure_lease()  # billing cannot deduplicate: never pay beside a worker that took over
     try:
-        made = systems().refund(order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason)
+        made = systems().refund(
+            order_id,
+            amount,
+            ctx.idempotency_key,
+            ctx.run_id,
+            reason=reason,
+            fencing_token=ctx.fencing_token,
+        )
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
     return Refund.model_validate(made)
@@ -194,12 +201,13 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
 
 @refund.reconciler
 def _refund_happened(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliation:
-    """Ask billing whether a refund with this call's idempotency key exists."""
+    """Ask billing whether a refund with this call's idempotency key exists; if not, billing
+    fences the key, so an earlier attempt still on its way is refused when it lands."""
     if ctx.idempotency_key is None:
         return Reconciliation(applied=None)
-    found = systems().find_refund(ctx.idempotency_key)
+    found = systems().reconcile_refund(ctx.idempotency_key, ctx.fencing_token)
     if found is None:
-        return Reconciliation(applied=False)
+        return Reconciliation(applied=False, fenced=True)
     return Reconciliation(applied=True, output=Refund.model_validate(found))
 
 

@@ -36,6 +36,7 @@ class Observed:
     failed: frozenset[str]
     retried: frozenset[str]
     reconciled: frozenset[str]
+    late: frozenset[str]
     denials: int
     """Proposals the policy denied: the run's policy violations."""
 
@@ -47,6 +48,7 @@ def observe(events: Sequence[Event]) -> Observed:
     failed: set[str] = set()
     retried: set[str] = set()
     reconciled: set[str] = set()
+    late: set[str] = set()
     denials = 0
     for event in events:
         body = event.body
@@ -59,6 +61,8 @@ def observe(events: Sequence[Event]) -> Observed:
                 arguments[body.call_id] = dict(body.arguments)
         elif isinstance(body, ToolCallStarted | ToolCallSucceeded | ToolCallFailed):
             executed[body.call_id] = body.tool
+            if isinstance(body, ToolCallSucceeded | ToolCallFailed) and body.late:
+                late.add(body.tool)
             if isinstance(body, ToolCallFailed):
                 failed.add(body.tool)
             elif isinstance(body, ToolCallSucceeded) and body.attempts > 1:
@@ -72,6 +76,7 @@ def observe(events: Sequence[Event]) -> Observed:
         failed=frozenset(failed),
         retried=frozenset(retried),
         reconciled=frozenset(reconciled),
+        late=frozenset(late),
         denials=denials,
     )
 
@@ -122,6 +127,7 @@ def _ran(expect: Expect, seen: Observed) -> list[str]:
     problems = [f"{t} did not fail" for t in expect.failed if t not in seen.failed]
     problems += [f"{t} was not retried" for t in expect.retried if t not in seen.retried]
     problems += [f"{t} was not reconciled" for t in expect.reconciled if t not in seen.reconciled]
+    problems += [f"{t} did not end late" for t in expect.late if t not in seen.late]
     return problems
 
 

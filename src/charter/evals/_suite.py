@@ -104,6 +104,8 @@ class Expect(_Data):
     """Tools that succeeded after more than one attempt."""
     reconciled: tuple[str, ...] = ()
     """Tools whose unknown outcome was settled by asking the external system."""
+    late: tuple[str, ...] = ()
+    """Tools whose result came after their timeout, from an attempt the run waited for."""
     final_state: FinalState | None = None
     no_policy_violation: bool = False
     """No proposal of the run was denied by policy."""

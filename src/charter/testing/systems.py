@@ -8,7 +8,10 @@ file at once.
 
 Billing is deliberately *not* idempotent, like many real payment APIs: every ``refund`` call
 creates a new refund row, whatever key it carries. ``find_refund`` is how a caller asks
-afterwards whether an effect happened. The ticketing system does honour its idempotency key.
+afterwards whether an effect happened; ``reconcile_refund`` asks and *fences* in one
+transaction: when no refund has the key, it records a fence (the caller's fencing token) and
+from then on refuses a refund with that key and a lower token, so a request from a frozen
+worker that lands late is turned away. The ticketing system does honour its idempotency key.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ CREATE TABLE IF NOT EXISTS refunds (refund_id INTEGER PRIMARY KEY AUTOINCREMENT,
     order_id TEXT NOT NULL, amount_cents INTEGER NOT NULL, reason TEXT NOT NULL,
     idempotency_key TEXT, run_id TEXT, created_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS refunds_by_key ON refunds (idempotency_key);
+CREATE TABLE IF NOT EXISTS fences (idempotency_key TEXT PRIMARY KEY, token INTEGER NOT NULL,
+    fenced_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (message_id INTEGER PRIMARY KEY AUTOINCREMENT,
     recipient TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
     idempotency_key TEXT, run_id TEXT, sent_at REAL NOT NULL);
@@ -129,6 +134,10 @@ class RecordNotFound(SystemsError, LookupError):
 
 class RequestRejected(SystemsError, ValueError):
     """The request is well formed but not allowed (e.g. a refund above what is refundable)."""
+
+
+class FencedOut(RequestRejected):
+    """A refund with a fencing token below its key's fence: a stale writer, turned away."""
 
 
 class Systems:
@@ -324,11 +333,14 @@ class Systems:
         run_id: str | None,
         *,
         reason: str = "",
+        fencing_token: int | None = None,
     ) -> dict[str, Any]:
         """Refund ``amount`` of an order. NOT idempotent: every call is a new refund.
 
-        Sleeps half of ``latency_s`` before writing the refund and half after, so a caller
-        killed mid-call may die after the money moved but before it heard so.
+        Refused (:class:`FencedOut`) when the key was fenced at a higher token than this
+        request's (or the request carries none). Sleeps half of ``latency_s`` before writing
+        the refund and half after, so a caller killed mid-call may die after the money moved
+        but before it heard so.
         """
         cents = round(amount * 100)
         if cents <= 0:
@@ -341,6 +353,7 @@ class Systems:
             ).fetchone()
             if row is None:
                 raise RecordNotFound(f"no order {order_id!r}")
+            _check_fence(conn, idempotency_key, fencing_token)
             remainder = row[0] - _refunded_cents(conn, order_id)
             if cents > remainder:
                 raise RequestRejected(
@@ -365,6 +378,23 @@ class Systems:
                 (idempotency_key,),
             ).fetchone()
         return None if row is None else _refund_dict(row)
+
+    def reconcile_refund(self, idempotency_key: str, fencing_token: int) -> dict[str, Any] | None:
+        """Check and fence, in one transaction: the refund made with the key, or None after
+        fencing the key at ``fencing_token`` (a later refund with a lower token is refused)."""
+        with self._tx(write=True) as conn:
+            row = conn.execute(
+                "SELECT * FROM refunds WHERE idempotency_key = ? ORDER BY refund_id LIMIT 1",
+                (idempotency_key,),
+            ).fetchone()
+            if row is not None:
+                return _refund_dict(row)
+            conn.execute(
+                "INSERT INTO fences VALUES (?, ?, ?) ON CONFLICT (idempotency_key) DO UPDATE"
+                " SET token = max(token, excluded.token), fenced_at = excluded.fenced_at",
+                (idempotency_key, fencing_token, time.time()),
+            )
+        return None
 
     def refunds(self) -> list[dict[str, Any]]:
         """The whole refund ledger, oldest first."""
@@ -396,6 +426,15 @@ class Systems:
                 )  # fmt: skip
         hits.sort(key=lambda h: (-h["score"], h["article_id"]))
         return hits[:limit]
+
+
+def _check_fence(conn: sqlite3.Connection, key: str | None, token: int | None) -> None:
+    fence = conn.execute("SELECT token FROM fences WHERE idempotency_key = ?", (key,)).fetchone()
+    if fence is not None and (token is None or token < fence[0]):
+        raise FencedOut(
+            f"refund with key {key} refused: fencing token {token} is below the key's fence"
+            f" {fence[0]} (a newer attempt owns this call)"
+        )
 
 
 def _refunded_cents(conn: sqlite3.Connection, order_id: str) -> int:

@@ -1,0 +1,337 @@
+"""One attempt of a tool call, run where its contract says, and stopped at its timeout if it can be.
+
+Three places, three meanings of a timeout:
+
+* **async** tools run on the worker's event loop; at the timeout the coroutine is cancelled,
+  and the attempt has ended once the cancellation has unwound.
+* **thread** (sync tools, the default): a thread of the worker's own, never the event loop's
+  shared pool. A thread cannot be stopped: past its timeout the attempt is *overdue*. The
+  caller decides what that means (a read is abandoned, a write is waited for); the thread
+  keeps its concurrency slot until it really ends, and the process never waits for it at exit.
+* **process** (``@tool(execution="process")``): a child process forked from a small server
+  process (multiprocessing's ``forkserver``, started once, with Charter preloaded), killed with
+  SIGKILL at the timeout and reaped, so the attempt has ended when the caller hears of it.
+
+Every attempt first takes a slot of its tool (``Tool.max_concurrency``) and of its tenant
+(:class:`Slots`), so hung attempts of one tool or one tenant cannot take every thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+from charter.errors import CharterError, LeaseLost, ToolError, TransientToolError
+from charter.tools import Tool, ToolContext, import_tool
+
+log = logging.getLogger("charter.tools")
+
+Execution = Literal["thread", "process", "async"]
+Kind = Literal["ok", "transient", "timeout", "connection", "tool_error", "raised", "crashed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How an attempt ended: its kind, and the output (``ok``) or the error's code and text."""
+
+    kind: Kind
+    output: Any = None
+    code: str = ""
+    message: str = ""
+    overdue: bool = False
+    """It ran past its timeout and was waited for (a thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """An attempt past its timeout that cannot be stopped (reported to the caller)."""
+
+    tool: Tool
+    ctx: ToolContext
+    timeout_s: float
+    waiting: bool
+
+
+OverdueHook = Callable[[Overdue], Any]
+
+
+def classify(exc: BaseException, timeout_s: float) -> Ended:
+    """What an exception raised by a tool says about its effect."""
+    if isinstance(exc, TransientToolError):
+        return Ended("transient", code=exc.code, message=str(exc))
+    if isinstance(exc, TimeoutError):
+        return Ended("timeout", code="timeout", message=f"no answer within {timeout_s:g}s")
+    if isinstance(exc, ConnectionError):
+        return Ended("connection", code="connection", message=str(exc))
+    if isinstance(exc, ToolError | CharterError):
+        return Ended("tool_error", code=exc.code, message=exc.message)
+    return Ended("raised", code="tool_raised", message=f"{type(exc).__name__}: {exc}")
+
+
+def finish(tool: Tool, value: Any) -> Ended:
+    """A returned value as plain JSON data, or the failure to make it so."""
+    try:
+        return Ended("ok", output=tool.dump_output(value))
+    except Exception as exc:
+        message = f"{tool.name} returned an unserialisable value: {exc}"
+        return Ended("raised", code="invalid_output", message=message)
+
+
+# -- slots ------------------------------------------------------------------------------------
+
+
+class Slots:
+    """Counted slots per tool and per tenant, released when an attempt really ends.
+
+    A release may come from a tool's thread (``release_threadsafe``); waiters recheck on
+    every release.
+    """
+
+    def __init__(self, *, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._used: dict[tuple[str, str], int] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def _free(self, tool: Tool, tenant: str) -> bool:
+        return (
+            self._used.get(("tool", tool.name), 0) < tool.max_concurrency
+            and self._used.get(("tenant", tenant), 0) < self.per_tenant
+        )
+
+    def in_use(self, tool: Tool, tenant: str) -> tuple[int, int]:
+        return self._used.get(("tool", tool.name), 0), self._used.get(("tenant", tenant), 0)
+
+    async def acquire(self, tool: Tool, tenant: str, timeout_s: float) -> bool:
+        """Take one slot of ``tool`` and of ``tenant``; False when none freed up in time."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout_s
+        while not self._free(tool, tenant):
+            left = give_up - loop.time()
+            if left <= 0:
+                return False
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        for key in (("tool", tool.name), ("tenant", tenant)):
+            self._used[key] = self._used.get(key, 0) + 1
+        return True
+
+    def release(self, tool: Tool, tenant: str) -> None:
+        for key in (("tool", tool.name), ("tenant", tenant)):
+            left = self._used.get(key, 0) - 1
+            if left > 0:
+                self._used[key] = left
+            else:
+                self._used.pop(key, None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+# -- the three places -------------------------------------------------------------------------
+
+
+async def run_async(tool: Tool, kwargs: dict[str, Any], timeout_s: float) -> Ended:
+    """On the event loop; cancelled at the timeout (then the attempt has ended)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            value = await tool.fn(**kwargs)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        return classify(exc, timeout_s)
+    return finish(tool, value)
+
+
+async def run_thread(
+    tool: Tool,
+    ctx: ToolContext,
+    kwargs: dict[str, Any],
+    timeout_s: float,
+    *,
+    wait_past_timeout: bool,
+    on_overdue: OverdueHook | None,
+    on_end: Callable[[], None],
+) -> Ended:
+    """In a thread of its own. Past the timeout: wait for it (``wait_past_timeout``), or
+    abandon it. ``on_end`` runs on the event loop when the thread really ends."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[Ended] = loop.create_future()
+    started = time.monotonic()
+
+    def settle(result: Ended | BaseException) -> None:
+        on_end()
+        if ended.done():  # abandoned: the caller moved on; say when it ended after all
+            outcome = "" if isinstance(result, BaseException) else f" ({result.kind})"
+            log.warning(
+                "run %s: %s call %s ended%s %.1fs after it started, abandoned past its %gs timeout",
+                ctx.run_id,
+                tool.name,
+                ctx.call_id,
+                outcome,
+                time.monotonic() - started,
+                timeout_s,
+            )
+        elif isinstance(result, BaseException):
+            ended.set_exception(result)
+        else:
+            ended.set_result(result)
+
+    def target() -> None:
+        result: Ended | BaseException
+        try:
+            result = finish(tool, tool.fn(**kwargs))
+        except LeaseLost as exc:
+            result = exc
+        except Exception as exc:
+            result = classify(exc, timeout_s)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=target, name=f"charter-tool-{tool.name}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(ended), timeout_s)
+    except TimeoutError:
+        pass
+    report = Overdue(tool=tool, ctx=ctx, timeout_s=timeout_s, waiting=wait_past_timeout)
+    log.warning(
+        "run %s: %s call %s (attempt %d) is still running past its %gs timeout; a thread"
+        " cannot be stopped: %s",
+        ctx.run_id,
+        tool.name,
+        ctx.call_id,
+        ctx.attempt,
+        timeout_s,
+        "waiting for it to end" if wait_past_timeout else "abandoned",
+    )
+    if on_overdue is not None:
+        await _maybe_await(on_overdue(report))
+    if not wait_past_timeout:
+        ended.cancel()  # the thread's end is only logged now
+        return Ended("timeout", code="timeout", message=f"no answer within {timeout_s:g}s")
+    result = await ended
+    return dataclasses.replace(result, overdue=True)
+
+
+async def _maybe_await(value: Any) -> None:
+    if asyncio.iscoroutine(value):
+        await value
+
+
+_context: Any = None
+
+
+def _processes() -> Any:
+    """The forkserver context (started on first use, with Charter already imported)."""
+    global _context
+    if _context is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["charter.tools", "charter._engine.attempts"])
+        _context = context
+    return _context
+
+
+def _child(
+    conn: Connection,
+    ref: str,
+    arguments: dict[str, Any],
+    fields: dict[str, Any],
+    lease: Any,
+    timeout_s: float,
+) -> None:
+    """The child process: import the tool by reference, call it, send back how it ended."""
+    result: Ended | tuple[str, str]
+    try:
+        tool = import_tool(ref)
+        ctx = ToolContext(**fields, lease_valid=lambda: time.time() < lease.value)
+        kwargs = tool.bind(ctx, arguments)
+        if tool.is_async:
+            result = finish(tool, asyncio.run(tool.fn(**kwargs)))
+        else:
+            result = finish(tool, tool.fn(**kwargs))
+    except LeaseLost as exc:
+        result = ("lease_lost", str(exc))
+    except Exception as exc:
+        result = classify(exc, timeout_s)
+    conn.send(result)
+    conn.close()
+
+
+async def run_process(
+    tool: Tool,
+    ctx: ToolContext,
+    arguments: dict[str, Any],
+    timeout_s: float,
+    *,
+    lease_until: Callable[[], float] | None,
+) -> Ended:
+    """In a child process, killed at the timeout (then the attempt has ended).
+
+    The child's ``ensure_lease`` reads the lease deadline from shared memory, which this
+    side refreshes while it waits (a renewal reaches the child; a frozen worker's does not).
+    """
+    context = _processes()
+    lease = context.Value("d", lease_until() if lease_until else float("inf"), lock=False)
+    receiver, sender = context.Pipe(duplex=False)
+    fields = {
+        f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "lease_valid"
+    }
+    proc = context.Process(
+        target=_child,
+        args=(sender, tool.ref, arguments, fields, lease, timeout_s),
+        name=f"charter-tool-{tool.name}",
+        daemon=True,
+    )
+    loop = asyncio.get_running_loop()
+    await asyncio.to_thread(proc.start)
+    sender.close()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(receiver.fileno(), on_readable)
+    give_up = loop.time() + timeout_s
+    try:
+        while not readable.done():
+            left = give_up - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(readable), min(0.2, left))
+            if lease_until is not None:
+                lease.value = lease_until()
+        if not readable.done():
+            return Ended("timeout", code="timeout", message=f"killed after {timeout_s:g}s")
+        try:
+            result = receiver.recv()
+        except (EOFError, OSError):
+            message = f"the process running {tool.name} died before it answered"
+            return Ended("crashed", code="tool_crashed", message=message)
+    finally:
+        loop.remove_reader(receiver.fileno())
+        receiver.close()
+        if proc.is_alive():
+            proc.kill()
+        await asyncio.to_thread(proc.join, 10.0)
+    if isinstance(result, tuple):
+        raise LeaseLost(result[1])
+    assert isinstance(result, Ended)
+    return result
