@@ -168,3 +168,11 @@ def stuck_lookup(order_id: str) -> str:
 def quick_lookup(order_id: str) -> str:
     """A read that answers at once."""
     return f"order {order_id} is fine"
+
+
+@tool(effect="write", idempotent=True, timeout_s=5.0, execution="process")
+def leased_write(ctx: ToolContext, ledger: str) -> str:
+    """Checks its lease in the child process before it writes."""
+    ctx.ensure_lease()
+    note(ledger, ctx.idempotency_key, "effect")
+    return "written"

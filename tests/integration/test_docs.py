@@ -22,7 +22,7 @@ def _blocks(language: str) -> list[str]:
 
 
 def test_readme_python_example_runs(tmp_path: Path) -> None:
-    (example,) = _blocks("python")
+    example = _blocks("python")[0]
     script = tmp_path / "example.py"
     script.write_text(example)
     done = subprocess.run(
@@ -32,6 +32,17 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     first = done.stdout.splitlines()[0].split(" ", 2)
     assert first[1:] == ["succeeded", "Refunded 20.00 on order 1042."]
     assert "tool_call_started" in done.stdout  # the refund's intent was committed
+
+
+def test_readme_fencing_example_runs(tmp_path: Path) -> None:
+    (example,) = [b for b in _blocks("python") if "fenced=True" in b]
+    script = tmp_path / "fencing.py"
+    script.write_text(example)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "succeeded [35.0]"
 
 
 def test_readme_opens_with_the_two_commands() -> None:

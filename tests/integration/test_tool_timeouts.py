@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pytest
 from tests.helpers import slow_tools
 from tests.helpers.cli import run_charter
 
-from charter import Agent, ModelSpec, Runtime, Tool
+from charter import Agent, LeaseLost, ModelSpec, Runtime, Tool, ToolContext
+from charter._engine.executor import ToolExecutor
 from charter._engine.worker import WorkerOptions
 from charter.events import (
     Event,
@@ -222,3 +224,27 @@ def test_charter_run_returns_when_its_run_finishes_though_a_read_thread_hangs(
     assert "stuck_lookup call" in done.stderr and "abandoned" in done.stderr  # the stuck report
     shown = run_charter(tmp_path, "events", done.stdout.split()[0], "--json")
     assert '"tool_call_overdue"' in shown.stdout
+
+
+def test_a_process_tool_sees_the_workers_lease(tmp_path: Path) -> None:
+    """``ensure_lease`` in the child reads the deadline the worker keeps renewing."""
+    ledger = str(tmp_path / "ledger.db")
+    ctx = ToolContext(
+        run_id="run_l", tenant="acme", principal="ann", step=1, call_id="c", idempotency_key="k"
+    )
+
+    async def call(lease_until: float) -> Any:
+        executor = ToolExecutor()
+        try:
+            return await executor.call(
+                slow_tools.leased_write, ctx, {"ledger": ledger}, lease_until=lambda: lease_until
+            )
+        finally:
+            executor.processes.close()
+
+    with pytest.raises(LeaseLost):
+        asyncio.run(call(time.time() - 1))
+    assert slow_tools.effects(ledger) == []
+    outcome = asyncio.run(call(time.time() + 60))
+    assert outcome.ok and outcome.output == "written"
+    assert slow_tools.effects(ledger) == ["k"]

@@ -8,9 +8,10 @@ Three places, three meanings of a timeout:
   shared pool. A thread cannot be stopped: past its timeout the attempt is *overdue*. The
   caller decides what that means (a read is abandoned, a write is waited for); the thread
   keeps its concurrency slot until it really ends, and the process never waits for it at exit.
-* **process** (``@tool(execution="process")``): a child process forked from a small server
-  process (multiprocessing's ``forkserver``, started once, with Charter preloaded), killed with
-  SIGKILL at the timeout and reaped, so the attempt has ended when the caller hears of it.
+* **process** (``@tool(execution="process")``): a tool process of the worker's
+  :class:`ProcessPool` (children of multiprocessing's ``forkserver``, kept warm between calls),
+  killed with SIGKILL at the timeout and reaped, so the attempt has ended when the caller
+  hears of it.
 
 Every attempt first takes a slot of its tool (``Tool.max_concurrency``) and of its tenant
 (:class:`Slots`), so hung attempts of one tool or one tenant cannot take every thread.
@@ -23,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -144,6 +146,45 @@ class Slots:
                 waiter.set_result(None)
 
 
+# -- threads ----------------------------------------------------------------------------------
+
+
+class ToolThreads:
+    """Daemon threads for sync tools: an idle one takes the next call, else a new one starts.
+
+    Never the event loop's shared pool (a hung tool there starves everything that uses it),
+    and never joined at exit (``charter run`` returns when its run is done, not when an
+    abandoned thread is). Up to ``keep_idle`` threads wait for work; the others end.
+    """
+
+    def __init__(self, *, keep_idle: int = 8) -> None:
+        self.keep_idle = keep_idle
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None], *, name: str) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # that idle thread will take this job
+        self._jobs.put((job, name))
+        if start:
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        while True:
+            job, name = self._jobs.get()
+            me.name = name
+            job()
+            me.name = "charter-tool-idle"
+            with self._lock:
+                if self._idle >= self.keep_idle:
+                    return
+                self._idle += 1
+
+
 # -- the three places -------------------------------------------------------------------------
 
 
@@ -165,6 +206,7 @@ async def run_thread(
     kwargs: dict[str, Any],
     timeout_s: float,
     *,
+    threads: ToolThreads,
     wait_past_timeout: bool,
     on_overdue: OverdueHook | None,
     on_end: Callable[[], None],
@@ -204,7 +246,7 @@ async def run_thread(
         with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
             loop.call_soon_threadsafe(settle, result)
 
-    threading.Thread(target=target, name=f"charter-tool-{tool.name}", daemon=True).start()
+    threads.submit(target, name=f"charter-tool-{tool.name}")
     try:
         return await asyncio.wait_for(asyncio.shield(ended), timeout_s)
     except TimeoutError:
@@ -238,7 +280,7 @@ _context: Any = None
 
 
 def _processes() -> Any:
-    """The forkserver context (started on first use, with Charter already imported)."""
+    """The forkserver context (its server starts on first use, with Charter imported)."""
     global _context
     if _context is None:
         context = multiprocessing.get_context("forkserver")
@@ -247,91 +289,129 @@ def _processes() -> Any:
     return _context
 
 
-def _child(
-    conn: Connection,
-    ref: str,
-    arguments: dict[str, Any],
-    fields: dict[str, Any],
-    lease: Any,
-    timeout_s: float,
-) -> None:
-    """The child process: import the tool by reference, call it, send back how it ended."""
-    result: Ended | tuple[str, str]
-    try:
-        tool = import_tool(ref)
-        ctx = ToolContext(**fields, lease_valid=lambda: time.time() < lease.value)
-        kwargs = tool.bind(ctx, arguments)
-        if tool.is_async:
-            result = finish(tool, asyncio.run(tool.fn(**kwargs)))
-        else:
-            result = finish(tool, tool.fn(**kwargs))
-    except LeaseLost as exc:
-        result = ("lease_lost", str(exc))
-    except Exception as exc:
-        result = classify(exc, timeout_s)
-    conn.send(result)
-    conn.close()
+def _serve(conn: Connection, lease: Any) -> None:
+    """A tool process: take calls one at a time, send back how each ended, until closed."""
+    while True:
+        try:
+            ref, arguments, fields, timeout_s = conn.recv()
+        except (EOFError, OSError):
+            return
+        result: Ended | tuple[str, str]
+        try:
+            tool = import_tool(ref)
+            ctx = ToolContext(**fields, lease_valid=lambda: time.time() < lease.value)
+            kwargs = tool.bind(ctx, arguments)
+            if tool.is_async:
+                result = finish(tool, asyncio.run(tool.fn(**kwargs)))
+            else:
+                result = finish(tool, tool.fn(**kwargs))
+        except LeaseLost as exc:
+            result = ("lease_lost", str(exc))
+        except Exception as exc:
+            result = classify(exc, timeout_s)
+        conn.send(result)
 
 
-async def run_process(
-    tool: Tool,
-    ctx: ToolContext,
-    arguments: dict[str, Any],
-    timeout_s: float,
-    *,
-    lease_until: Callable[[], float] | None,
-) -> Ended:
-    """In a child process, killed at the timeout (then the attempt has ended).
+@dataclass(eq=False)
+class _Child:
+    proc: Any
+    conn: Connection
+    lease: Any
 
-    The child's ``ensure_lease`` reads the lease deadline from shared memory, which this
-    side refreshes while it waits (a renewal reaches the child; a frozen worker's does not).
-    """
-    context = _processes()
-    lease = context.Value("d", lease_until() if lease_until else float("inf"), lock=False)
-    receiver, sender = context.Pipe(duplex=False)
-    fields = {
-        f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx) if f.name != "lease_valid"
-    }
-    proc = context.Process(
-        target=_child,
-        args=(sender, tool.ref, arguments, fields, lease, timeout_s),
-        name=f"charter-tool-{tool.name}",
-        daemon=True,
-    )
+    def stop(self) -> None:
+        self.conn.close()
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class ProcessPool:
+    """Tool processes of one worker: each runs one call at a time and is killed (and replaced
+    on demand) when a call passes its timeout. Idle ones are kept for the next call, so a call
+    costs a round trip, not a process start."""
+
+    def __init__(self, *, keep_idle: int = 4) -> None:
+        self.keep_idle = keep_idle
+        self._idle: list[_Child] = []
+
+    async def _start(self) -> _Child:
+        context = _processes()
+        lease = context.Value("d", 0.0, lock=False)
+        mine, theirs = context.Pipe(duplex=True)
+        proc = context.Process(target=_serve, args=(theirs, lease), daemon=True)
+        proc.name = "charter-tool-process"
+        await asyncio.to_thread(proc.start)
+        theirs.close()
+        return _Child(proc=proc, conn=mine, lease=lease)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for child in idle:
+            child.stop()
+
+    async def run(
+        self,
+        tool: Tool,
+        ctx: ToolContext,
+        arguments: dict[str, Any],
+        timeout_s: float,
+        *,
+        lease_until: Callable[[], float] | None,
+    ) -> Ended:
+        """Run one call in a tool process; kill the process at the timeout.
+
+        The child's ``ensure_lease`` reads the lease deadline from shared memory, which this
+        side refreshes while it waits (a renewal reaches the child; a frozen worker's does not).
+        """
+        child = self._idle.pop() if self._idle else await self._start()
+        child.lease.value = lease_until() if lease_until else float("inf")
+        fields = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
+        fields.pop("lease_valid")
+        done = False
+        try:
+            child.conn.send((tool.ref, arguments, fields, timeout_s))
+            if not await _readable(child, timeout_s, lease_until):
+                return Ended("timeout", code="timeout", message=f"killed after {timeout_s:g}s")
+            try:
+                result = child.conn.recv()
+            except (EOFError, OSError):
+                message = f"the process running {tool.name} died before it answered"
+                return Ended("crashed", code="tool_crashed", message=message)
+            done = True
+        finally:
+            if done and len(self._idle) < self.keep_idle:
+                self._idle.append(child)
+            else:  # killed at the timeout, dead, cancelled, or one too many
+                child.stop()
+                await asyncio.to_thread(child.proc.join, 10.0)
+        if isinstance(result, tuple):
+            raise LeaseLost(result[1])
+        assert isinstance(result, Ended)
+        return result
+
+
+async def _readable(
+    child: _Child, timeout_s: float, lease_until: Callable[[], float] | None
+) -> bool:
+    """Wait for the child's answer (or its death); False at the timeout."""
     loop = asyncio.get_running_loop()
-    await asyncio.to_thread(proc.start)
-    sender.close()
     readable: asyncio.Future[None] = loop.create_future()
 
     def on_readable() -> None:
         if not readable.done():
             readable.set_result(None)
 
-    loop.add_reader(receiver.fileno(), on_readable)
+    fd = child.conn.fileno()
+    loop.add_reader(fd, on_readable)
     give_up = loop.time() + timeout_s
     try:
         while not readable.done():
             left = give_up - loop.time()
             if left <= 0:
-                break
+                return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(readable), min(0.2, left))
             if lease_until is not None:
-                lease.value = lease_until()
-        if not readable.done():
-            return Ended("timeout", code="timeout", message=f"killed after {timeout_s:g}s")
-        try:
-            result = receiver.recv()
-        except (EOFError, OSError):
-            message = f"the process running {tool.name} died before it answered"
-            return Ended("crashed", code="tool_crashed", message=message)
+                child.lease.value = lease_until()
+        return True
     finally:
-        loop.remove_reader(receiver.fileno())
-        receiver.close()
-        if proc.is_alive():
-            proc.kill()
-        await asyncio.to_thread(proc.join, 10.0)
-    if isinstance(result, tuple):
-        raise LeaseLost(result[1])
-    assert isinstance(result, Ended)
-    return result
+        loop.remove_reader(fd)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from charter._engine import attempts
-from charter._engine.attempts import Ended, OverdueHook, Slots
+from charter._engine.attempts import Ended, OverdueHook, ProcessPool, Slots, ToolThreads
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
 
@@ -109,6 +109,10 @@ class ToolExecutor:
     ) -> None:
         self.breaker = breaker or CircuitBreaker()
         self.slots = Slots(per_tenant=tenant_slots)
+        self.threads = ToolThreads()
+        """Threads for sync tools (``execution="thread"``), reused when idle."""
+        self.processes = ProcessPool()
+        """Tool processes for ``execution="process"`` tools, kept warm between calls."""
         """Attempts running at once, per tool (``Tool.max_concurrency``) and per tenant."""
         self._rand = rand or random.Random()
         self._clock = clock
@@ -198,9 +202,7 @@ class ToolExecutor:
         release: Callable[[], None],
     ) -> Ended:
         if tool.execution == "process" and not tool.is_async:
-            return await attempts.run_process(
-                tool, ctx, arguments, timeout, lease_until=lease_until
-            )
+            return await self.processes.run(tool, ctx, arguments, timeout, lease_until=lease_until)
         try:
             kwargs = tool.bind(ctx, arguments)
         except Exception as exc:
@@ -213,6 +215,7 @@ class ToolExecutor:
             ctx,
             kwargs,
             timeout,
+            threads=self.threads,
             wait_past_timeout=tool.effect == "write",
             on_overdue=on_overdue,
             on_end=release,

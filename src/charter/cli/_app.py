@@ -200,6 +200,13 @@ def start_cmd(
     help="Stop if the database stays unusable this many seconds [default: retry for ever].",
 )
 @click.option(
+    "--tool-slots-per-tenant",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Tool attempts of one tenant run at once (hung ones included).",
+)
+@click.option(
     "--fault-point",
     default=None,
     hidden=True,
@@ -215,6 +222,7 @@ def worker_cmd(
     lease_seconds: float,
     poll_seconds: float,
     retry_for: float | None,
+    tool_slots_per_tenant: int,
     fault_point: str | None,
     fault_delay: float,
     fault_action: str,
@@ -233,6 +241,7 @@ def worker_cmd(
         poll_s=poll_seconds,
         faults=Faults.parse(fault_point, during_delay_s=fault_delay, action=fault_action),
         give_up_after_s=retry_for,
+        tool_slots_per_tenant=tool_slots_per_tenant,
     )
 
     async def work() -> WorkerReport:
