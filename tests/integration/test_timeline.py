@@ -14,10 +14,14 @@ from tests.helpers.models import Recording
 from charter import Agent, ModelSpec, Runtime, ToolContext, TransientToolError, tool
 from charter.cli._timeline import describe
 from charter.events import (
+    GENESIS_HASH,
     ApprovalRequested,
     Event,
     ModelResponded,
     ToolCallFailed,
+    ToolCallOverdue,
+    ToolCallReconciled,
+    ToolCallStarted,
     ToolCallSucceeded,
     ToolOutcomeUnknown,
 )
@@ -296,3 +300,26 @@ def test_an_unknown_outcome_says_how_it_was_settled() -> None:
     assert (
         describe(sealed(2, settled)) == 'succeeded in 12.5 ms · 1 attempt · via reconcile · -> "ok"'
     )
+
+
+def test_timeouts_fences_and_late_results_have_timeline_lines() -> None:
+    bodies = [
+        ToolCallStarted(call_id="c", tool="pay", idempotency_key="k", fencing_token=1 << 20,
+                        execution="process"),
+        ToolCallOverdue(call_id="c", tool="pay", attempt=1, timeout_s=0.5, execution="thread",
+                        waiting=True),
+        ToolOutcomeUnknown(call_id="c", tool="pay", idempotency_key="k", resolution="reconcile",
+                           fencing_token=(1 << 20) + 1, cause="timeout"),
+        ToolCallReconciled(call_id="c", tool="pay", idempotency_key="k", applied=False,
+                           fenced=True, fencing_token=(1 << 20) + 1),
+        ToolCallSucceeded(call_id="c", tool="pay", output="ok", late=True),
+    ]  # fmt: skip
+    lines = [
+        describe(Event.seal(run_id="run_t", seq=1, at=1.0, body=b, prev_hash=GENESIS_HASH))
+        for b in bodies
+    ]
+    assert "fencing token 1048576" in lines[0] and "in a process" in lines[0]
+    assert "past its 0.5s timeout" in lines[1] and "the run waits for it" in lines[1]
+    assert "stopped at its timeout" in lines[2] and "settled by reconcile" in lines[2]
+    assert "not applied" in lines[3] and "key fenced at token 1048577" in lines[3]
+    assert "late (after its timeout)" in lines[4]

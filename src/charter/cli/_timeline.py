@@ -40,7 +40,9 @@ from charter.events import (
     RunWaiting,
     ToolCallBlocked,
     ToolCallFailed,
+    ToolCallOverdue,
     ToolCallProposed,
+    ToolCallReconciled,
     ToolCallRejected,
     ToolCallStarted,
     ToolCallSucceeded,
@@ -55,6 +57,11 @@ _SETTLED = {
     "recall": "called again with the same idempotency key",
     "reconcile": "asked the tool's reconcile whether it happened",
     "escalate": "escalated to a human",
+}
+_CAUSE = {
+    "recovery": "its worker died",
+    "timeout": "stopped at its timeout",
+    "connection": "the connection broke",
 }
 _RED, _GREEN, _YELLOW = "red", "green", "yellow"
 
@@ -160,6 +167,7 @@ def _succeeded(b: ToolCallSucceeded) -> str:
         _attempts(b.attempts),
         f"cost {usd(b.cost_usd)}" if b.cost_usd else None,
         f"via {how}",
+        "late (after its timeout)" if b.late else None,
         "untrusted output" if b.untrusted else None,
         f"-> {clip(_json(b.output), 72)}",
     )
@@ -171,6 +179,7 @@ def _failed(b: ToolCallFailed) -> str:
         _attempts(b.attempts),
         f"cost {usd(b.cost_usd)}" if b.cost_usd else None,
         f"simulated ({b.simulated})" if b.simulated else None,
+        "late (after its timeout)" if b.late else None,
         f"{b.error.code}: {clip(b.error.message)}",
     )
 
@@ -220,12 +229,26 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
     ),
     PolicyEvaluated: _policy,
     ToolCallRejected: lambda b: f"rejected: {b.error.code}: {clip(b.error.message)}",
-    ToolCallStarted: lambda b: f"intent committed, idempotency key {b.idempotency_key}",
+    ToolCallStarted: lambda b: _join(
+        f"intent committed, idempotency key {b.idempotency_key}",
+        f"fencing token {b.fencing_token}" if b.fencing_token else None,
+        f"in a {b.execution}" if b.execution in ("thread", "process") else b.execution,
+    ),
     ToolCallSucceeded: _succeeded,
     ToolCallFailed: _failed,
     ToolOutcomeUnknown: lambda b: (
-        f"outcome unknown (intent {b.idempotency_key} committed, no result):"
+        f"outcome unknown ({_CAUSE[b.cause]}, intent {b.idempotency_key}):"
         f" settled by {b.resolution}, {_SETTLED[b.resolution]}"
+    ),
+    ToolCallReconciled: lambda b: _join(
+        "reconcile: " + {True: "applied", False: "not applied", None: "cannot tell"}[b.applied],
+        f"key fenced at token {b.fencing_token}" if b.fenced else "no fence",
+        b.error,
+    ),
+    ToolCallOverdue: lambda b: (
+        f"attempt {b.attempt} still running past its {b.timeout_s:g}s timeout ({b.execution}"
+        " cannot be stopped): "
+        + ("the run waits for it" if b.waiting else "abandoned, its end is only logged")
     ),
     ToolCallBlocked: lambda b: f"blocked by kill switch ({b.action}): {clip(b.reason)}",
     ApprovalRequested: _requested,
@@ -280,7 +303,7 @@ def _colour(body: EventBody) -> str | None:
         case (
             PolicyEvaluated() | ApprovalDecided() | RunFinished() | ToolCallFailed()
             | ToolCallRejected() | ToolCallBlocked() | ModelCallFailed() | BudgetExceeded()
-            | ToolOutcomeUnknown()
+            | ToolOutcomeUnknown() | ToolCallOverdue()
         ):  # fmt: skip
             return _RED
     return None
