@@ -31,6 +31,7 @@ from charter.events import (
     ToolCallSucceeded,
     ToolOutcomeUnknown,
 )
+from charter.replay import replay_run
 from charter.store import RunRecord
 
 
@@ -48,9 +49,13 @@ def _agent(tool: Tool, arguments: dict[str, Any], name: str = "payer") -> Agent:
 
 
 def _run(url: str, agent: Agent, **kwargs: Any) -> tuple[RunRecord, list[Event]]:
+    """Run ``agent`` to its end; also check that the run replays identically from its log."""
+
     async def main() -> tuple[RunRecord, list[Event]]:
         async with Runtime.open(url) as rt:
             record = await rt.run(agent, "pay", **kwargs)
+            replayed = await replay_run(rt.store, record.run_id)
+            assert replayed.identical, replayed.to_dict()
             return record, await rt.events(record.run_id)
 
     return asyncio.run(main())
