@@ -12,6 +12,9 @@
     │   └── ConflictError             conflict        5   a concurrent append or a lost lease
     ├── RunStateError                 run_state       6   e.g. send to a finished run
     ├── ForbiddenError                forbidden       9   e.g. approving one's own request
+    ├── ReplayUnavailableError        replay_unavailable  10  a run that cannot be replayed or
+    │                                                         rerun: its tools do not import
+    │                                                         here, or retention removed payloads
     ├── ModelError                    model           7   the model provider failed or misbehaved
     │   ├── ModelUnavailableError     model_unavailable   7  unreachable, timed out, 5xx, overloaded
     │   ├── ModelRateLimitedError     model_rate_limited  7  HTTP 429
@@ -100,6 +103,14 @@ class ForbiddenError(CharterError):
 
     code = "forbidden"
     exit_code = 9
+
+
+class ReplayUnavailableError(CharterError):
+    """A run cannot be replayed (or rerun) here: its tools do not import in this process, or
+    retention removed payloads the replay would need. Nothing was replayed or started."""
+
+    code = "replay_unavailable"
+    exit_code = 10
 
 
 class ModelError(CharterError):

@@ -17,6 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
+from charter.errors import ToolImportError
 from charter.events import (
     GENESIS_HASH,
     ChainBreak,
@@ -300,19 +302,47 @@ class Runtime:
         return breaks
 
     async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
-        """The capabilities registry: tools of the given agents, else of every stored agent."""
+        """The capabilities registry: tools of the given agents, else of every stored agent
+        whose tools import in this process (:meth:`capabilities` also names the others)."""
+        return (await self.capabilities(agents)).tools
+
+    async def capabilities(self, agents: list[Agent] | None = None) -> Capabilities:
+        """The tools of the given agents, else of every stored agent; a stored agent whose
+        tools do not import here is named in ``unavailable`` instead of failing the list."""
+        unavailable: list[str] = []
+        if agents is None:
+            agents = await self._stored_agents(unavailable)
         found: dict[str, Tool] = {}
-        for agent in agents if agents is not None else await self._stored_agents():
+        for agent in agents:
             for t in agent.tools:
                 found.setdefault(t.name, t)
-        return [found[name] for name in sorted(found)]
+        return Capabilities([found[name] for name in sorted(found)], unavailable)
 
-    async def _stored_agents(self) -> list[Agent]:
-        agents: list[Agent] = []
+    async def _stored_agents(self, unavailable: list[str]) -> list[Agent]:
+        agents: dict[str, Agent] = {}
+        failed: set[str] = set()
         for record in await self.store.list_runs(limit=10_000):
-            if record.agent_hash not in {a.spec_hash for a in agents}:
-                agents.append((await self._resolve(record))[0])
-        return agents
+            if record.agent_hash in agents or record.agent_hash in failed:
+                continue
+            try:
+                agents[record.agent_hash] = (await self._resolve(record))[0]
+            except ToolImportError as exc:
+                failed.add(record.agent_hash)
+                spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
+                unavailable.append(
+                    f"agent {record.agent_name} v{record.agent_version} (run {record.run_id},"
+                    f" tools {', '.join(spec.get('tools', ()))}): {exc.message}"
+                )
+        return list(agents.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The capabilities registry as this process can load it."""
+
+    tools: list[Tool]
+    unavailable: list[str]
+    """One line per stored agent whose tools do not import here (its tools are not listed)."""
 
 
 def run_sync(awaitable: Awaitable[T] | Coroutine[Any, Any, T]) -> T:

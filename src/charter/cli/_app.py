@@ -405,7 +405,10 @@ def tools_group() -> None:
 def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug: bool) -> None:
     """Every tool with its effect, risk, owner, idempotency and input schema."""
     agents = [load_agent(p) for p in agent_files] if agent_files else None
-    tools = with_runtime(db_url, lambda rt: rt.tools(agents))
+    found = with_runtime(db_url, lambda rt: rt.capabilities(agents))
+    for line in found.unavailable:
+        click.echo(f"warning: not listed: {line}", err=True)
+    tools = found.tools
     if as_json:
         echo_json([t.describe() for t in tools])
         return

@@ -29,7 +29,8 @@ def replay_command(run_id: str, db_url: str, as_json: bool, debug: bool) -> None
 
     Model responses, tool results, messages and decisions are served from the log; nothing is
     called or written. Exit 0 when identical, 1 at the first divergent event (both versions
-    are printed).
+    are printed), 10 when the run cannot be replayed here (its tools do not import, or
+    retention removed payloads).
     """
     from charter.replay import replay_run
 
@@ -99,7 +100,8 @@ def rerun_command(
     Tools are never called: a call the original made (same tool, same arguments) gets the
     recorded result; another goes to a registered simulator, or stops the rerun
     ("unrecorded call"). Results are marked simulated in the log; the new run names the
-    original (rerun_of). Compare them with charter diff.
+    original (rerun_of). Compare them with charter diff. Exit 0 when the rerun succeeded,
+    1 when it did not, 10 when RUN_ID cannot be rerun (tools do not import, payloads removed).
     """
     from charter.rerun import RerunChanges, import_simulators, rerun
 
@@ -124,6 +126,8 @@ def rerun_command(
         if result.reason:
             click.echo(f"  reason: {result.reason}")
         click.echo(f"  compare: charter diff {run_id} {result.run_id}")
+    if result.status != "succeeded":
+        sys.exit(1)  # the rerun failed, was escalated or stopped
 
 
 @click.command("diff")
