@@ -160,9 +160,9 @@ class ToolExecutor:
         except Exception as exc:  # a tool's own failure, reported to the model
             return _failed("tool_raised", f"{type(exc).__name__}: {exc}")
         try:
-            return Outcome(ok=True, output=tool.dump_output(value))
-        except Exception as exc:
-            return _failed("invalid_output", f"{tool.name} returned an unserialisable value: {exc}")
+            return Outcome(ok=True, output=tool.check_output(value))
+        except ValueError as exc:  # not what the tool declares: a definite failure
+            return _failed("output_invalid", str(exc))
 
 
 def _failed(code: str, message: str, *, retryable: bool = False, unknown: bool = False) -> Outcome:
