@@ -180,9 +180,11 @@ def load_agent(path: str | Path) -> Agent:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such agent file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: {_not_utf8(exc)}", hint=_UTF8_HINT) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
     try:
@@ -254,9 +256,20 @@ def _routing(section: _AgentSection, base: Path, where: str) -> Routing | None:
 def _read_relative(base: Path, name: str, where: str, what: str) -> str:
     target = (base / name).resolve()
     try:
-        return target.read_text()
+        return target.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{where}: {what} file {name!r} cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: {what} file {name!r}: {_not_utf8(exc)}", hint=_UTF8_HINT
+        ) from None
+
+
+_UTF8_HINT = "convert it to UTF-8 first, e.g. with iconv -t UTF-8"
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def _describe(exc: ValidationError) -> str:

@@ -5,6 +5,8 @@
     CharterError                      code            exit
     ├── ConfigError                   config          2   a developer's mistake (agent file, tool)
     │   └── ToolImportError           tool_import     2
+    ├── InputError                    input           2   a run's input or a message: not UTF-8,
+    │                                                     too large, missing
     ├── NotFoundError                 not_found       3   unknown run id, unknown tool
     ├── StoreError                    store           4   the database cannot be used
     │   ├── SchemaTooNewError         schema_too_new  4
@@ -64,6 +66,13 @@ class ConfigError(CharterError):
 
 class ToolImportError(ConfigError):
     code = "tool_import"
+
+
+class InputError(CharterError):
+    """A run's input or a message cannot be taken: not UTF-8 text, or over the size limit."""
+
+    code = "input"
+    exit_code = 2
 
 
 class NotFoundError(CharterError):

@@ -35,6 +35,7 @@ from charter.events import (
     RunStarted,
     verify_chain,
 )
+from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
@@ -53,20 +54,33 @@ class Runtime:
     """Starts runs, delivers messages, works runs and reads their logs."""
 
     def __init__(
-        self, *, store: Store, clock: Callable[[], float] = time.time, environment: str = "dev"
+        self,
+        *,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        environment: str = "dev",
+        max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.store = store
         self.clock = clock
         self.environment = environment
         """Recorded on every run started here; policy rules can match on it."""
+        self.max_input_bytes = max_input_bytes
+        """The largest input or message (UTF-8 bytes) taken; None: no limit."""
         self.memory = StoreMemory(store, clock=clock)
         self._agents: dict[str, Agent] = {}
         self._models: dict[str, Model] = {}
         self._resolving = asyncio.Lock()
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL, *, environment: str = "dev") -> Runtime:
-        return cls(store=open_store(url), environment=environment)
+    def open(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        environment: str = "dev",
+        max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
+    ) -> Runtime:
+        return cls(store=open_store(url), environment=environment, max_input_bytes=max_input_bytes)
 
     async def close(self) -> None:
         await self.store.close()
@@ -127,10 +141,13 @@ class Runtime:
     ) -> str:
         """Create a queued run; a worker will pick it up. Returns the run id.
 
+        InputError when ``input`` is not UTF-8 text or exceeds ``max_input_bytes``.
+
         ``roles`` are the principal's roles, which policy rules may require;
         ``principal_tenant`` the tenant the principal belongs to (policy's
         ``tenant_matches_principal``), as whoever authenticated the principal knows it.
         """
+        check_text(input, what="the input", max_bytes=self.max_input_bytes)
         self.register(agent)
         run_id = run_id or new_run_id(self.clock)
         now = self.clock()
@@ -177,6 +194,7 @@ class Runtime:
 
     async def send(self, run_id: str, text: str) -> int:
         """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
+        check_text(text, what="the message", max_bytes=self.max_input_bytes)
         return await self.store.send(run_id, text)
 
     def worker(

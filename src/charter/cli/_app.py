@@ -19,7 +19,14 @@ from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._evals import eval_command, gate_command
 from charter.cli._ops import db_group, killswitch_group, workers_group
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import (
+    db_option,
+    debug_option,
+    given_text,
+    input_file_option,
+    json_option,
+    max_input_option,
+)
 from charter.cli._policy import policy_group
 from charter.cli._render import (
     RUN_HEADERS,
@@ -34,6 +41,7 @@ from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
+from charter.inputs import DEFAULT_MAX_INPUT_BYTES
 from charter.runtime import Runtime
 from charter.store import redact
 
@@ -42,10 +50,15 @@ STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", 
 
 
 def with_runtime(
-    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, environment: str = "dev"
+    db_url: str,
+    work: Callable[[Runtime], Awaitable[T]],
+    *,
+    environment: str = "dev",
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
 ) -> T:
     async def main() -> T:
-        async with Runtime.open(db_url, environment=environment) as rt:
+        rt = Runtime.open(db_url, environment=environment, max_input_bytes=max_input_bytes)
+        async with rt:
             return await work(rt)
 
     return asyncio.run(main())
@@ -85,7 +98,10 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--role", "roles", multiple=True, help="A role of the principal (repeatable)."
     )(fn)
     fn = click.option("--tenant", default="default", show_default=True, help="Tenant id.")(fn)
-    fn = click.option("--input", "text", required=True, help="The task, as the first message.")(fn)
+    fn = max_input_option(input_file_option(fn))
+    fn = click.option(
+        "--input", "text", default=None, help="The task, as the first message (or --input-file)."
+    )(fn)
     return click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))(fn)
 
 
@@ -96,7 +112,9 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @debug_option
 def run_cmd(
     agent_file: Path,
-    text: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
     tenant: str,
     roles: tuple[str, ...],
     environment: str,
@@ -110,6 +128,7 @@ def run_cmd(
 
     Exit code 0 when the run succeeded or is waiting, 1 when it failed or was escalated.
     """
+    text = given_text(text, input_file, flag="--input", max_bytes=max_input_bytes)
     agent = load_agent(agent_file)
 
     async def work(rt: Runtime) -> Any:
@@ -122,7 +141,7 @@ def run_cmd(
             roles=roles,
         )
 
-    record = with_runtime(db_url, work, environment=environment)
+    record = with_runtime(db_url, work, environment=environment, max_input_bytes=max_input_bytes)
     if as_json:
         echo_json(record.to_dict())
     else:
@@ -140,7 +159,9 @@ def run_cmd(
 @debug_option
 def start_cmd(
     agent_file: Path,
-    text: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
     tenant: str,
     roles: tuple[str, ...],
     environment: str,
@@ -151,6 +172,7 @@ def start_cmd(
     debug: bool,
 ) -> None:
     """Enqueue a run for a worker; print its run id."""
+    text = given_text(text, input_file, flag="--input", max_bytes=max_input_bytes)
     agent = load_agent(agent_file)
     run_id = with_runtime(
         db_url,
@@ -163,6 +185,7 @@ def start_cmd(
             roles=roles,
         ),
         environment=environment,
+        max_input_bytes=max_input_bytes,
     )
     if as_json:
         echo_json({"run_id": run_id, "status": "queued"})
@@ -261,12 +284,25 @@ def worker_cmd(
 
 @cli.command("send")
 @click.argument("run_id")
-@click.argument("text")
+@click.argument("text", required=False)
+@input_file_option
+@max_input_option
 @db_option
 @debug_option
-def send_cmd(run_id: str, text: str, db_url: str, debug: bool) -> None:
-    """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
-    inbox_id = with_runtime(db_url, lambda rt: rt.send(run_id, text))
+def send_cmd(
+    run_id: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
+    db_url: str,
+    debug: bool,
+) -> None:
+    """Deliver a message (TEXT, or --input-file) to a run's inbox; a run waiting for one
+    becomes runnable."""
+    message = given_text(text, input_file, flag="TEXT", max_bytes=max_input_bytes)
+    inbox_id = with_runtime(
+        db_url, lambda rt: rt.send(run_id, message), max_input_bytes=max_input_bytes
+    )
     click.echo(f"message {inbox_id} delivered to {run_id}")
 
 
