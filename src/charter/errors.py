@@ -17,6 +17,8 @@
     ├── ReplayUnavailableError        replay_unavailable  10  a run that cannot be replayed or
     │                                                         rerun: its tools do not import
     │                                                         here, or retention removed payloads
+    ├── IdempotencyConflictError      idempotency_conflict  11  a start's idempotency key
+    │                                                         names a run of another request
     ├── ModelError                    model           7   the model provider failed or misbehaved
     │   ├── ModelUnavailableError     model_unavailable   7  unreachable, timed out, 5xx, overloaded
     │   ├── ModelRateLimitedError     model_rate_limited  7  HTTP 429
@@ -120,6 +122,13 @@ class ReplayUnavailableError(CharterError):
 
     code = "replay_unavailable"
     exit_code = 10
+
+
+class IdempotencyConflictError(CharterError):
+    """A start named an idempotency key that a run of a different request already holds."""
+
+    code = "idempotency_conflict"
+    exit_code = 11
 
 
 class ModelError(CharterError):

@@ -13,6 +13,7 @@ The library is async; :func:`run_sync` is the one sync entry point at the edge.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -26,7 +27,7 @@ from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
-from charter.errors import ToolImportError
+from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
     ChainBreak,
@@ -43,6 +44,11 @@ from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store,
 from charter.tools import Tool
 
 T = TypeVar("T")
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
@@ -138,8 +144,14 @@ class Runtime:
         roles: Sequence[str] = (),
         run_id: str | None = None,
         principal_tenant: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Create a queued run; a worker will pick it up. Returns the run id.
+
+        ``idempotency_key``: the client's key for this start, unique per tenant. A start
+        that repeats one with the same agent, input, principal, roles and environment returns
+        the run the first created (nothing new is stored); with anything different it raises
+        IdempotencyConflictError.
 
         InputError when ``input`` is not UTF-8 text or exceeds ``max_input_bytes``.
 
@@ -149,6 +161,13 @@ class Runtime:
         """
         check_text(input, what="the input", max_bytes=self.max_input_bytes)
         self.register(agent)
+        digest = None
+        if idempotency_key is not None:
+            asked = [agent.spec_hash, input, principal, list(roles), principal_tenant]
+            digest = _digest([*asked, self.environment])
+            found = await self._keyed(tenant, idempotency_key, digest)
+            if found is not None:
+                return found
         run_id = run_id or new_run_id(self.clock)
         now = self.clock()
         started = Event.seal(
@@ -176,20 +195,44 @@ class Runtime:
             prev_hash=started.hash,
         )
         state = fold_all([started, message])
-        await self.store.create_run(
-            NewRun(
-                run_id=run_id,
-                agent_name=agent.name,
-                agent_version=agent.version,
-                agent_hash=agent.spec_hash,
-                agent_spec=agent.spec_json(),
-                tenant=tenant,
-                principal=principal,
-                events=(started, message),
-                state=state.model_dump_json(),
-                created_at=now,
-            )
+        new = NewRun(
+            run_id=run_id,
+            agent_name=agent.name,
+            agent_version=agent.version,
+            agent_hash=agent.spec_hash,
+            agent_spec=agent.spec_json(),
+            tenant=tenant,
+            principal=principal,
+            events=(started, message),
+            state=state.model_dump_json(),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
         )
+        try:
+            await self.store.create_run(new)
+        except StoreError:
+            if idempotency_key is None or digest is None:
+                raise
+            found = await self._keyed(tenant, idempotency_key, digest)  # a concurrent start
+            if found is None:
+                raise
+            return found
+        return run_id
+
+    async def _keyed(self, tenant: str, key: str, digest: str) -> str | None:
+        """The run an earlier start with ``key`` made for the same request, if any."""
+        found = await self.store.run_for_key(tenant, key)
+        if found is None:
+            return None
+        run_id, recorded = found
+        if recorded != digest:
+            raise IdempotencyConflictError(
+                f"idempotency key {key!r} of tenant {tenant} already started run {run_id}"
+                " with a different request (agent, input, principal, roles or environment)",
+                hint="use a new key for a new request; retry with the same request to get"
+                f" {run_id}",
+            )
         return run_id
 
     async def send(self, run_id: str, text: str) -> int:

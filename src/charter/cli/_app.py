@@ -154,10 +154,18 @@ def run_cmd(
 
 @cli.command("start")
 @run_options
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    default=None,
+    help="Your key for this start (unique per tenant): a retry with the same key and request"
+    " prints the same run id; with a different request it fails (exit 11).",
+)
 @db_option
 @json_option
 @debug_option
 def start_cmd(
+    idempotency_key: str | None,
     agent_file: Path,
     text: str | None,
     input_file: str | None,
@@ -183,6 +191,7 @@ def start_cmd(
             principal=principal,
             principal_tenant=principal_tenant,
             roles=roles,
+            idempotency_key=idempotency_key,
         ),
         environment=environment,
         max_input_bytes=max_input_bytes,
