@@ -64,7 +64,7 @@ def with_runtime(
     return asyncio.run(main())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(package_name="charter")
 def cli() -> None:
     """Charter runs AI agents as durable, governed jobs.

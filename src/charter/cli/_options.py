@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from charter.errors import InputError
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_ENV, check_text, read_text_file
-from charter.store import DEFAULT_URL
+from charter.store import DEFAULT_URL, redact
+
+
+class _DbOption(click.Option):
+    """``--db`` whose help shows the database in effect: ``$CHARTER_DB`` (password hidden)
+    when it is set, else the default."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from_env = os.environ.get("CHARTER_DB")
+        self.show_default = not from_env
+        self.help = "Database URL (also CHARTER_DB)." + (
+            f"  [in effect: {redact(from_env)} (from CHARTER_DB)]" if from_env else ""
+        )
+        return super().get_help_record(ctx)
+
 
 db_option = click.option(
     "--db",
     "db_url",
+    cls=_DbOption,
     envvar="CHARTER_DB",
     default=DEFAULT_URL,
     show_default=True,
