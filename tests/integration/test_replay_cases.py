@@ -178,3 +178,7 @@ def test_rerun_exits_non_zero_when_the_rerun_failed(db_url: str, tmp_path: Path)
     ok = run_charter(tmp_path, "rerun", run_id, "--model", "same.yaml", "--db", db_url)
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
     assert "succeeded" in ok.stdout
+    (tmp_path / "latin1.md").write_bytes(b"R\xe9pondez en fran\xe7ais.")
+    bad = run_charter(tmp_path, "rerun", run_id, "--instructions", "latin1.md", "--db", db_url)
+    assert bad.returncode == 2, (bad.stdout, bad.stderr)
+    assert bad.stderr.startswith("error: --instructions latin1.md is not UTF-8 text")

@@ -12,6 +12,7 @@ import click
 
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import echo_json
+from charter.inputs import read_text_file
 from charter.runtime import Runtime, run_sync
 
 
@@ -109,7 +110,11 @@ def rerun_command(
         raise click.UsageError("give --model, --instructions or --agent")
     changes = RerunChanges(
         model=model,
-        instructions=instructions.read_text() if instructions is not None else None,
+        instructions=None
+        if instructions is None
+        else read_text_file(
+            str(instructions), what=f"--instructions {instructions}", max_bytes=None
+        ),
         agent_file=agent_file,
     )
     sims = import_simulators(simulators) if simulators else None
