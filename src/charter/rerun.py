@@ -370,6 +370,7 @@ async def _start(rt: Runtime, first: Event, agent: Agent, *, rerun_of: str) -> s
             "agent_version": agent.version,
             "agent_hash": agent.spec_hash,
             "rerun_of": rerun_of,
+            "idempotency_key": None,  # the client's key named the original start
         }
     )
     head = Event.seal(run_id=run_id, seq=1, at=now, body=body, prev_hash=GENESIS_HASH)

@@ -184,6 +184,7 @@ class Runtime:
                 roles=tuple(roles),
                 environment=self.environment,
                 principal_tenant=principal_tenant,
+                idempotency_key=idempotency_key,
             ),
             prev_hash=GENESIS_HASH,
         )

@@ -11,6 +11,7 @@ from tests.helpers.cli import run_charter
 
 from charter import Agent, ModelSpec, Runtime
 from charter.errors import IdempotencyConflictError
+from charter.events import RunStarted
 from charter.tools import ask_principal
 
 
@@ -30,6 +31,8 @@ def test_a_retried_start_with_the_same_key_returns_the_same_run(store_url: str) 
             first = await rt.start(_agent(), "Refund 1042", tenant="acme", idempotency_key="k-1")
             again = await rt.start(_agent(), "Refund 1042", tenant="acme", idempotency_key="k-1")
             assert again == first
+            started = (await rt.events(first))[0].body
+            assert isinstance(started, RunStarted) and started.idempotency_key == "k-1"
             other_tenant = await rt.start(
                 _agent(), "Refund 1042", tenant="globex", idempotency_key="k-1"
             )
@@ -70,6 +73,11 @@ def test_the_cli_start_takes_an_idempotency_key(tmp_path: Path, db_url: str) -> 
     again = run_charter(tmp_path, *args, "--input", "Refund 1042")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["run_id"] == json.loads(first.stdout)["run_id"]
+    assert json.loads(again.stdout)["status"] == "queued"
+    worked = run_charter(tmp_path, "worker", "--until-idle", "--db", db_url)
+    assert worked.returncode == 0, worked.stderr
+    late = run_charter(tmp_path, *args, "--input", "Refund 1042")
+    assert json.loads(late.stdout) == {**json.loads(first.stdout), "status": "succeeded"}
     clash = run_charter(tmp_path, *args, "--input", "Refund 1043")
     assert clash.returncode == 11, clash.stderr
     assert clash.stderr.startswith("error: idempotency key 'order-1042'")

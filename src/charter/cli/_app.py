@@ -182,9 +182,9 @@ def start_cmd(
     """Enqueue a run for a worker; print its run id."""
     text = given_text(text, input_file, flag="--input", max_bytes=max_input_bytes)
     agent = load_agent(agent_file)
-    run_id = with_runtime(
-        db_url,
-        lambda rt: rt.start(
+
+    async def work(rt: Runtime) -> Any:
+        run_id = await rt.start(
             agent,
             text,
             tenant=tenant,
@@ -192,14 +192,14 @@ def start_cmd(
             principal_tenant=principal_tenant,
             roles=roles,
             idempotency_key=idempotency_key,
-        ),
-        environment=environment,
-        max_input_bytes=max_input_bytes,
-    )
+        )
+        return await rt.get_run(run_id)  # a retried keyed start: the run as it is now
+
+    record = with_runtime(db_url, work, environment=environment, max_input_bytes=max_input_bytes)
     if as_json:
-        echo_json({"run_id": run_id, "status": "queued"})
+        echo_json({"run_id": record.run_id, "status": record.status})
     else:
-        click.echo(run_id)
+        click.echo(record.run_id)
 
 
 @cli.command("worker")
