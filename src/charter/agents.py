@@ -5,7 +5,8 @@ Define one in Python with :class:`Agent`, or in YAML with :func:`load_agent`::
     agent:
       name: support_triage
       version: "3"
-      instructions: prompts/support_triage.md   # a path, relative to this file
+      instructions: prompts/support_triage.md   # a path, relative to this file, or the
+                                                # text itself as a block (instructions: |)
       model: {provider: scripted, script: responses.json}
       tools: ["examples.support.tools:kb_search", "charter.tools:ask_principal"]
       budgets: {max_steps: 20, max_tool_calls: 10, max_tokens_total: 12000, timeout_seconds: 60}
@@ -180,9 +181,11 @@ def load_agent(path: str | Path) -> Agent:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such agent file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: {_not_utf8(exc)}", hint=_UTF8_HINT) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
     try:
@@ -191,7 +194,11 @@ def load_agent(path: str | Path) -> Agent:
         raise ConfigError(f"{where}: {_describe(exc)}") from exc
     section = doc.agent
     base = path.parent
-    instructions = _read_relative(base, section.instructions, where, "instructions")
+    instructions = (
+        section.instructions  # several lines (a YAML block): the text itself
+        if "\n" in section.instructions
+        else _read_relative(base, section.instructions, where, "instructions", hint=_INLINE)
+    )
     model = _inline_script(section.model, base, where, "model")
     routing = _routing(section, base, where)
     tools = []
@@ -251,12 +258,28 @@ def _routing(section: _AgentSection, base: Path, where: str) -> Routing | None:
         raise ConfigError(f"{where}: {exc.message}") from exc
 
 
-def _read_relative(base: Path, name: str, where: str, what: str) -> str:
+_INLINE = "to write the text itself, use a block: 'instructions: |' and the lines below it"
+
+
+def _read_relative(base: Path, name: str, where: str, what: str, *, hint: str | None = None) -> str:
     target = (base / name).resolve()
     try:
-        return target.read_text()
+        return target.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{where}: {what} file {name!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(
+            f"{where}: {what} file {name!r} cannot be read: {exc.strerror}", hint=hint
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: {what} file {name!r}: {_not_utf8(exc)}", hint=_UTF8_HINT
+        ) from None
+
+
+_UTF8_HINT = "convert it to UTF-8 first, e.g. with iconv -t UTF-8"
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def _describe(exc: ValidationError) -> str:

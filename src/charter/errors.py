@@ -5,6 +5,8 @@
     CharterError                      code            exit
     ├── ConfigError                   config          2   a developer's mistake (agent file, tool)
     │   └── ToolImportError           tool_import     2
+    ├── InputError                    input           2   a run's input or a message: not UTF-8,
+    │                                                     too large, missing
     ├── NotFoundError                 not_found       3   unknown run id, unknown tool
     ├── StoreError                    store           4   the database cannot be used
     │   ├── SchemaTooNewError         schema_too_new  4
@@ -12,6 +14,11 @@
     │   └── ConflictError             conflict        5   a concurrent append or a lost lease
     ├── RunStateError                 run_state       6   e.g. send to a finished run
     ├── ForbiddenError                forbidden       9   e.g. approving one's own request
+    ├── ReplayUnavailableError        replay_unavailable  10  a run that cannot be replayed or
+    │                                                         rerun: its tools do not import
+    │                                                         here, or retention removed payloads
+    ├── IdempotencyConflictError      idempotency_conflict  11  a start's idempotency key
+    │                                                         names a run of another request
     ├── ModelError                    model           7   the model provider failed or misbehaved
     │   ├── ModelUnavailableError     model_unavailable   7  unreachable, timed out, 5xx, overloaded
     │   ├── ModelRateLimitedError     model_rate_limited  7  HTTP 429
@@ -63,6 +70,13 @@ class ToolImportError(ConfigError):
     code = "tool_import"
 
 
+class InputError(CharterError):
+    """A run's input or a message cannot be taken: not UTF-8 text, or over the size limit."""
+
+    code = "input"
+    exit_code = 2
+
+
 class NotFoundError(CharterError):
     code = "not_found"
     exit_code = 3
@@ -100,6 +114,21 @@ class ForbiddenError(CharterError):
 
     code = "forbidden"
     exit_code = 9
+
+
+class ReplayUnavailableError(CharterError):
+    """A run cannot be replayed (or rerun) here: its tools do not import in this process, or
+    retention removed payloads the replay would need. Nothing was replayed or started."""
+
+    code = "replay_unavailable"
+    exit_code = 10
+
+
+class IdempotencyConflictError(CharterError):
+    """A start named an idempotency key that a run of a different request already holds."""
+
+    code = "idempotency_conflict"
+    exit_code = 11
 
 
 class ModelError(CharterError):

@@ -76,6 +76,9 @@ class RunStarted(_Body):
     rerun_of: str | None = None
     """The run this one re-runs with another model, prompt or agent (``charter rerun``): its
     tool results are served from that run's recording or a simulator, never from real tools."""
+    idempotency_key: str | None = None
+    """The client's key for this start (``Runtime.start(idempotency_key=)``), if it gave one:
+    a retried start with it returned this run instead of starting another."""
 
 
 class MessageReceived(_Redactable):

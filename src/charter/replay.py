@@ -21,7 +21,9 @@ recorded times, so they match whenever the bodies do). A replay that stops early
 past the log's end, diverges at the first seq one side lacks.
 
 Limits: a replay re-decides policy with the agent's policy *as stored with the run*, and it
-needs the agent's tools to import (their contracts, not their functions, are used).
+needs the agent's tools to import (their contracts, not their functions, are used) and the
+whole log: when either is missing, :func:`replayable` raises ReplayUnavailableError (exit code
+10) instead of reporting a false divergence.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from charter._engine.recorded import (
     replay_agent,
 )
 from charter.agents import Agent
-from charter.events import FINAL_STATUSES, Event, RunStarted
+from charter.errors import ReplayUnavailableError, ToolImportError
+from charter.events import FINAL_STATUSES, Event, RunStarted, removal
 from charter.models import ReplayModel
 from charter.store import Claim, RunRecord, Store
+from charter.tools import import_tool
 
 IGNORED: dict[str, frozenset[str]] = {
     "model_responded": frozenset({"latency_ms"}),
@@ -135,12 +139,59 @@ def first_divergence(
 
 
 async def replay_run(store: Store, run_id: str) -> ReplayReport:
-    """Replay a stored run (NotFoundError for an unknown id); the store is only read."""
+    """Replay a stored run (NotFoundError for an unknown id); the store is only read.
+
+    ReplayUnavailableError when the run cannot be replayed here (:func:`replayable`).
+    """
     record = await store.get_run(run_id)
     events = await store.load_events(run_id)
-    agent = Agent.from_spec(json.loads(await store.get_agent_spec(record.agent_hash)))
+    agent = await replayable(store, record, events)
     in_flight = record.status not in FINAL_STATUSES and record.status != "waiting"
     return await replay_events(events, agent=agent, in_flight=in_flight)
+
+
+def check_whole(run_id: str, events: Sequence[Event], *, what: str = "replay") -> None:
+    """ReplayUnavailableError when retention removed any payload of the log."""
+    for event in events:
+        marker = removal(event.payload)
+        if marker is not None:
+            fields = ", ".join(str(f) for f in marker.get("fields", ())) or "payload"
+            raise ReplayUnavailableError(
+                f"cannot {what} run {run_id}: retention removed its payloads"
+                f" (first at event {event.seq}, {event.type}: {fields})",
+                hint="a replay needs the whole log; keep payloads longer for runs to replay",
+            )
+
+
+async def stored_agent(store: Store, record: RunRecord, *, what: str = "replay") -> Agent:
+    """The agent ``record`` ran with; ReplayUnavailableError when its tools do not import."""
+    spec = json.loads(await store.get_agent_spec(record.agent_hash))
+    for ref in spec.get("tools", ()):
+        try:
+            import_tool(ref)
+        except ToolImportError as exc:
+            script = ref.startswith("__main__:")
+            raise ReplayUnavailableError(
+                f"cannot {what} run {record.run_id}: its tool {ref} does not import here:"
+                f" {exc.message}",
+                hint="a tool defined in a script imports only in that script's process:"
+                " move it to a module"
+                if script
+                else exc.hint or "run from where the agent's tool modules import",
+            ) from exc
+    return Agent.from_spec(spec)
+
+
+async def replayable(
+    store: Store, record: RunRecord, events: Sequence[Event], *, what: str = "replay"
+) -> Agent:
+    """The agent ``record`` ran with, once its log is known to be whole.
+
+    Raises ReplayUnavailableError (nothing else is read or written) when retention removed
+    any payload of the log, or when the agent's tools do not import in this process.
+    """
+    check_whole(record.run_id, events, what=what)
+    return await stored_agent(store, record, what=what)
 
 
 async def replay_events(

@@ -61,6 +61,7 @@ from charter.events import (
     arguments_hash,
 )
 from charter.models import ModelSpec, build_model
+from charter.replay import check_whole, stored_agent
 from charter.runtime import Runtime, new_run_id
 from charter.store import Commit, NewRun, Store
 from charter.tools import Tool, ToolContext
@@ -252,8 +253,11 @@ async def rerun(
     store = rt.store
     record = await store.get_run(run_id)  # NotFoundError for an unknown id
     events = await store.load_events(run_id)
-    original = Agent.from_spec(json.loads(await store.get_agent_spec(record.agent_hash)))
-    agent = _changed(original, changes)
+    check_whole(run_id, events, what="rerun")  # a recording with holes serves wrong answers
+    if changes.agent is None and changes.agent_file is None:
+        agent = _changed(await stored_agent(store, record, what="rerun"), changes)
+    else:
+        agent = _changed(None, changes)
     served = _Served(events)
     missing = [name for name in served.tools if agent.registry().find(name) is None]
     if missing:
@@ -329,10 +333,11 @@ def _no_effects(tool: Tool, served: _Served) -> Tool:
     return twin
 
 
-def _changed(original: Agent, changes: RerunChanges) -> Agent:
+def _changed(original: Agent | None, changes: RerunChanges) -> Agent:
     agent = changes.agent or (
         load_agent(changes.agent_file) if changes.agent_file is not None else original
     )
+    assert agent is not None, "the original agent is needed when no new one is given"
     if changes.instructions is not None:
         agent = dataclasses.replace(agent, instructions=changes.instructions)
     if changes.model is not None:
@@ -367,6 +372,7 @@ async def _start(rt: Runtime, first: Event, agent: Agent, *, rerun_of: str) -> s
             "agent_version": agent.version,
             "agent_hash": agent.spec_hash,
             "rerun_of": rerun_of,
+            "idempotency_key": None,  # the client's key named the original start
         }
     )
     head = Event.seal(run_id=run_id, seq=1, at=now, body=body, prev_hash=GENESIS_HASH)

@@ -13,10 +13,12 @@ The library is async; :func:`run_sync` is the one sync entry point at the edge.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
+from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
     ChainBreak,
@@ -33,6 +36,7 @@ from charter.events import (
     RunStarted,
     verify_chain,
 )
+from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
@@ -40,6 +44,11 @@ from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store,
 from charter.tools import Tool
 
 T = TypeVar("T")
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def new_run_id(clock: Callable[[], float] = time.time) -> str:
@@ -51,20 +60,33 @@ class Runtime:
     """Starts runs, delivers messages, works runs and reads their logs."""
 
     def __init__(
-        self, *, store: Store, clock: Callable[[], float] = time.time, environment: str = "dev"
+        self,
+        *,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        environment: str = "dev",
+        max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:
         self.store = store
         self.clock = clock
         self.environment = environment
         """Recorded on every run started here; policy rules can match on it."""
+        self.max_input_bytes = max_input_bytes
+        """The largest input or message (UTF-8 bytes) taken; None: no limit."""
         self.memory = StoreMemory(store, clock=clock)
         self._agents: dict[str, Agent] = {}
         self._models: dict[str, Model] = {}
         self._resolving = asyncio.Lock()
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL, *, environment: str = "dev") -> Runtime:
-        return cls(store=open_store(url), environment=environment)
+    def open(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        environment: str = "dev",
+        max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
+    ) -> Runtime:
+        return cls(store=open_store(url), environment=environment, max_input_bytes=max_input_bytes)
 
     async def close(self) -> None:
         await self.store.close()
@@ -122,14 +144,30 @@ class Runtime:
         roles: Sequence[str] = (),
         run_id: str | None = None,
         principal_tenant: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Create a queued run; a worker will pick it up. Returns the run id.
+
+        ``idempotency_key``: the client's key for this start, unique per tenant. A start
+        that repeats one with the same agent, input, principal, roles and environment returns
+        the run the first created (nothing new is stored); with anything different it raises
+        IdempotencyConflictError.
+
+        InputError when ``input`` is not UTF-8 text or exceeds ``max_input_bytes``.
 
         ``roles`` are the principal's roles, which policy rules may require;
         ``principal_tenant`` the tenant the principal belongs to (policy's
         ``tenant_matches_principal``), as whoever authenticated the principal knows it.
         """
+        check_text(input, what="the input", max_bytes=self.max_input_bytes)
         self.register(agent)
+        digest = None
+        if idempotency_key is not None:
+            asked = [agent.spec_hash, input, principal, list(roles), principal_tenant]
+            digest = _digest([*asked, self.environment])
+            found = await self._keyed(tenant, idempotency_key, digest)
+            if found is not None:
+                return found
         run_id = run_id or new_run_id(self.clock)
         now = self.clock()
         started = Event.seal(
@@ -146,6 +184,7 @@ class Runtime:
                 roles=tuple(roles),
                 environment=self.environment,
                 principal_tenant=principal_tenant,
+                idempotency_key=idempotency_key,
             ),
             prev_hash=GENESIS_HASH,
         )
@@ -157,24 +196,49 @@ class Runtime:
             prev_hash=started.hash,
         )
         state = fold_all([started, message])
-        await self.store.create_run(
-            NewRun(
-                run_id=run_id,
-                agent_name=agent.name,
-                agent_version=agent.version,
-                agent_hash=agent.spec_hash,
-                agent_spec=agent.spec_json(),
-                tenant=tenant,
-                principal=principal,
-                events=(started, message),
-                state=state.model_dump_json(),
-                created_at=now,
-            )
+        new = NewRun(
+            run_id=run_id,
+            agent_name=agent.name,
+            agent_version=agent.version,
+            agent_hash=agent.spec_hash,
+            agent_spec=agent.spec_json(),
+            tenant=tenant,
+            principal=principal,
+            events=(started, message),
+            state=state.model_dump_json(),
+            created_at=now,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
         )
+        try:
+            await self.store.create_run(new)
+        except StoreError:
+            if idempotency_key is None or digest is None:
+                raise
+            found = await self._keyed(tenant, idempotency_key, digest)  # a concurrent start
+            if found is None:
+                raise
+            return found
+        return run_id
+
+    async def _keyed(self, tenant: str, key: str, digest: str) -> str | None:
+        """The run an earlier start with ``key`` made for the same request, if any."""
+        found = await self.store.run_for_key(tenant, key)
+        if found is None:
+            return None
+        run_id, recorded = found
+        if recorded != digest:
+            raise IdempotencyConflictError(
+                f"idempotency key {key!r} of tenant {tenant} already started run {run_id}"
+                " with a different request (agent, input, principal, roles or environment)",
+                hint="use a new key for a new request; retry with the same request to get"
+                f" {run_id}",
+            )
         return run_id
 
     async def send(self, run_id: str, text: str) -> int:
         """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
+        check_text(text, what="the message", max_bytes=self.max_input_bytes)
         return await self.store.send(run_id, text)
 
     def worker(
@@ -300,19 +364,47 @@ class Runtime:
         return breaks
 
     async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
-        """The capabilities registry: tools of the given agents, else of every stored agent."""
+        """The capabilities registry: tools of the given agents, else of every stored agent
+        whose tools import in this process (:meth:`capabilities` also names the others)."""
+        return (await self.capabilities(agents)).tools
+
+    async def capabilities(self, agents: list[Agent] | None = None) -> Capabilities:
+        """The tools of the given agents, else of every stored agent; a stored agent whose
+        tools do not import here is named in ``unavailable`` instead of failing the list."""
+        unavailable: list[str] = []
+        if agents is None:
+            agents = await self._stored_agents(unavailable)
         found: dict[str, Tool] = {}
-        for agent in agents if agents is not None else await self._stored_agents():
+        for agent in agents:
             for t in agent.tools:
                 found.setdefault(t.name, t)
-        return [found[name] for name in sorted(found)]
+        return Capabilities([found[name] for name in sorted(found)], unavailable)
 
-    async def _stored_agents(self) -> list[Agent]:
-        agents: list[Agent] = []
+    async def _stored_agents(self, unavailable: list[str]) -> list[Agent]:
+        agents: dict[str, Agent] = {}
+        failed: set[str] = set()
         for record in await self.store.list_runs(limit=10_000):
-            if record.agent_hash not in {a.spec_hash for a in agents}:
-                agents.append((await self._resolve(record))[0])
-        return agents
+            if record.agent_hash in agents or record.agent_hash in failed:
+                continue
+            try:
+                agents[record.agent_hash] = (await self._resolve(record))[0]
+            except ToolImportError as exc:
+                failed.add(record.agent_hash)
+                spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
+                unavailable.append(
+                    f"agent {record.agent_name} v{record.agent_version} (run {record.run_id},"
+                    f" tools {', '.join(spec.get('tools', ()))}): {exc.message}"
+                )
+        return list(agents.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The capabilities registry as this process can load it."""
+
+    tools: list[Tool]
+    unavailable: list[str]
+    """One line per stored agent whose tools do not import here (its tools are not listed)."""
 
 
 def run_sync(awaitable: Awaitable[T] | Coroutine[Any, Any, T]) -> T:

@@ -225,6 +225,26 @@ class Tool:
         """The function's return value as plain JSON data."""
         return self._output.dump_python(value, mode="json")
 
+    def check_output(self, value: Any) -> Any:
+        """The return value as plain JSON data once it matches the declared return type.
+
+        ValueError, naming the mismatch, when it does not (or cannot be serialised): the
+        call then fails as ``output_invalid``.
+        """
+        try:
+            checked = self._output.validate_python(value)
+        except ValidationError as exc:
+            declared = getattr(get_type_hints(self.fn).get("return"), "__name__", None)
+            raise ValueError(
+                f"{self.name} returned a value that does not match its declared return type"
+                f" {declared or self._output.json_schema().get('type', '?')}:"
+                f" {validation_message(exc)}"
+            ) from None
+        try:
+            return self._output.dump_python(checked, mode="json")
+        except Exception as exc:
+            raise ValueError(f"{self.name} returned an unserialisable value: {exc}") from None
+
     def describe(self) -> dict[str, Any]:
         """The capabilities-registry entry for this tool."""
         return {

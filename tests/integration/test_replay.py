@@ -11,12 +11,9 @@ from typing import Any
 from tests.helpers.cli import run_charter
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
-from charter.demo.run import run_demo
 from charter.events import (
-    ApprovalDecided,
     RunStarted,
     ToolCallSucceeded,
-    ToolOutcomeUnknown,
 )
 from charter.policy import PolicySet
 from charter.replay import replay_run
@@ -138,40 +135,6 @@ def test_a_tampered_log_diverges_at_the_tampered_event(
     assert result.returncode == 1, result.stderr
     assert f"DIVERGED at seq {seq}" in result.stdout
     assert "edited afterwards" in result.stdout
-
-
-def test_the_demo_runs_replay_identically(tmp_path: Path) -> None:
-    assert run_demo(tmp_path / "demo", echo=lambda _: None) == 0
-    url = f"sqlite:///{tmp_path / 'demo' / 'charter.db'}"
-
-    async def main() -> None:
-        async with Runtime.open(url) as rt:
-            run_ids = await rt.store.run_ids()
-            assert len(run_ids) == 7
-            kinds: set[str] = set()
-            for run_id in run_ids:
-                report = await replay_run(rt.store, run_id)
-                assert report.identical, (run_id, report.divergence)
-                for e in await rt.events(run_id):
-                    if isinstance(e.body, ToolOutcomeUnknown):
-                        kinds.add(f"unknown:{e.body.resolution}")
-                    if isinstance(e.body, ApprovalDecided):
-                        kinds.add("approval")
-            # the crash run (reconciled after a SIGKILL), its approval, the escalated email
-            assert {"unknown:reconcile", "unknown:escalate", "approval"} <= kinds
-
-    asyncio.run(main())
-    result = run_charter(tmp_path, "replay", "--db", url, "--json", _last_run(url))
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["identical"] is True
-
-
-def _last_run(url: str) -> str:
-    async def main() -> str:
-        async with Runtime.open(url) as rt:
-            return (await rt.store.run_ids())[-1]
-
-    return asyncio.run(main())
 
 
 OTHER_SCRIPT: list[dict[str, Any]] = [

@@ -80,12 +80,12 @@ def classify(exc: BaseException, timeout_s: float) -> Ended:
 
 
 def finish(tool: Tool, value: Any) -> Ended:
-    """A returned value as plain JSON data, or the failure to make it so."""
+    """A returned value as plain JSON data once it matches the tool's declared return type;
+    else a definite failure, ``output_invalid``."""
     try:
-        return Ended("ok", output=tool.dump_output(value))
-    except Exception as exc:
-        message = f"{tool.name} returned an unserialisable value: {exc}"
-        return Ended("raised", code="invalid_output", message=message)
+        return Ended("ok", output=tool.check_output(value))
+    except ValueError as exc:
+        return Ended("raised", code="output_invalid", message=str(exc))
 
 
 # -- slots ------------------------------------------------------------------------------------

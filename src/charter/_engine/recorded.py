@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from charter._engine.attempts import Overdue, OverdueHook
+from charter._engine.caching import encode_response
 from charter._engine.executor import Outcome
 from charter.agents import Agent
 from charter.errors import NotFoundError
@@ -54,6 +55,7 @@ from charter.events import (
     ToolCallSucceeded,
     ToolOutcomeUnknown,
 )
+from charter.models import ModelResponse
 from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch
 from charter.tools import Reconciliation, Tool, ToolContext
 
@@ -233,6 +235,24 @@ class ScratchStore:
                     note=d.note,
                 )
 
+    # -- caches: what the original's next event shows ----------------------------------------
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        """A model answer the original took from the response cache, else a miss.
+
+        Tool results are always a miss here: :class:`ReplayExecutor` serves the recorded
+        outcome, with the ``cached`` mark the original recorded.
+        """
+        body = self.cursor.next()
+        if isinstance(body, ModelResponded) and body.cached:
+            response = ModelResponse(content=body.content, tool_calls=body.tool_calls,
+                                     usage=body.usage, model=body.model)  # fmt: skip
+            return encode_response(response)
+        return None
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        return None  # a replay writes nothing
+
     # -- counters: what the original's decision there shows ----------------------------------
 
     async def take(
@@ -306,7 +326,8 @@ class ReplayExecutor:
             if isinstance(body, ToolCallSucceeded | ToolCallFailed) and body.call_id == ctx.call_id:
                 if isinstance(body, ToolCallSucceeded):
                     return Outcome(ok=True, output=body.output, attempts=body.attempts,
-                                   duration_ms=body.duration_ms, late=body.late)  # fmt: skip
+                                   duration_ms=body.duration_ms, late=body.late,
+                                   cached=body.cached)  # fmt: skip
                 return Outcome(ok=False, error=body.error, attempts=body.attempts,
                                duration_ms=body.duration_ms, late=body.late)  # fmt: skip
             unknown = isinstance(body, ToolOutcomeUnknown) and body.call_id == ctx.call_id

@@ -21,7 +21,9 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         telemetry.configure_from_env()  # OTLP export only when the OTEL_* variables ask
-        cli.main(standalone_mode=False, prog_name="charter")
+        # NO_COLOR (https://no-color.org): any non-empty value turns colour off everywhere.
+        color = False if os.environ.get("NO_COLOR") else None
+        cli.main(standalone_mode=False, prog_name="charter", color=color)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

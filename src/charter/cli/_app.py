@@ -19,7 +19,14 @@ from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._evals import eval_command, gate_command
 from charter.cli._ops import db_group, killswitch_group, workers_group
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import (
+    db_option,
+    debug_option,
+    given_text,
+    input_file_option,
+    json_option,
+    max_input_option,
+)
 from charter.cli._policy import policy_group
 from charter.cli._render import (
     RUN_HEADERS,
@@ -34,6 +41,7 @@ from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
+from charter.inputs import DEFAULT_MAX_INPUT_BYTES
 from charter.runtime import Runtime
 from charter.store import redact
 
@@ -42,16 +50,21 @@ STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", 
 
 
 def with_runtime(
-    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, environment: str = "dev"
+    db_url: str,
+    work: Callable[[Runtime], Awaitable[T]],
+    *,
+    environment: str = "dev",
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
 ) -> T:
     async def main() -> T:
-        async with Runtime.open(db_url, environment=environment) as rt:
+        rt = Runtime.open(db_url, environment=environment, max_input_bytes=max_input_bytes)
+        async with rt:
             return await work(rt)
 
     return asyncio.run(main())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(package_name="charter")
 def cli() -> None:
     """Charter runs AI agents as durable, governed jobs.
@@ -85,7 +98,10 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--role", "roles", multiple=True, help="A role of the principal (repeatable)."
     )(fn)
     fn = click.option("--tenant", default="default", show_default=True, help="Tenant id.")(fn)
-    fn = click.option("--input", "text", required=True, help="The task, as the first message.")(fn)
+    fn = max_input_option(input_file_option(fn))
+    fn = click.option(
+        "--input", "text", default=None, help="The task, as the first message (or --input-file)."
+    )(fn)
     return click.argument("agent_file", type=click.Path(dir_okay=False, path_type=Path))(fn)
 
 
@@ -96,7 +112,9 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @debug_option
 def run_cmd(
     agent_file: Path,
-    text: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
     tenant: str,
     roles: tuple[str, ...],
     environment: str,
@@ -110,6 +128,7 @@ def run_cmd(
 
     Exit code 0 when the run succeeded or is waiting, 1 when it failed or was escalated.
     """
+    text = given_text(text, input_file, flag="--input", max_bytes=max_input_bytes)
     agent = load_agent(agent_file)
 
     async def work(rt: Runtime) -> Any:
@@ -122,7 +141,7 @@ def run_cmd(
             roles=roles,
         )
 
-    record = with_runtime(db_url, work, environment=environment)
+    record = with_runtime(db_url, work, environment=environment, max_input_bytes=max_input_bytes)
     if as_json:
         echo_json(record.to_dict())
     else:
@@ -135,12 +154,22 @@ def run_cmd(
 
 @cli.command("start")
 @run_options
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    default=None,
+    help="Your key for this start (unique per tenant): a retry with the same key and request"
+    " prints the same run id; with a different request it fails (exit 11).",
+)
 @db_option
 @json_option
 @debug_option
 def start_cmd(
+    idempotency_key: str | None,
     agent_file: Path,
-    text: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
     tenant: str,
     roles: tuple[str, ...],
     environment: str,
@@ -151,23 +180,26 @@ def start_cmd(
     debug: bool,
 ) -> None:
     """Enqueue a run for a worker; print its run id."""
+    text = given_text(text, input_file, flag="--input", max_bytes=max_input_bytes)
     agent = load_agent(agent_file)
-    run_id = with_runtime(
-        db_url,
-        lambda rt: rt.start(
+
+    async def work(rt: Runtime) -> Any:
+        run_id = await rt.start(
             agent,
             text,
             tenant=tenant,
             principal=principal,
             principal_tenant=principal_tenant,
             roles=roles,
-        ),
-        environment=environment,
-    )
+            idempotency_key=idempotency_key,
+        )
+        return await rt.get_run(run_id)  # a retried keyed start: the run as it is now
+
+    record = with_runtime(db_url, work, environment=environment, max_input_bytes=max_input_bytes)
     if as_json:
-        echo_json({"run_id": run_id, "status": "queued"})
+        echo_json({"run_id": record.run_id, "status": record.status})
     else:
-        click.echo(run_id)
+        click.echo(record.run_id)
 
 
 @cli.command("worker")
@@ -270,12 +302,25 @@ def worker_cmd(
 
 @cli.command("send")
 @click.argument("run_id")
-@click.argument("text")
+@click.argument("text", required=False)
+@input_file_option
+@max_input_option
 @db_option
 @debug_option
-def send_cmd(run_id: str, text: str, db_url: str, debug: bool) -> None:
-    """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
-    inbox_id = with_runtime(db_url, lambda rt: rt.send(run_id, text))
+def send_cmd(
+    run_id: str,
+    text: str | None,
+    input_file: str | None,
+    max_input_bytes: int,
+    db_url: str,
+    debug: bool,
+) -> None:
+    """Deliver a message (TEXT, or --input-file) to a run's inbox; a run waiting for one
+    becomes runnable."""
+    message = given_text(text, input_file, flag="TEXT", max_bytes=max_input_bytes)
+    inbox_id = with_runtime(
+        db_url, lambda rt: rt.send(run_id, message), max_input_bytes=max_input_bytes
+    )
     click.echo(f"message {inbox_id} delivered to {run_id}")
 
 
@@ -414,7 +459,10 @@ def tools_group() -> None:
 def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug: bool) -> None:
     """Every tool with its effect, risk, owner, idempotency and input schema."""
     agents = [load_agent(p) for p in agent_files] if agent_files else None
-    tools = with_runtime(db_url, lambda rt: rt.tools(agents))
+    found = with_runtime(db_url, lambda rt: rt.capabilities(agents))
+    for line in found.unavailable:
+        click.echo(f"warning: not listed: {line}", err=True)
+    tools = found.tools
     if as_json:
         echo_json([t.describe() for t in tools])
         return

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,14 +38,56 @@ def clock_time(at: float) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Columns padded to their widest cell. Wider than the terminal (stdout is one, or
+    ``$COLUMNS`` is set), the widest columns wrap; piped, a row stays on one line."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    limit = _terminal_width()
+    if limit is not None:
+        words = [len(h) for h in headers]  # a column narrows to its longest word, at most 24
+        for row in cells:
+            longest = [max((len(w) for w in c.split()), default=0) for c in row]
+            words = [max(a, min(b, 24)) for a, b in zip(words, longest, strict=True)]
+        widths = _fit(widths, words, limit)
     line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
     click.echo(line.rstrip())
     for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        wrapped = [_wrap(c, w) for c, w in zip(row, widths, strict=True)]
+        for k in range(max(len(lines) for lines in wrapped)):
+            parts = [(lines[k] if k < len(lines) else "").ljust(w)
+                     for lines, w in zip(wrapped, widths, strict=True)]  # fmt: skip
+            click.echo("  ".join(parts).rstrip())
+
+
+def _terminal_width() -> int | None:
+    """The width to fit tables to: ``$COLUMNS``, else the terminal's; None when piped."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def _fit(widths: list[int], least: list[int], limit: int) -> list[int]:
+    """Narrow the widest columns (never below ``least``) until the row fits ``limit``."""
+    widths = list(widths)
+    floor = list(least)
+    while sum(widths) + 2 * (len(widths) - 1) > limit:
+        room = [k for k, w in enumerate(widths) if w > floor[k]]
+        if not room:
+            break  # as narrow as the headers allow
+        widest = max(room, key=lambda k: widths[k])
+        widths[widest] -= 1
+    return widths
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    if len(text) <= width:
+        return [text]
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
 
 
 def run_line(record: RunRecord) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import click
 
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import echo_json
+from charter.inputs import read_text_file
 from charter.runtime import Runtime, run_sync
 
 
@@ -29,7 +30,8 @@ def replay_command(run_id: str, db_url: str, as_json: bool, debug: bool) -> None
 
     Model responses, tool results, messages and decisions are served from the log; nothing is
     called or written. Exit 0 when identical, 1 at the first divergent event (both versions
-    are printed).
+    are printed), 10 when the run cannot be replayed here (its tools do not import, or
+    retention removed payloads).
     """
     from charter.replay import replay_run
 
@@ -99,7 +101,8 @@ def rerun_command(
     Tools are never called: a call the original made (same tool, same arguments) gets the
     recorded result; another goes to a registered simulator, or stops the rerun
     ("unrecorded call"). Results are marked simulated in the log; the new run names the
-    original (rerun_of). Compare them with charter diff.
+    original (rerun_of). Compare them with charter diff. Exit 0 when the rerun succeeded,
+    1 when it did not, 10 when RUN_ID cannot be rerun (tools do not import, payloads removed).
     """
     from charter.rerun import RerunChanges, import_simulators, rerun
 
@@ -107,7 +110,11 @@ def rerun_command(
         raise click.UsageError("give --model, --instructions or --agent")
     changes = RerunChanges(
         model=model,
-        instructions=instructions.read_text() if instructions is not None else None,
+        instructions=None
+        if instructions is None
+        else read_text_file(
+            str(instructions), what=f"--instructions {instructions}", max_bytes=None
+        ),
         agent_file=agent_file,
     )
     sims = import_simulators(simulators) if simulators else None
@@ -124,6 +131,8 @@ def rerun_command(
         if result.reason:
             click.echo(f"  reason: {result.reason}")
         click.echo(f"  compare: charter diff {run_id} {result.run_id}")
+    if result.status != "succeeded":
+        sys.exit(1)  # the rerun failed, was escalated or stopped
 
 
 @click.command("diff")

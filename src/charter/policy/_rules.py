@@ -412,9 +412,13 @@ class _PolicyFile(_Model):
 def read_policy_file(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse YAML keeping the node tree (for line numbers); duplicate keys are errors."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such policy file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from exc
     loader = yaml.SafeLoader(text)

@@ -51,6 +51,10 @@ class NewRun:
     events: tuple[Event, ...]
     state: str
     created_at: float
+    idempotency_key: str | None = None
+    """The client's key for this start (unique per tenant), if it gave one."""
+    request_digest: str | None = None
+    """What the keyed start asked for (``Runtime.start``), to refuse a key reused for another."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +256,10 @@ class Store(Protocol):
     # -- agents and runs --------------------------------------------------------------------
     async def create_run(self, run: NewRun) -> None: ...
     async def get_agent_spec(self, agent_hash: str) -> str: ...
+    async def run_for_key(self, tenant: str, key: str) -> tuple[str, str] | None:
+        """``(run_id, request_digest)`` of the run started with this idempotency key."""
+        ...
+
     async def get_run(self, run_id: str) -> RunRecord: ...
     async def list_runs(
         self, *, status: str | None = None, limit: int = 100

@@ -39,7 +39,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _stats
+from charter.store import _cache, _counters, _run_keys, _stats
 from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -328,7 +328,13 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
         async with self._cursor(write=True, run_id=run.run_id) as cur:
             await _insert_run(cur, values, run.agent_spec)
             await _insert_events(cur, run.events)
+            if (key := _run_keys.key_values(run)) is not None:
+                await cur.execute(_run_keys.INSERT.format(p="%s"), key)
             await _notify(cur, run.run_id)
+
+    async def run_for_key(self, tenant: str, key: str) -> tuple[str, str] | None:
+        rows = await self._fetch(_run_keys.SELECT.format(p="%s"), (tenant, key))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def get_agent_spec(self, agent_hash: str) -> str:
         query = "SELECT spec FROM agents WHERE agent_hash = %s"

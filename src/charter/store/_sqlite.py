@@ -31,7 +31,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _stats
+from charter.store import _cache, _counters, _run_keys, _stats
 from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -302,8 +302,12 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
                 ),
             )
             _insert_events(conn, run.events)
+            _run_keys.sqlite_insert(conn, run)
 
         await self._write(op)
+
+    async def run_for_key(self, tenant: str, key: str) -> tuple[str, str] | None:
+        return await self._read(lambda c: _run_keys.sqlite_select(c, tenant, key))
 
     async def get_agent_spec(self, agent_hash: str) -> str:
         def op(conn: sqlite3.Connection) -> str | None:
