@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -37,15 +38,26 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
         ctx.ensure_lease()  # passes: this worker still owns the run
         os.kill(os.getpid(), signal.SIGSTOP)
         time.sleep(0.05)
-        try:  # the request was already on its way: no second lease check
-            made_late = demo.systems().refund(
-                order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason,
-                fencing_token=ctx.fencing_token,
-            )  # fmt: skip
-        except demo.SystemsError as exc:
-            Path(FENCED_OUT_FILE).write_text(str(exc))  # for the test: billing refused it
-            raise demo.ToolError(str(exc)) from exc
-        return demo.Refund.model_validate(made_late)
+        # The request was already on its way: no second lease check. It is sent from a thread
+        # the process waits for at exit, as bytes already on the wire would still arrive.
+        sent: dict[str, object] = {}
+
+        def send() -> None:
+            try:
+                sent["made"] = demo.systems().refund(
+                    order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason,
+                    fencing_token=ctx.fencing_token,
+                )  # fmt: skip
+            except demo.SystemsError as exc:
+                Path(FENCED_OUT_FILE).write_text(str(exc))  # for the test: billing refused it
+                sent["error"] = exc
+
+        request = threading.Thread(target=send)
+        request.start()
+        request.join()
+        if "error" in sent:
+            raise demo.ToolError(str(sent["error"]))
+        return demo.Refund.model_validate(sent["made"])
     if os.environ.get(FREEZE_ENV) == "1" and not _froze:
         _froze = True
         os.kill(os.getpid(), signal.SIGSTOP)

@@ -294,7 +294,7 @@ def test_an_unknown_outcome_says_how_it_was_settled() -> None:
     settled = ToolCallSucceeded(call_id="c1", tool="refund", output="ok", via="reconcile",
                                 duration_ms=12.5, attempts=1)  # fmt: skip
     assert describe(sealed(1, unknown)) == (
-        "outcome unknown (intent k1 committed, no result): settled by reconcile,"
+        "outcome unknown (its worker died, intent k1): settled by reconcile,"
         " asked the tool's reconcile whether it happened"
     )
     assert (
