@@ -144,7 +144,8 @@ asyncio.run(replay())
 
 def test_the_readme_example_run_replays_in_its_own_process(store_url: str, tmp_path: Path) -> None:
     """Its tools live in the script (``__main__``): replay where they import, on both stores."""
-    (example,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    (example,) = [b for b in blocks if "def lookup_order" in b]
     assert '"sqlite:///charter.db"' in example
     script = tmp_path / "example.py"
     script.write_text(example.replace('"sqlite:///charter.db"', "URL") + REPLAY_HERE)
