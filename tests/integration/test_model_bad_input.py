@@ -141,7 +141,9 @@ def test_an_overloaded_endpoint_is_retried_and_the_run_goes_on(
     assert len(server.requests) == 2
 
 
-def test_openai_arguments_cut_off_mid_json_are_rejected_back_to_the_model(tmp_path: Path) -> None:
+def test_openai_arguments_cut_off_mid_json_are_never_proposed(tmp_path: Path) -> None:
+    """A call cut off at the token limit is refused whole (``model_truncated``) and asked again:
+    the cut may have dropped later calls too, so no call of that answer is proposed."""
     cut = '{"order_id": "A'
     responses: list[dict[str, Any]] = [
         {"tool_calls": [{"name": "lookup", "arguments": cut}], "finish_reason": "length"},
@@ -150,11 +152,11 @@ def test_openai_arguments_cut_off_mid_json_are_rejected_back_to_the_model(tmp_pa
     ]
     status, bodies, server = _served("openai", responses, tmp_path)
     assert status == "succeeded"
-    (rejected,) = [b for b in bodies if isinstance(b, ToolCallRejected)]
-    assert rejected.error.code == "malformed_arguments"
+    assert not [b for b in bodies if isinstance(b, ToolCallRejected)]
     assert [b.tool for b in bodies if isinstance(b, ToolCallSucceeded)] == ["lookup"]
-    told = server.requests[1]["messages"][-1]  # the model sees why its call was refused
-    assert told["role"] == "tool" and "malformed_arguments" in told["content"]
+    first = next(b for b in bodies if isinstance(b, ModelResponded))
+    assert [(r.code, r.finish_reason) for r in first.rejected] == [("model_truncated", "length")]
+    assert first.attempts == 2 and len(server.requests) == 3
 
 
 def test_anthropic_tool_use_cut_off_by_max_tokens_fails_the_run(tmp_path: Path) -> None:
@@ -167,13 +169,14 @@ def test_anthropic_tool_use_cut_off_by_max_tokens_fails_the_run(tmp_path: Path) 
     assert not [b for b in bodies if isinstance(b, ModelResponded)]
 
 
-def test_json_mode_answer_cut_off_mid_json_fails_the_run(tmp_path: Path) -> None:
+def test_json_mode_answer_cut_off_mid_json_escalates_naming_the_fix(tmp_path: Path) -> None:
     cut = {"content": '{"tool_calls": [{"name": "look', "finish_reason": "length"}
-    status, bodies, _ = _served("openai", [cut], tmp_path, tool_calling="json")
-    assert status == "failed"
+    status, bodies, _ = _served("openai", [cut, cut], tmp_path, tool_calling="json", max_attempts=2)
+    assert status == "escalated"
     failed = _failure(bodies)
-    assert failed.error.code == "model_bad_response"
-    assert "cut off mid-JSON" in failed.error.message
+    assert (failed.error.code, failed.finish_reason) == ("model_truncated", "length")
+    assert "raise the model's max_output_tokens" in failed.error.message
+    assert len(failed.rejected) == 2
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -133,6 +133,7 @@ class AnthropicModel:
             tool_calls=tuple(calls),
             usage=Usage(input_tokens=u.input_tokens + cached, output_tokens=u.output_tokens),
             model=response.model or self.name,
+            finish_reason=response.stop_reason,
         )
 
     def _error(self, exc: Exception) -> ModelError:
