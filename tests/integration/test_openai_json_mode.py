@@ -230,8 +230,10 @@ def test_unusable_json_answers_count_their_tokens(tmp_path: Path) -> None:
     assert finished.status == "escalated"
 
 
-def test_an_empty_json_answer_is_not_a_final_answer(tmp_path: Path) -> None:
-    empty = {"content": json.dumps({"content": "  "})}
+@pytest.mark.parametrize("text", [json.dumps({"content": "  "}), "", "\n"])
+def test_an_empty_json_answer_is_not_a_final_answer(tmp_path: Path, text: str) -> None:
+    """Seen from a real server: an empty body text at temperature 0 must escalate, not fail."""
+    empty = {"content": text}
     bodies = _json_run(tmp_path, [empty, empty], max_attempts=2)
     (failed,) = [b for b in bodies if isinstance(b, ModelCallFailed)]
     assert failed.error.code == "model_empty_answer"

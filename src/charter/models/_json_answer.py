@@ -118,11 +118,14 @@ def parse_answer(
     the two shapes, after optional whitespace and an optional opening fence (```` ``` ```` or
     ```` ```json ````); anything after that first complete object is ignored and returned as
     the third value (the run log records it as ``ignored_text``). Text before the object, a
-    value that is not an object, or an object of neither shape is refused.
+    value that is not an object, or an object of neither shape is refused. A blank answer is
+    returned as no content and no calls: the run loop refuses it as ``model_empty_answer``.
 
     A call's ``arguments`` are kept as JSON text; arguments given as a string are kept verbatim
     (the run loop rejects them as ``malformed_arguments`` when they are not a JSON object).
     """
+    if not (text or "").strip():
+        return None, (), None  # an empty answer: the run loop refuses it (model_empty_answer)
     body, ignored = _first_object(text or "", where=where, retryable=retryable)
     calls = body.get("tool_calls")
     if isinstance(calls, list) and calls:
