@@ -19,6 +19,7 @@ from tests.helpers.cli import run_charter
 
 from charter import Agent, Budgets, ModelSpec, Runtime, tool
 from charter._engine.state import RunState
+from charter.diff import summarize_run
 from charter.events import (
     ModelCallFailed,
     ModelResponded,
@@ -225,3 +226,15 @@ def test_a_run_with_rejected_answers_replays_identically(
 
     report = asyncio.run(main())
     assert report.identical, report.divergence.to_dict() if report.divergence else None
+
+
+def test_a_failed_steps_tokens_reach_the_run_diff(db_url: str) -> None:
+    run_id, _, _, state, _ = _served(db_url, [EMPTY, EMPTY, EMPTY])
+
+    async def main() -> Any:
+        async with Runtime.open(db_url) as rt:
+            return summarize_run(await rt.events(run_id))
+
+    summary = asyncio.run(main())
+    assert summary.tokens == state.tokens == 2400
+    assert summary.cost_usd == pytest.approx(state.cost_usd)

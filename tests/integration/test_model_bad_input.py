@@ -159,14 +159,41 @@ def test_openai_arguments_cut_off_mid_json_are_never_proposed(tmp_path: Path) ->
     assert first.attempts == 2 and len(server.requests) == 3
 
 
-def test_anthropic_tool_use_cut_off_by_max_tokens_fails_the_run(tmp_path: Path) -> None:
-    cut = {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"}
-    status, bodies, _ = _served("anthropic", [cut], tmp_path, max_output_tokens=8)
-    assert status == "failed"
+@pytest.mark.parametrize(
+    "cut",
+    [
+        {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"},
+        {"content": "I have refunded the order and", "stop_reason": "max_tokens"},
+    ],
+    ids=["tool-use", "text"],
+)
+def test_anthropic_answer_cut_off_by_max_tokens_escalates(
+    tmp_path: Path, cut: dict[str, Any]
+) -> None:
+    """Cut off is cut off, text or tool use: refused as ``model_truncated``, asked again,
+    then escalated; never proposed, never the run's output."""
+    cut = {**cut, "usage": {"input_tokens": 700, "output_tokens": 8}}
+    status, bodies, _ = _served(
+        "anthropic", [cut, cut], tmp_path, max_output_tokens=8, max_attempts=2
+    )
+    assert status == "escalated"
     failed = _failure(bodies)
-    assert (failed.error.code, failed.error.retryable) == ("model_bad_response", False)
-    assert "cut off after 8 tokens" in failed.error.message
+    assert (failed.error.code, failed.error.retryable) == ("model_truncated", True)
+    assert failed.finish_reason == "max_tokens"
+    assert "cut off at the 8 token limit" in failed.error.message
+    assert failed.usage.total == 2 * 708
     assert not [b for b in bodies if isinstance(b, ModelResponded)]
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert finished.output is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_answer_with_nothing_in_it_escalates(tmp_path: Path, provider: str) -> None:
+    empty = {"content": None, "usage": {}}
+    status, bodies, server = _served(provider, [empty, empty], tmp_path, max_attempts=2)
+    assert status == "escalated"
+    assert _failure(bodies).error.code == "model_empty_answer"
+    assert len(server.requests) == 2
 
 
 def test_json_mode_answer_cut_off_mid_json_escalates_naming_the_fix(tmp_path: Path) -> None:
