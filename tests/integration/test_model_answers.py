@@ -186,7 +186,7 @@ def test_rejected_attempts_reach_the_timeline_and_stats(store_url: str, tmp_path
     assert status == "escalated"
     shown = run_charter(tmp_path, "runs", "show", run_id, "--db", store_url)
     assert shown.returncode == 0, shown.stderr
-    assert "2,400 tokens" in shown.stdout or "2400 tokens" in shown.stdout
+    assert "2 retries · 2400 tokens" in shown.stdout  # was "0 retries · 0 tokens"
     assert "model_empty_answer" in shown.stdout
     done = run_charter(tmp_path, "stats", "--json", "--since", "all", "--db", store_url)
     assert done.returncode == 0, done.stderr

@@ -135,8 +135,13 @@ def test_a_run_against_a_real_server_ends_cleanly_and_counts_every_attempt(
 ) -> None:
     state, events, problems = _run(db_url, _agent(server_url, tool_calling))
     assert problems == []  # the chain verifies
-    assert state.status in ("succeeded", "escalated")  # never a crash, never "failed"
     bodies = [e.body for e in events]
+    failures = [b.error.code for b in bodies if isinstance(b, ModelCallFailed)]
+    # Ends cleanly: answered, or escalated after refused answers; "failed" only for an answer
+    # that is not JSON at temperature 0 (asking again would get the same text).
+    assert state.status in ("succeeded", "escalated") or (
+        state.status == "failed" and failures[-1:] == ["model_bad_response"]
+    )
     model_events = [b for b in bodies if isinstance(b, ModelResponded | ModelCallFailed)]
     assert model_events
     for b in model_events:
