@@ -21,6 +21,7 @@ from charter import Agent, Budgets, ModelSpec, Runtime, tool
 from charter._engine.state import RunState
 from charter.diff import summarize_run
 from charter.events import (
+    BudgetExceeded,
     ModelCallFailed,
     ModelResponded,
     RunFinished,
@@ -165,20 +166,25 @@ def test_tool_calls_cut_off_at_the_token_limit_are_not_proposed(db_url: str) -> 
 
 def test_rejected_answers_stop_at_the_token_budget(db_url: str) -> None:
     budgets = Budgets(max_tokens_total=1000)
-    _, status, _, state, server = _served(
+    _, status, bodies, state, server = _served(
         db_url, [EMPTY, EMPTY, EMPTY], budgets=budgets, max_attempts=3
     )
     assert status == "escalated"
     assert len(server.requests) == 2  # the second answer passed the budget: no third
     assert state.tokens == 1600
+    (exceeded,) = [b for b in bodies if isinstance(b, BudgetExceeded)]
+    assert (exceeded.budget, exceeded.used) == ("max_tokens_total", 1600)
+    assert _finished(bodies).reason == "budget max_tokens_total exhausted: used 1600 of 1000"
 
 
 def test_rejected_answers_stop_at_the_cost_budget(db_url: str) -> None:
     budgets = Budgets(max_cost_usd=0.0015)  # one answer costs 0.0017
-    _, status, _, state, server = _served(db_url, [EMPTY, EMPTY, EMPTY], budgets=budgets)
+    _, status, bodies, state, server = _served(db_url, [EMPTY, EMPTY, EMPTY], budgets=budgets)
     assert status == "escalated"
     assert len(server.requests) == 1
     assert state.cost_usd == pytest.approx(0.0017)
+    (exceeded,) = [b for b in bodies if isinstance(b, BudgetExceeded)]
+    assert exceeded.budget == "max_cost_usd"
 
 
 def test_rejected_attempts_reach_the_timeline_and_stats(store_url: str, tmp_path: Path) -> None:

@@ -351,6 +351,8 @@ class RunDriver:
                     **step.recorded(),
                 )
             )
+            if exc.retryable and not self._check_budgets():
+                return  # refused answers spent the budget: the escalation names it
             self._after_model_failure(exc, step.spec)
             return
         if not cached:
