@@ -244,3 +244,21 @@ def test_a_failed_steps_tokens_reach_the_run_diff(db_url: str) -> None:
     summary = asyncio.run(main())
     assert summary.tokens == state.tokens == 2400
     assert summary.cost_usd == pytest.approx(state.cost_usd)
+
+
+def test_an_answer_that_used_every_output_token_is_cut_off_whatever_the_server_says(
+    db_url: str,
+) -> None:
+    """A real llama.cpp-based server says ``finish_reason: "stop"`` even when it stopped at
+    ``max_tokens``; the token count it reports shows the cut."""
+    cut = {
+        "content": "I have refunded the order and",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 700, "completion_tokens": 8},
+    }
+    good = {"content": "Not refunded.", "usage": {"prompt_tokens": 700, "completion_tokens": 5}}
+    _, status, bodies, _, _ = _served(db_url, [cut, good], max_output_tokens=8)
+    assert status == "succeeded"
+    assert _finished(bodies).output == "Not refunded."
+    (responded,) = [b for b in bodies if isinstance(b, ModelResponded)]
+    assert [(r.code, r.finish_reason) for r in responded.rejected] == [("model_truncated", "stop")]

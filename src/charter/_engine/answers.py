@@ -3,9 +3,10 @@
 A server can answer HTTP 200 with nothing usable in it. The engine, not each provider, decides:
 
 * an answer the server stopped at its token limit (``finish_reason`` ``length``, Anthropic's
-  ``max_tokens``) is *truncated*: neither its text nor its tool calls are taken, even when the
-  calls parse, because the cut may have dropped a later call or the end of a sentence that
-  changes its meaning. Code ``model_truncated``.
+  ``max_tokens``, or a server-reported output count that reached ``max_output_tokens``: some
+  servers say ``stop`` when they cut) is *truncated*: neither its text nor its tool calls are
+  taken, even when the calls parse, because the cut may have dropped a later call or the end
+  of a sentence that changes its meaning. Code ``model_truncated``.
 * an answer with no tool calls and no content but whitespace is *empty*: it is not a final
   answer. Code ``model_empty_answer``.
 
@@ -38,10 +39,13 @@ def check(response: ModelResponse, spec: ModelSpec) -> None:
         "output_tokens": response.usage.output_tokens,
         "retryable": True,
     }
-    if response.finish_reason in TRUNCATED:
-        limit = f"{spec.max_output_tokens} " if spec.max_output_tokens else ""
+    limit = spec.max_output_tokens
+    at_limit = (
+        limit is not None and response.usage_reported and response.usage.output_tokens >= limit
+    )
+    if response.finish_reason in TRUNCATED or at_limit:
         raise ModelTruncatedError(
-            f"{where} was cut off at the {limit}token limit after "
+            f"{where} was cut off at the {f'{limit} ' if limit else ''}token limit after "
             f"{response.usage.output_tokens} output tokens "
             f"(finish_reason {response.finish_reason!r})",
             hint="raise the model's max_output_tokens",

@@ -162,6 +162,7 @@ class OpenAIModel:
             model=response.model or self.name,
             finish_reason=response.choices[0].finish_reason,
             ignored_text=ignored,
+            usage_reported=response.usage is not None,
         )
 
     def _usage(

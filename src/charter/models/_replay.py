@@ -81,6 +81,7 @@ class ReplayModel:
                 model=recorded.model,
                 finish_reason=recorded.finish_reason,
                 ignored_text=recorded.ignored_text,
+                usage_reported=False,  # accepted once: judged by its finish_reason alone again
             )
         raise error(
             message,
