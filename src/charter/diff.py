@@ -107,14 +107,15 @@ def summarize_run(events: Sequence[Event]) -> RunSummary:
             step = b.step
             summary.steps = max(summary.steps, step)
             view = summary.by_step.setdefault(step, StepView())
+            view.tokens += b.usage.total  # a failed try of the step and its answer: both
+            view.cost_usd += b.cost_usd
+            summary.tokens += b.usage.total
+            summary.cost_usd += b.cost_usd
             if isinstance(b, ModelCallFailed):
                 view.model = f"{b.model}: failed {b.error.code}"
                 continue
             said = "calls tools" if b.tool_calls else f"answers {_clip(b.content or '')}"
             view.model = f"{b.model}: {said}"
-            view.tokens, view.cost_usd = b.usage.total, b.cost_usd
-            summary.tokens += b.usage.total
-            summary.cost_usd += b.cost_usd
         elif view is None:
             pass
         elif isinstance(b, ToolCallProposed):

@@ -25,6 +25,8 @@
     │   ├── ModelAuthError            model_auth          7  the key is wrong or not allowed
     │   ├── ModelNotServedError       model_not_found     7  the endpoint does not serve that model
     │   └── ModelResponseError        model_bad_response  7  unparseable, cut off, wrong shape
+    │       ├── ModelEmptyAnswerError model_empty_answer  7  no content and no tool calls
+    │       └── ModelTruncatedError   model_truncated     7  cut off at the token limit
     └── ToolError                     tool            8   a tool call failed (carried to the model)
         ├── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
         └── CircuitOpenError          circuit_open    8
@@ -137,9 +139,28 @@ class ModelError(CharterError):
     code = "model"
     exit_code = 7
 
-    def __init__(self, message: str, *, hint: str | None = None, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        retryable: bool = False,
+        finish_reason: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.retryable = retryable
+        self.finish_reason = finish_reason
+        """Why the server says it stopped, when it answered (``stop``, ``length``...)."""
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        """What an answered but unusable attempt cost: it counts against the budgets."""
+
+    @property
+    def answered(self) -> bool:
+        """The server answered (and may have charged for it): the answer was unusable."""
+        return self.finish_reason is not None or self.input_tokens + self.output_tokens > 0
 
 
 class ModelUnavailableError(ModelError):
@@ -168,6 +189,18 @@ class ModelResponseError(ModelError):
     """The provider answered something unusable: not JSON, cut off, or of the wrong shape."""
 
     code = "model_bad_response"
+
+
+class ModelEmptyAnswerError(ModelResponseError):
+    """The server answered with neither content nor tool calls: not a final answer."""
+
+    code = "model_empty_answer"
+
+
+class ModelTruncatedError(ModelResponseError):
+    """The answer was cut off at the token limit: neither its text nor its calls are whole."""
+
+    code = "model_truncated"
 
 
 class ToolError(CharterError):

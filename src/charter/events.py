@@ -43,6 +43,28 @@ class Usage(_Body):
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+        )
+
+
+class RejectedAnswer(_Body):
+    """An attempt the model server answered but whose answer was not usable.
+
+    Its tokens and cost count against the run's budgets like any other answer's.
+    """
+
+    attempt: int
+    """Which call of the step (1 is the first)."""
+    code: str
+    """Why it was refused: ``model_empty_answer``, ``model_truncated``, ``model_bad_response``."""
+    finish_reason: str | None = None
+    """Why the server says it stopped, as it said it (``stop``, ``length``, ``max_tokens``)."""
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+
 
 class ErrorInfo(_Body):
     """A structured error as the model and the log see it."""
@@ -113,6 +135,15 @@ class ModelResponded(_Redactable):
     """The sampling parameters of the call (temperature, max_output_tokens)."""
     cached: bool = False
     """Answered from the response cache: no call was made (usage, cost and latency are 0)."""
+    finish_reason: str | None = None
+    """Why the server says the accepted answer stopped (``stop``, ``tool_calls``...)."""
+    attempts: int = 1
+    """Calls made in this step: the accepted one and those before it (failed or rejected)."""
+    rejected: tuple[RejectedAnswer, ...] = ()
+    """The attempts of this step that were answered but not usable. ``usage`` and
+    ``cost_usd`` above are the step's: the accepted answer's plus these."""
+    ignored_text: str | None = None
+    """``tool_calling: json``: text the server wrote after the answer's JSON object, ignored."""
 
 
 class ModelCallFailed(_Body):
@@ -125,6 +156,13 @@ class ModelCallFailed(_Body):
     step_kind: str | None = None
     route: str | None = None
     endpoint: str | None = None
+    finish_reason: str | None = None
+    """Why the server says the last answer stopped, when the last attempt was answered."""
+    rejected: tuple[RejectedAnswer, ...] = ()
+    """The attempts that were answered but not usable (empty, cut off, unparseable)."""
+    usage: Usage = Usage()
+    """The tokens of the ``rejected`` answers: they count against the budgets."""
+    cost_usd: float = 0.0
 
 
 class ModelDegraded(_Body):

@@ -97,6 +97,7 @@ class Redactor:
                 self._field(changes, paths, "text", body.text, keep=s.store_prompt)
             case ModelResponded():
                 self._field(changes, paths, "content", body.content, keep=s.store_prompt)
+                self._field(changes, paths, "ignored_text", body.ignored_text, keep=s.store_prompt)
                 calls = []
                 for i, call in enumerate(body.tool_calls):
                     sub: dict[str, Any] = {}

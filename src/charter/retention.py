@@ -45,7 +45,11 @@ _FIELDS: dict[str, dict[str, tuple[tuple[str, Any], ...]]] = {
     "prompts": {
         "run_started": (("input", REMOVED),),
         "message_received": (("text", REMOVED),),
-        "model_responded": (("content", REMOVED), ("tool_calls.*.arguments", REMOVED)),
+        "model_responded": (
+            ("content", REMOVED),
+            ("ignored_text", REMOVED),
+            ("tool_calls.*.arguments", REMOVED),
+        ),
         "run_finished": (("output", REMOVED),),
     },
     "tool_payloads": {

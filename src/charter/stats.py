@@ -7,7 +7,8 @@ agent and one tenant. Definitions, so that two readers agree on a figure:
   flight are counted apart, in ``in_flight``); escalations are grouped by reason kind
   (``budget max_steps exhausted``, ``model call failed``...), not by their full text.
 * Steps are model calls (``model_responded`` and ``model_call_failed``); retries are the extra
-  attempts of tool calls and of failed model calls; ``retries_per_step`` divides the two.
+  attempts of tool calls and of model calls (``attempts - 1``, answered or not);
+  ``retries_per_step`` divides the two.
 * Latency: model calls from ``model_responded.latency_ms``, tool calls from ``duration_ms`` on
   their outcome (all attempts). Percentiles are nearest-rank: p95 is the smallest value that at
   least 95% of the values do not exceed. Time to decision of an approval is its decision time
@@ -17,6 +18,8 @@ agent and one tenant. Definitions, so that two readers agree on a figure:
   contract, a policy, a kill switch or an approver) are counted apart in ``rejected``.
 * Tokens and cost per run are over every run in the window; per successful run, the totals of
   the succeeded runs over their number. Cost is model calls' plus tool calls' ``cost_usd``.
+  A model call's tokens and cost include its refused answers (empty, cut off, unparseable):
+  on ``model_call_failed`` they are all it spent.
 """
 
 from __future__ import annotations

@@ -279,23 +279,30 @@ def chat_span(fn: _Method[ModelResponse]) -> _Method[ModelResponse]:
         span, token = _start(tracer, f"chat {spec.name}", attrs, kind=SpanKind.CLIENT)
         try:
             response = await fn(self, request)
-            usage = response.usage
+            usage = response.usage + self._rejected.usage  # every answered attempt's
+            finish = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
             span.set_attributes(
                 {
                     "gen_ai.response.model": response.model,
                     "gen_ai.usage.input_tokens": usage.input_tokens,
                     "gen_ai.usage.output_tokens": usage.output_tokens,
-                    "gen_ai.response.finish_reasons": (
-                        "tool_calls" if response.tool_calls else "stop",
-                    ),
+                    "gen_ai.response.finish_reasons": (finish,),
                     "charter.tool_calls": len(response.tool_calls),
-                    "charter.cost_usd": spec.cost_usd(usage),
+                    "charter.cost_usd": spec.cost_usd(response.usage) + self._rejected.cost_usd,
                     "charter.retries": max(0, self._model_attempts - 1),
                 }
             )
             return response
         except Exception as exc:
-            span.set_attribute("charter.retries", max(0, self._model_attempts - 1))
+            spent = self._rejected.usage  # refused answers still cost tokens
+            span.set_attributes(
+                {
+                    "charter.retries": max(0, self._model_attempts - 1),
+                    "gen_ai.usage.input_tokens": spent.input_tokens,
+                    "gen_ai.usage.output_tokens": spent.output_tokens,
+                    "charter.cost_usd": self._rejected.cost_usd,
+                }
+            )
             _fail(span, exc)
             raise
         finally:

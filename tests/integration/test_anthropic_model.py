@@ -187,16 +187,16 @@ def _model_at(base_url: str) -> AnthropicModel:
     return AnthropicModel(spec)
 
 
-def test_a_tool_call_cut_off_by_max_tokens_is_a_bad_response() -> None:
+def test_a_tool_call_cut_off_by_max_tokens_comes_back_marked_cut_off() -> None:
+    """The run loop refuses it as ``model_truncated`` (test_model_bad_input.py)."""
     cut = {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"}
     with FakeAnthropicServer(responses=[cut]) as server:
-        error = _fail(
+        response = _ask(
             _model(server, max_output_tokens=16),
             _request(Message(role="user", content="x"), tools=(LOOKUP,)),
         )
-    assert (error.code, error.retryable) == ("model_bad_response", False)  # temperature 0
-    assert "cut off after 16 tokens" in error.message
-    assert error.hint == "raise the model's max_output_tokens"
+    assert response.finish_reason == "max_tokens"
+    assert [c.name for c in response.tool_calls] == ["lookup"]
 
 
 def test_a_body_that_is_not_json_is_a_retryable_bad_response() -> None:

@@ -25,7 +25,7 @@ from charter.events import (
     ToolCallProposed,
     ToolCallRejected,
 )
-from charter.models import ModelRequest, ToolSpec, build_model
+from charter.models import ModelRequest, build_model
 from charter.models._local import LocalModel
 from charter.models._local_engine import PINNED_SHA256
 
@@ -78,15 +78,19 @@ def test_a_real_model_run_calls_offered_tools_with_valid_arguments(db_url: str) 
     assert not any(isinstance(e.body, ModelCallFailed) for e in events)
 
 
-def test_a_truncated_answer_is_a_model_error_not_retried_at_temperature_zero() -> None:
-    model = build_model(ModelSpec(provider="local", name=MODEL, max_output_tokens=2))
-    tools = tuple(ToolSpec(t.name, t.description, t.input_schema) for t in TOOLS)
-    request = ModelRequest(run_id="r", step=0, messages=(), tools=tools)
-
-    with pytest.raises(ModelError, match="cut off after 2 tokens") as caught:
-        asyncio.run(model.respond(request))
-
-    assert caught.value.retryable is False  # greedy sampling would cut it off again
+def test_a_truncated_answer_is_refused_counted_and_escalates(db_url: str) -> None:
+    """Cut off at ``max_output_tokens``: ``model_truncated`` with the tokens it cost, asked
+    again (the attempts and budgets bound it), then escalated, never a final answer."""
+    status, events, problems = _run(
+        db_url, _agent(max_output_tokens=2, max_attempts=2), "Where is order A1?"
+    )
+    assert problems == []
+    assert status == "escalated"
+    (failed,) = [e.body for e in events if isinstance(e.body, ModelCallFailed)]
+    assert (failed.error.code, failed.finish_reason) == ("model_truncated", "length")
+    assert [(r.attempt, r.usage.output_tokens) for r in failed.rejected] == [(1, 2), (2, 2)]
+    assert failed.usage.input_tokens > 0
+    assert "cut off after 2 tokens" in failed.error.message
 
 
 def test_a_missing_default_model_file_is_a_config_error_naming_the_script(

@@ -141,7 +141,9 @@ def test_an_overloaded_endpoint_is_retried_and_the_run_goes_on(
     assert len(server.requests) == 2
 
 
-def test_openai_arguments_cut_off_mid_json_are_rejected_back_to_the_model(tmp_path: Path) -> None:
+def test_openai_arguments_cut_off_mid_json_are_never_proposed(tmp_path: Path) -> None:
+    """A call cut off at the token limit is refused whole (``model_truncated``) and asked again:
+    the cut may have dropped later calls too, so no call of that answer is proposed."""
     cut = '{"order_id": "A'
     responses: list[dict[str, Any]] = [
         {"tool_calls": [{"name": "lookup", "arguments": cut}], "finish_reason": "length"},
@@ -150,30 +152,58 @@ def test_openai_arguments_cut_off_mid_json_are_rejected_back_to_the_model(tmp_pa
     ]
     status, bodies, server = _served("openai", responses, tmp_path)
     assert status == "succeeded"
-    (rejected,) = [b for b in bodies if isinstance(b, ToolCallRejected)]
-    assert rejected.error.code == "malformed_arguments"
+    assert not [b for b in bodies if isinstance(b, ToolCallRejected)]
     assert [b.tool for b in bodies if isinstance(b, ToolCallSucceeded)] == ["lookup"]
-    told = server.requests[1]["messages"][-1]  # the model sees why its call was refused
-    assert told["role"] == "tool" and "malformed_arguments" in told["content"]
+    first = next(b for b in bodies if isinstance(b, ModelResponded))
+    assert [(r.code, r.finish_reason) for r in first.rejected] == [("model_truncated", "length")]
+    assert first.attempts == 2 and len(server.requests) == 3
 
 
-def test_anthropic_tool_use_cut_off_by_max_tokens_fails_the_run(tmp_path: Path) -> None:
-    cut = {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"}
-    status, bodies, _ = _served("anthropic", [cut], tmp_path, max_output_tokens=8)
-    assert status == "failed"
+@pytest.mark.parametrize(
+    "cut",
+    [
+        {"tool_calls": [{"name": "lookup", "arguments": {}}], "stop_reason": "max_tokens"},
+        {"content": "I have refunded the order and", "stop_reason": "max_tokens"},
+    ],
+    ids=["tool-use", "text"],
+)
+def test_anthropic_answer_cut_off_by_max_tokens_escalates(
+    tmp_path: Path, cut: dict[str, Any]
+) -> None:
+    """Cut off is cut off, text or tool use: refused as ``model_truncated``, asked again,
+    then escalated; never proposed, never the run's output."""
+    cut = {**cut, "usage": {"input_tokens": 700, "output_tokens": 8}}
+    status, bodies, _ = _served(
+        "anthropic", [cut, cut], tmp_path, max_output_tokens=8, max_attempts=2
+    )
+    assert status == "escalated"
     failed = _failure(bodies)
-    assert (failed.error.code, failed.error.retryable) == ("model_bad_response", False)
-    assert "cut off after 8 tokens" in failed.error.message
+    assert (failed.error.code, failed.error.retryable) == ("model_truncated", True)
+    assert failed.finish_reason == "max_tokens"
+    assert "cut off at the 8 token limit" in failed.error.message
+    assert failed.usage.total == 2 * 708
     assert not [b for b in bodies if isinstance(b, ModelResponded)]
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert finished.output is None
 
 
-def test_json_mode_answer_cut_off_mid_json_fails_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_answer_with_nothing_in_it_escalates(tmp_path: Path, provider: str) -> None:
+    empty = {"content": None, "usage": {}}
+    status, bodies, server = _served(provider, [empty, empty], tmp_path, max_attempts=2)
+    assert status == "escalated"
+    assert _failure(bodies).error.code == "model_empty_answer"
+    assert len(server.requests) == 2
+
+
+def test_json_mode_answer_cut_off_mid_json_escalates_naming_the_fix(tmp_path: Path) -> None:
     cut = {"content": '{"tool_calls": [{"name": "look', "finish_reason": "length"}
-    status, bodies, _ = _served("openai", [cut], tmp_path, tool_calling="json")
-    assert status == "failed"
+    status, bodies, _ = _served("openai", [cut, cut], tmp_path, tool_calling="json", max_attempts=2)
+    assert status == "escalated"
     failed = _failure(bodies)
-    assert failed.error.code == "model_bad_response"
-    assert "cut off mid-JSON" in failed.error.message
+    assert (failed.error.code, failed.finish_reason) == ("model_truncated", "length")
+    assert "raise the model's max_output_tokens" in failed.error.message
+    assert len(failed.rejected) == 2
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -106,13 +106,13 @@ def test_earlier_calls_and_results_are_shown_as_json_and_user_turns() -> None:
     ]
 
 
-def test_an_answer_cut_off_mid_json_is_a_bad_response_naming_the_fix() -> None:
-    cut = {"content": '{"tool_calls": [{"name": "lookup", "argum', "finish_reason": "length"}
-    with FakeOpenAIServer(responses=[cut]) as server, pytest.raises(ModelError) as info:
-        _ask(_model(server, max_output_tokens=12), Message(role="user", content="hi"))
-    assert (info.value.code, info.value.retryable) == ("model_bad_response", False)
-    assert "cut off mid-JSON" in info.value.message
-    assert info.value.hint == "raise the model's max_output_tokens"
+def test_an_answer_cut_off_is_not_parsed_and_says_so() -> None:
+    """The engine refuses it as ``model_truncated`` (tests/integration/test_model_answers.py)."""
+    text = '{"tool_calls": [{"name": "lookup", "argum'
+    cut = {"content": text, "finish_reason": "length"}
+    with FakeOpenAIServer(responses=[cut]) as server:
+        response = _ask(_model(server, max_output_tokens=12), Message(role="user", content="hi"))
+    assert (response.finish_reason, response.content, response.tool_calls) == ("length", text, ())
 
 
 @pytest.mark.parametrize(
@@ -159,3 +159,83 @@ def test_a_run_in_json_mode_calls_the_tool_and_answers(tmp_path: Path) -> None:
     assert [r.provider for r in responded] == ["openai", "openai"]
     assert not [b for b in bodies if isinstance(b, ModelCallFailed)]
     assert all("response_format" in r for r in server.requests)
+
+
+def _json_run(tmp_path: Path, responses: list[dict[str, object]], **kw: object) -> list[object]:
+    with FakeOpenAIServer(responses=responses) as server:
+        spec = ModelSpec(
+            provider="openai",
+            name="small-local",
+            base_url=server.base_url,
+            tool_calling="json",
+            **kw,  # type: ignore[arg-type]
+        )
+        agent = Agent(name="orders", instructions="Help.", model=spec, tools=[lookup])
+
+        async def main() -> list[object]:
+            async with Runtime.open(f"sqlite:///{tmp_path}/c.db") as rt:
+                run = await rt.run(agent, "Where is A1?")
+                return [e.body for e in await rt.events(run.run_id)]
+
+        return asyncio.run(main())
+
+
+def test_text_after_the_json_object_is_ignored_and_recorded(tmp_path: Path) -> None:
+    """A server that does not enforce the schema writes on after the object ("Extra data")."""
+    call = {"tool_calls": [{"name": "lookup", "arguments": {"order_id": "A1"}}]}
+    responses: list[dict[str, object]] = [
+        {"content": json.dumps(call) + "\nI will look that up for you."},
+        {"content": json.dumps({"content": "A1 has shipped."}) + "\n\nAnything else?"},
+    ]
+    bodies = _json_run(tmp_path, responses)
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert (finished.status, finished.output) == ("succeeded", "A1 has shipped.")
+    assert [b.tool for b in bodies if isinstance(b, ToolCallSucceeded)] == ["lookup"]
+    responded = [b for b in bodies if isinstance(b, ModelResponded)]
+    assert [r.ignored_text for r in responded] == ["I will look that up for you.", "Anything else?"]
+
+
+def test_an_object_in_a_markdown_fence_is_accepted() -> None:
+    fenced = "```json\n" + json.dumps({"content": "Done."}) + "\n```"
+    with FakeOpenAIServer(responses=[{"content": fenced}]) as server:
+        response = _ask(_model(server), Message(role="user", content="hi"))
+    assert (response.content, response.ignored_text) == ("Done.", None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        'Sure! {"content": "Done."}',  # text before the object
+        '["content", "Done."]',  # not an object
+        '{"content": 3} trailing',  # the first object has neither shape
+    ],
+)
+def test_what_json_mode_refuses(content: str) -> None:
+    with (
+        FakeOpenAIServer(responses=[{"content": content}]) as server,
+        pytest.raises(ModelError) as info,
+    ):
+        _ask(_model(server), Message(role="user", content="hi"))
+    assert info.value.code == "model_bad_response"
+
+
+def test_unusable_json_answers_count_their_tokens(tmp_path: Path) -> None:
+    usage = {"prompt_tokens": 700, "completion_tokens": 100}
+    garbage = {"content": "I cannot answer in JSON.", "usage": usage}
+    bodies = _json_run(tmp_path, [garbage, garbage], temperature=0.7, max_attempts=2)
+    (failed,) = [b for b in bodies if isinstance(b, ModelCallFailed)]
+    assert [r.code for r in failed.rejected] == ["model_bad_response"] * 2
+    assert failed.usage.total == 1600
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert finished.status == "escalated"
+
+
+@pytest.mark.parametrize("text", [json.dumps({"content": "  "}), "", "\n"])
+def test_an_empty_json_answer_is_not_a_final_answer(tmp_path: Path, text: str) -> None:
+    """Seen from a real server: an empty body text at temperature 0 must escalate, not fail."""
+    empty = {"content": text}
+    bodies = _json_run(tmp_path, [empty, empty], max_attempts=2)
+    (failed,) = [b for b in bodies if isinstance(b, ModelCallFailed)]
+    assert failed.error.code == "model_empty_answer"
+    (finished,) = [b for b in bodies if isinstance(b, RunFinished)]
+    assert (finished.status, finished.output) == ("escalated", None)

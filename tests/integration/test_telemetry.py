@@ -213,3 +213,29 @@ def test_without_a_span_the_traceparent_still_names_the_run() -> None:
     assert (version, trace_hex, flags) == ("00", trace_id_for("run-1"), "00")
     assert len(span_hex) == 16 and span_hex != "0" * 16
     assert traceparent("run-1", "call-1") == value  # stable: derived, not random
+
+
+def test_refused_answers_put_their_tokens_on_the_failed_chat_span(
+    db_url: str, spans: InMemorySpanExporter
+) -> None:
+    """Every attempt's tokens count, in traces too: an empty answer asked three times."""
+    agent = Agent(
+        name="mute",
+        instructions="Answer the question.",
+        model=ModelSpec(provider="scripted", script=[{"content": ""}], input_usd_per_mtok=1.0),
+        tools=[lookup],
+    )
+
+    async def main() -> Any:
+        async with Runtime.open(db_url) as rt:
+            run = await rt.run(agent, "what is the status of order 1?")
+            assert run.status == "escalated"
+            return (await rt.get_run(run.run_id)).state
+
+    state = asyncio.run(main())
+    [chat] = _named(spans.get_finished_spans(), "chat ")
+    attrs = _attrs(chat)
+    assert (attrs["error.type"], attrs["charter.retries"]) == ("model_empty_answer", 2)
+    tokens = attrs["gen_ai.usage.input_tokens"] + attrs["gen_ai.usage.output_tokens"]
+    assert tokens == state["tokens"] > 0
+    assert attrs["charter.cost_usd"] == pytest.approx(state["cost_usd"])

@@ -28,7 +28,14 @@ from collections.abc import Callable, Iterable
 from charter._engine.governance import Governor
 from charter._engine.state import RunState
 from charter.agents import Agent
-from charter.events import BudgetExceeded, Event, ModelResponded, ToolCallFailed, ToolCallSucceeded
+from charter.events import (
+    BudgetExceeded,
+    Event,
+    ModelCallFailed,
+    ModelResponded,
+    ToolCallFailed,
+    ToolCallSucceeded,
+)
 from charter.policy import Decision, LimitMatch
 from charter.store import Store
 from charter.tools import Tool
@@ -81,7 +88,9 @@ class Limiter:
         amount = sum(
             e.body.cost_usd
             for e in events
-            if isinstance(e.body, ModelResponded | ToolCallSucceeded | ToolCallFailed)
+            if isinstance(
+                e.body, ModelResponded | ModelCallFailed | ToolCallSucceeded | ToolCallFailed
+            )
         )
         if amount > 0:
             for key in self._keys:

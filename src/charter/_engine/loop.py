@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from charter import telemetry
+from charter._engine import answers
 from charter._engine import approvals as held
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
@@ -156,6 +157,7 @@ class RunDriver(UnknownOutcomes):
         self.routes = StepRoutes(agent=agent, model=model, store=store, clock=self.clock)
         self._step: RoutedStep | None = None  # the model chosen for the step being asked
         self._model_attempts = 0  # calls made to it so far in this step
+        self._rejected = answers.Rejections()  # this step's answered but unusable attempts
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -331,6 +333,7 @@ class RunDriver(UnknownOutcomes):
             parameters=step.parameters,
         )
         started = self.clock()
+        self._model_attempts, self._rejected = 1, answers.Rejections()
         key, response = await self.routes.lookup(step, request)
         cached = response is not None
         try:
@@ -344,9 +347,13 @@ class RunDriver(UnknownOutcomes):
                     model=step.spec.name,
                     error=ErrorInfo(code=exc.code, message=str(exc), retryable=exc.retryable),
                     attempts=self._model_attempts,
+                    finish_reason=exc.finish_reason,
+                    **self._rejected.failed(),
                     **step.recorded(),
                 )
             )
+            if exc.retryable and not self._check_budgets():
+                return  # refused answers spent the budget: the escalation names it
             self._after_model_failure(exc, step.spec)
             return
         if not cached:
@@ -360,12 +367,11 @@ class RunDriver(UnknownOutcomes):
                 prompt_hash=self.agent.instructions_hash,
                 content=response.content,
                 tool_calls=response.tool_calls,
-                usage=response.usage,
                 latency_ms=0.0 if cached else round((self.clock() - started) * 1000, 3),
-                cost_usd=step.spec.cost_usd(response.usage),
                 model_version=step.version,
                 parameters=step.parameters,
                 cached=cached,
+                **self._rejected.answered(response, step.spec, self._model_attempts),
                 **step.recorded(),
             )
         )
@@ -401,11 +407,15 @@ class RunDriver(UnknownOutcomes):
         for attempt in range(1, attempts + 1):
             self._model_attempts = attempt  # what model_call_failed records
             try:
-                return await model.respond(request)
+                response = await model.respond(request)
+                answers.check(response, spec)
+                return response
             except ModelError as exc:
+                self._rejected.note(attempt, exc, spec)
                 delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + self.rand.random())
                 late = deadline is not None and self.clock() + delay >= deadline
-                if not exc.retryable or attempt == attempts or late:
+                spent = self._rejected.exhaust(self.agent.budgets, self.state)
+                if not exc.retryable or attempt == attempts or late or spent:
                     raise
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

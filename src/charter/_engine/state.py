@@ -100,8 +100,10 @@ def fold(state: RunState, event: Event) -> RunState:
             changes["step"] = state.step + 1
             changes["tokens"] = state.tokens + body.usage.total
             changes["model_outages"] = 0
-        case ModelCallFailed() if body.error.code in OUTAGE_CODES:
-            changes["model_outages"] = state.model_outages + 1
+        case ModelCallFailed():
+            changes["tokens"] = state.tokens + body.usage.total  # answered, unusable attempts
+            if body.error.code in OUTAGE_CODES:
+                changes["model_outages"] = state.model_outages + 1
         case ToolCallProposed():
             changes["tool_calls"] = state.tool_calls + 1
         case RunWaiting():
@@ -161,7 +163,8 @@ def _update_call(state: RunState, call_id: str, update: dict[str, Any]) -> tuple
 
 def _account(state: RunState, body: object, changes: dict[str, object]) -> None:
     """Spending (model responses and tool results at their prices) and rate-limit counts."""
-    if isinstance(body, ModelResponded | ToolCallSucceeded | ToolCallFailed) and body.cost_usd:
+    spending = ModelResponded | ModelCallFailed | ToolCallSucceeded | ToolCallFailed
+    if isinstance(body, spending) and body.cost_usd:
         changes["cost_usd"] = state.cost_usd + body.cost_usd
     elif isinstance(body, PolicyEvaluated) and body.limits:
         used = dict(state.limits_used)

@@ -144,7 +144,29 @@ def _model(b: ModelResponded) -> str:
         figures = (tokens, f"cost {usd(b.cost_usd)}", f"latency {ms(b.latency_ms)}")
     names = ", ".join(c.name for c in b.tool_calls)
     what = f"calls {names}" if names else f"answers: {clip(b.content or '')}"
-    return _join(f"step {b.step}", f"{b.provider}/{b.model}", kind, route, *figures, what)
+    return _join(
+        f"step {b.step}", f"{b.provider}/{b.model}", kind, route, *figures, _rejected(b), what
+    )
+
+
+def _rejected(b: ModelResponded | ModelCallFailed) -> str | None:
+    """The answered but unusable attempts of a step, with their codes."""
+    if not b.rejected:
+        return None
+    codes = ", ".join(f"{r.code} ({r.finish_reason})" for r in b.rejected)
+    return f"{len(b.rejected)} answer(s) refused: {codes}"
+
+
+def _model_failed(b: ModelCallFailed) -> str:
+    u = b.usage
+    spent = f"{u.total} tokens, cost {usd(b.cost_usd)}" if u.total or b.cost_usd else None
+    return _join(
+        f"step {b.step}",
+        f"{b.provider}/{b.model} call failed after {_attempts(b.attempts)}",
+        spent,
+        _rejected(b),
+        f"{b.error.code}: {clip(b.error.message)}",
+    )
 
 
 def _policy(b: PolicyEvaluated) -> str:
@@ -215,11 +237,7 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
     RunStarted: _started,
     MessageReceived: lambda b: f"{b.source} message: {clip(b.text)}",
     ModelResponded: _model,
-    ModelCallFailed: lambda b: _join(
-        f"step {b.step}",
-        f"{b.provider}/{b.model} call failed after {_attempts(b.attempts)}",
-        f"{b.error.code}: {clip(b.error.message)}",
-    ),
+    ModelCallFailed: _model_failed,
     ModelDegraded: lambda b: (
         f"{b.step_kind} degraded {b.from_model} -> {b.to_provider}/{b.to_model}"
         f" ({b.budget} {b.used:g} of {b.limit:g})"
@@ -348,8 +366,9 @@ class Totals:
         totals, step_of = cls(), dict[str, int]()
         for event in events:
             body = event.body
-            if isinstance(body, ModelResponded):
-                totals.steps += 1
+            if isinstance(body, ModelResponded | ModelCallFailed):
+                totals.steps += isinstance(body, ModelResponded)
+                totals.retries += body.attempts - 1  # every attempt's tokens are in usage
                 totals.tokens += body.usage.total
                 totals.model_usd += body.cost_usd
             elif isinstance(body, ToolCallProposed):

@@ -119,13 +119,7 @@ class AnthropicModel:
                         arguments=json.dumps(block.input, ensure_ascii=False),
                     )
                 )
-        if response.stop_reason == "max_tokens" and calls:
-            raise ModelResponseError(
-                f"{where} was cut off after {self.max_output_tokens} tokens in the middle of "
-                f"a call to {calls[-1].name!r}",
-                hint="raise the model's max_output_tokens",
-                retryable=self._spec.temperature > 0,
-            )
+        # A cut-off answer (stop_reason max_tokens) goes back as such: the loop refuses it.
         u = response.usage
         cached = (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0)
         return ModelResponse(
@@ -133,6 +127,7 @@ class AnthropicModel:
             tool_calls=tuple(calls),
             usage=Usage(input_tokens=u.input_tokens + cached, output_tokens=u.output_tokens),
             model=response.model or self.name,
+            finish_reason=response.stop_reason,
         )
 
     def _error(self, exc: Exception) -> ModelError:

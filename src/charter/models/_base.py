@@ -47,6 +47,12 @@ class ModelResponse:
     tool_calls: tuple[ProposedCall, ...]
     usage: Usage
     model: str
+    finish_reason: str | None = None
+    """Why the server says it stopped, as it said it (``stop``, ``length``, ``max_tokens``)."""
+    ignored_text: str | None = None
+    """``tool_calling: json``: the text the server wrote after the answer's JSON object."""
+    usage_reported: bool = True
+    """False when ``usage`` is an estimate (the server reported none)."""
 
 
 class Model(Protocol):

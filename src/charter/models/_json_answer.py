@@ -14,6 +14,7 @@ reject the ``tool`` role).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,22 +108,26 @@ def _loads(text: str) -> Any:
 
 
 def parse_answer(
-    text: str | None, *, step: int, where: str, cut_off: bool, retryable: bool
-) -> tuple[str | None, tuple[ProposedCall, ...]]:
-    """The (content, calls) in a constrained answer; :class:`ModelResponseError` if it is not one.
+    text: str | None, *, step: int, where: str, retryable: bool
+) -> tuple[str | None, tuple[ProposedCall, ...], str | None]:
+    """The (content, calls, ignored text) of a constrained answer; :class:`ModelResponseError`
+    if it is not one.
+
+    Servers that do not enforce the schema wrap the object in a markdown fence or write on
+    after it. What is accepted: the answer's text must *begin* with one JSON object of one of
+    the two shapes, after optional whitespace and an optional opening fence (```` ``` ```` or
+    ```` ```json ````); anything after that first complete object is ignored and returned as
+    the third value (the run log records it as ``ignored_text``). Text before the object, a
+    value that is not an object, or an object of neither shape is refused. A blank answer is
+    returned as no content and no calls: the run loop refuses it as ``model_empty_answer``.
 
     A call's ``arguments`` are kept as JSON text; arguments given as a string are kept verbatim
     (the run loop rejects them as ``malformed_arguments`` when they are not a JSON object).
     """
-    hint = "raise the model's max_output_tokens" if cut_off else None
-    try:
-        body = json.loads(text or "")
-    except json.JSONDecodeError as exc:
-        said = "was cut off mid-JSON" if cut_off else f"is not JSON ({exc})"
-        raise ModelResponseError(
-            f"the answer of {where} {said}: {_clip(text or '')}", hint=hint, retryable=retryable
-        ) from exc
-    calls = body.get("tool_calls") if isinstance(body, dict) else None
+    if not (text or "").strip():
+        return None, (), None  # an empty answer: the run loop refuses it (model_empty_answer)
+    body, ignored = _first_object(text or "", where=where, retryable=retryable)
+    calls = body.get("tool_calls")
     if isinstance(calls, list) and calls:
         proposed = []
         for i, call in enumerate(calls):
@@ -136,15 +141,41 @@ def parse_answer(
             proposed.append(
                 ProposedCall(call_id=f"call_{step}_{i}", name=call["name"], arguments=raw)
             )
-        return None, tuple(proposed)
-    content = body.get("content") if isinstance(body, dict) else None
+        return None, tuple(proposed), ignored
+    content = body.get("content")
     if not isinstance(content, str):
         raise ModelResponseError(
             f"the answer of {where} is neither tool calls nor content: {_clip(text or '')}",
-            hint=hint,
             retryable=retryable,
         )
-    return content, ()
+    return content, (), ignored
+
+
+_FENCE = re.compile(r"\A```[A-Za-z]*[ \t]*\n?")
+
+
+def _first_object(text: str, *, where: str, retryable: bool) -> tuple[dict[str, Any], str | None]:
+    """The JSON object the answer begins with, and the text after it (None when only
+    whitespace, or a closing fence, follows)."""
+    stripped = text.strip()
+    fence = _FENCE.match(stripped)
+    start = stripped[fence.end() :].lstrip() if fence else stripped
+    try:
+        body, end = json.JSONDecoder().raw_decode(start)
+    except json.JSONDecodeError as exc:
+        raise ModelResponseError(
+            f"the answer of {where} does not begin with a JSON object ({exc}): {_clip(text)}",
+            retryable=retryable,
+        ) from exc
+    if not isinstance(body, dict):
+        raise ModelResponseError(
+            f"the answer of {where} is neither tool calls nor content: {_clip(text)}",
+            retryable=retryable,
+        )
+    rest = start[end:].strip()
+    if fence and rest.startswith("```"):
+        rest = rest[3:].strip()
+    return body, rest or None
 
 
 def _clip(text: str, width: int = 120) -> str:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from charter.errors import ConfigError, ModelError
+from charter.errors import ConfigError, ModelError, ModelResponseError, ModelTruncatedError
 from charter.events import ProposedCall, Usage
 from charter.models import _local_engine as engine
 from charter.models._base import Message, ModelRequest, ModelResponse, ModelSpec, ToolSpec
@@ -104,19 +104,27 @@ class LocalModel:
     def _response(self, request: ModelRequest, gen: engine.Generation) -> ModelResponse:
         # Sampling again can only give another answer when the model samples at random.
         retryable = self._spec.temperature > 0
-        if not gen.finished:
-            raise ModelError(
+        spent: dict[str, Any] = {
+            "input_tokens": gen.prompt_tokens,
+            "output_tokens": gen.output_tokens,
+        }
+        if not gen.finished:  # refused by the run loop like any cut-off answer: retried, escalated
+            raise ModelTruncatedError(
                 f"the local model {self.name!r} was cut off after {gen.output_tokens} tokens "
                 f"mid-answer: {_clip(gen.text)}",
                 hint="raise the model's max_output_tokens",
-                retryable=retryable,
+                retryable=True,
+                finish_reason="length",
+                **spent,
             )
         try:
             body = json.loads(gen.text)
         except json.JSONDecodeError as exc:
-            raise ModelError(
+            raise ModelResponseError(
                 f"the local model {self.name!r} answered malformed JSON ({exc}): {_clip(gen.text)}",
                 retryable=retryable,
+                finish_reason="stop",
+                **spent,
             ) from exc
         usage = Usage(input_tokens=gen.prompt_tokens, output_tokens=gen.output_tokens)
         calls = body.get("tool_calls") if isinstance(body, dict) else None
@@ -132,10 +140,12 @@ class LocalModel:
             return ModelResponse(content=None, tool_calls=proposed, usage=usage, model=self.name)
         content = body.get("content") if isinstance(body, dict) else None
         if not isinstance(content, str):
-            raise ModelError(
+            raise ModelResponseError(
                 f"the local model {self.name!r} answered neither a tool call nor content: "
                 f"{_clip(gen.text)}",
                 retryable=retryable,
+                finish_reason="stop",
+                **spent,
             )
         return ModelResponse(content=content, tool_calls=(), usage=usage, model=self.name)
 

@@ -115,16 +115,22 @@ class OpenAIModel:
                 f"malformed response from {self.endpoint} for model {self.name!r}: no choices",
                 retryable=True,
             )
-        message = choices[0].message
-        if self._spec.tool_calling == "json":
-            content, answered = _json_answer.parse_answer(
-                message.content,
-                step=request.step,
-                where=f"{self.endpoint} (model {self.name!r})",
-                cut_off=choices[0].finish_reason == "length",
-                retryable=self._spec.temperature > 0,
-            )
-            return self._finish(request, response, content, answered)
+        message, finish = choices[0].message, choices[0].finish_reason
+        if self._spec.tool_calling == "json" and finish != "length":
+            # A cut-off answer is not parsed: the engine refuses it as ``model_truncated``.
+            try:
+                content, answered, ignored = _json_answer.parse_answer(
+                    message.content,
+                    step=request.step,
+                    where=f"{self.endpoint} (model {self.name!r})",
+                    retryable=self._spec.temperature > 0,
+                )
+            except ModelResponseError as exc:
+                usage = self._usage(request, response, message.content, ())
+                exc.finish_reason = finish
+                exc.input_tokens, exc.output_tokens = usage.input_tokens, usage.output_tokens
+                raise
+            return self._finish(request, response, content, answered, ignored)
         calls = []
         for i, tc in enumerate(message.tool_calls or ()):
             if tc.type != "function":
@@ -147,23 +153,35 @@ class OpenAIModel:
         response: ChatCompletion,
         content: str | None,
         calls: tuple[ProposedCall, ...],
+        ignored: str | None = None,
     ) -> ModelResponse:
-        if response.usage is not None:
-            usage = Usage(
-                input_tokens=response.usage.prompt_tokens,
-                output_tokens=response.usage.completion_tokens,
-            )
-        else:
-            usage = Usage(
-                input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
-                output_tokens=estimate_tokens(content)
-                + sum(estimate_tokens(c.arguments) for c in calls),
-            )
         return ModelResponse(
             content=content,
             tool_calls=calls,
-            usage=usage,
+            usage=self._usage(request, response, content, calls),
             model=response.model or self.name,
+            finish_reason=response.choices[0].finish_reason,
+            ignored_text=ignored,
+            usage_reported=response.usage is not None,
+        )
+
+    def _usage(
+        self,
+        request: ModelRequest,
+        response: ChatCompletion,
+        content: str | None,
+        calls: tuple[ProposedCall, ...],
+    ) -> Usage:
+        """The server's token counts, else an estimate (a server that reports none)."""
+        if response.usage is not None:
+            return Usage(
+                input_tokens=response.usage.prompt_tokens,
+                output_tokens=response.usage.completion_tokens,
+            )
+        return Usage(
+            input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
+            output_tokens=estimate_tokens(content)
+            + sum(estimate_tokens(c.arguments) for c in calls),
         )
 
     def _error(self, exc: Exception) -> ModelError:

@@ -2,7 +2,9 @@
 
 The response for a request is the recorded ``model_responded`` of step ``request.step + 1``
 (steps count the responses already committed), so a replay that re-asks a step after a crash
-gets the same answer again. A recorded ``model_call_failed`` is raised as the same error. A
+gets the same answer again. A recorded ``model_call_failed`` is raised as the same error; the
+attempts a step made before its last (``attempts``, ``rejected``) fail again in order, the
+rejected answers with their recorded usage, so the replayed step records what the original did. A
 step the log does not hold raises :class:`~charter.errors.ModelError`: the replay then records
 a failure where the original went on, and the comparison shows where.
 """
@@ -13,13 +15,15 @@ from collections.abc import Iterable
 
 from charter.errors import (
     ModelAuthError,
+    ModelEmptyAnswerError,
     ModelError,
     ModelNotServedError,
     ModelRateLimitedError,
     ModelResponseError,
+    ModelTruncatedError,
     ModelUnavailableError,
 )
-from charter.events import ModelCallFailed, ModelResponded
+from charter.events import ModelCallFailed, ModelResponded, Usage
 from charter.models._base import ModelRequest, ModelResponse
 
 _ERRORS: dict[str, type[ModelError]] = {
@@ -31,6 +35,8 @@ _ERRORS: dict[str, type[ModelError]] = {
         ModelAuthError,
         ModelNotServedError,
         ModelResponseError,
+        ModelEmptyAnswerError,
+        ModelTruncatedError,
     )
 }
 
@@ -40,11 +46,14 @@ class ReplayModel:
 
     def __init__(self, recorded: Iterable[ModelResponded | ModelCallFailed]) -> None:
         self._by_step: dict[int, ModelResponded | ModelCallFailed] = {}
+        self._calls: dict[int, int] = {}  # calls served per step: attempts replay in order
         for body in recorded:
             self._by_step.setdefault(body.step, body)
         first = next(iter(self._by_step.values()), None)
         self.provider = first.provider if first is not None else "replay"
         self.name = first.model if first is not None else "replay"
+        self.endpoint = first.endpoint if first is not None else None
+        """The endpoint the original called: the replayed model events record it again."""
 
     async def respond(self, request: ModelRequest) -> ModelResponse:
         step = request.step + 1
@@ -52,12 +61,32 @@ class ReplayModel:
         if recorded is None:
             raise ModelError(f"replay: the log holds no model response for step {step}")
         self.provider, self.name = recorded.provider, recorded.model
-        if isinstance(recorded, ModelCallFailed):
+        self.endpoint = recorded.endpoint
+        attempt = self._calls[step] = self._calls.get(step, 0) + 1
+        answer = {r.attempt: r for r in recorded.rejected}.get(attempt)
+        error: type[ModelError] = _ERRORS.get(answer.code, ModelError) if answer else ModelError
+        message, retryable = "replay: an earlier attempt of the step failed", True
+        if isinstance(recorded, ModelCallFailed) and attempt >= recorded.attempts:
             error = _ERRORS.get(recorded.error.code, ModelError)
-            raise error(recorded.error.message, retryable=recorded.error.retryable)
-        return ModelResponse(
-            content=recorded.content,
-            tool_calls=recorded.tool_calls,
-            usage=recorded.usage,
-            model=recorded.model,
+            message, retryable = recorded.error.message, recorded.error.retryable
+        elif isinstance(recorded, ModelResponded) and attempt >= recorded.attempts:
+            spent = sum((r.usage for r in recorded.rejected), Usage())
+            return ModelResponse(
+                content=recorded.content,
+                tool_calls=recorded.tool_calls,
+                usage=Usage(
+                    input_tokens=recorded.usage.input_tokens - spent.input_tokens,
+                    output_tokens=recorded.usage.output_tokens - spent.output_tokens,
+                ),
+                model=recorded.model,
+                finish_reason=recorded.finish_reason,
+                ignored_text=recorded.ignored_text,
+                usage_reported=False,  # accepted once: judged by its finish_reason alone again
+            )
+        raise error(
+            message,
+            retryable=retryable,
+            finish_reason=answer.finish_reason if answer else None,
+            input_tokens=answer.usage.input_tokens if answer else 0,
+            output_tokens=answer.usage.output_tokens if answer else 0,
         )

@@ -68,6 +68,7 @@ class ScriptedModel:
             tool_calls=calls,
             usage=Usage(input_tokens=prompt, output_tokens=out),
             model=self.name,
+            usage_reported=False,
         )
 
 

@@ -39,6 +39,7 @@ _TYPES = (
 _SUCCEEDED, _FAILED, _REJECTED = "tool_call_succeeded", "tool_call_failed", "tool_call_rejected"
 _MODEL = ("latency_ms", "usage.input_tokens", "usage.output_tokens", "cost_usd")
 _TOOL = ("tool", "duration_ms", "attempts", "cost_usd")
+_SPENT = ("usage.input_tokens", "usage.output_tokens", "cost_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,9 @@ class StatsQuery:
             # 0, 1: model calls in succeeded runs, in the others (_MODEL fields)
             self._rows(_MODEL, f"{model} AND {ok}"),
             self._rows(_MODEL, f"{model} AND NOT {ok}"),
-            # 2, 3: failed model calls, and their retries
+            # 2, 3: failed model calls; the retries of every model call (recorded when > 1)
             f"count(*) FILTER (WHERE {failed})",
-            f"coalesce(sum({self._num('attempts')} - 1) FILTER (WHERE {failed}), 0)",
+            f"coalesce(sum({self._num('attempts')} - 1) FILTER (WHERE {failed} OR {model}), 0)",
             # 4, 5: proposals, in every run and in succeeded runs; 6: (tool, version) pairs
             f"count(*) FILTER (WHERE {proposed})",
             f"count(*) FILTER (WHERE {proposed} AND {ok})",
@@ -153,6 +154,10 @@ class StatsQuery:
                 ),
                 "x.type IN ('approval_requested', 'approval_decided')",
             ),
+            # 14, 15: the answered but unusable attempts of failed model calls (_SPENT fields),
+            # in succeeded runs and in the others
+            self._rows(_SPENT, f"{failed} AND {ok}"),
+            self._rows(_SPENT, f"{failed} AND NOT {ok}"),
         ]
         return f"SELECT {', '.join(columns)} FROM {self._source(_TYPES)}"
 
@@ -227,14 +232,22 @@ def assemble(
     finished = sum(by_status.get(s, 0) for s in ("succeeded", "failed", "escalated", "cancelled"))
     ok, other = _columns(row[0], len(_MODEL)), _columns(row[1], len(_MODEL))
     latencies = _numbers(ok[0]) + _numbers(other[0])
-    tokens_in_ok, tokens_out_ok = sum(_numbers(ok[1])), sum(_numbers(ok[2]))
-    tokens_in = tokens_in_ok + sum(_numbers(other[1]))
-    tokens_out = tokens_out_ok + sum(_numbers(other[2]))
+    # Failed model calls add the tokens and cost of their answered attempts.
+    ok_failed, other_failed = _columns(row[14], len(_SPENT)), _columns(row[15], len(_SPENT))
+    ok_in, ok_out = (
+        _numbers(ok[1]) + _numbers(ok_failed[0]),
+        _numbers(ok[2]) + _numbers(ok_failed[1]),
+    )
+    tokens_in_ok, tokens_out_ok = sum(ok_in), sum(ok_out)
+    tokens_in = tokens_in_ok + sum(_numbers(other[1]) + _numbers(other_failed[0]))
+    tokens_out = tokens_out_ok + sum(_numbers(other[2]) + _numbers(other_failed[1]))
+    model_cost_ok = _numbers(ok[3]) + _numbers(ok_failed[2])
+    model_cost = model_cost_ok + _numbers(other[3]) + _numbers(other_failed[2])
     tools = _Tools(tool_versions(row))
-    cost_ok = math.fsum(_numbers(ok[3])) + tools.add_outcomes(row)
+    cost_ok = math.fsum(model_cost_ok) + tools.add_outcomes(row)
     tools.add_versioned(versioned)
     figures = tools.figures()
-    cost = math.fsum(_numbers(ok[3]) + _numbers(other[3]) + [t.cost_usd for t, _ in figures])
+    cost = math.fsum(model_cost + [t.cost_usd for t, _ in figures])
     model_failures, model_retries = int(row[2]), int(row[3])
     retries = model_retries + sum(t.retries for t, _ in figures)
     steps = len(latencies) + model_failures
