@@ -21,6 +21,9 @@ from charter.errors import ConfigError, LeaseLost, NotFoundError, ToolImportErro
 
 Effect = Literal["read", "write", "control"]
 Risk = Literal["low", "medium", "high", "critical"]
+CacheScope = Literal["caller", "tenant"]
+"""Who shares a cacheable read's cached results: the same caller (tenant, principal, roles,
+environment: the default), or everyone in the tenant (and environment)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,7 +113,12 @@ class Tool:
         untrusted_output: bool = False,
         cacheable: bool = False,
         cache_ttl_s: float = 300.0,
+        cache_scope: CacheScope = "caller",
     ) -> None:
+        if cache_scope not in ("caller", "tenant"):
+            raise ConfigError(
+                f"tool {name!r}: cache_scope must be 'caller' or 'tenant', not {cache_scope!r}"
+            )
         if cacheable and effect != "read":
             raise ConfigError(
                 f"tool {name!r}: only read tools can be cacheable (a write is never cached)"
@@ -142,6 +150,8 @@ class Tool:
         self.cacheable = cacheable
         """Its results may be served from the result cache for ``cache_ttl_s`` seconds."""
         self.cache_ttl_s = float(cache_ttl_s)
+        self.cache_scope: CacheScope = cache_scope
+        """Who shares its cached results: ``caller`` (default) or the whole ``tenant``."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
         self.preview: PreviewFn | None = None
@@ -206,6 +216,7 @@ class Tool:
             "cost_usd": self.cost_usd,
             "cacheable": self.cacheable,
             "cache_ttl_s": self.cache_ttl_s,
+            "cache_scope": self.cache_scope,
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -236,6 +247,7 @@ def tool(
     untrusted_output: bool = ...,
     cacheable: bool = ...,
     cache_ttl_s: float = ...,
+    cache_scope: CacheScope = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -255,6 +267,7 @@ def tool(
     untrusted_output: bool = False,
     cacheable: bool = False,
     cache_ttl_s: float = 300.0,
+    cache_scope: CacheScope = "caller",
 ) -> Any:
     """Declare a function as a tool contract.
 
@@ -266,8 +279,10 @@ def tool(
     ``untrusted_output`` marks a tool whose output others wrote (web pages, customer tickets,
     emails, retrieved documents): values found only there count as untrusted in policy.
     ``cacheable`` (reads only) lets the runtime answer a call with the same arguments, for the
-    same tenant, from the result cache for ``cache_ttl_s`` seconds; declare it only for a tool
-    whose answer does not depend on who asks within a tenant.
+    same caller (tenant, principal, roles, environment), from the result cache for
+    ``cache_ttl_s`` seconds. ``cache_scope="tenant"`` shares the results with everyone in the
+    tenant (and environment); declare it only for a tool whose answer does not depend on who
+    asks within a tenant.
     """
 
     def wrap(f: Callable[..., Any]) -> Tool:
@@ -288,6 +303,7 @@ def tool(
             untrusted_output=untrusted_output,
             cacheable=cacheable,
             cache_ttl_s=cache_ttl_s,
+            cache_scope=cache_scope,
         )
 
     return wrap(fn) if fn is not None else wrap

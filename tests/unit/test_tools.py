@@ -233,6 +233,7 @@ def test_describe_has_the_registry_fields() -> None:
         "untrusted_output": False,
         "cacheable": False,
         "cache_ttl_s": 300.0,
+        "cache_scope": "caller",
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }
