@@ -36,6 +36,7 @@ from charter.events import (
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
+from charter.principals import canonical_principal
 from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store, open_store
 from charter.tools import Tool
 
@@ -129,6 +130,7 @@ class Runtime:
         ``principal_tenant`` the tenant the principal belongs to (policy's
         ``tenant_matches_principal``), as whoever authenticated the principal knows it.
         """
+        principal = canonical_principal(principal)
         self.register(agent)
         run_id = run_id or new_run_id(self.clock)
         now = self.clock()

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from charter import approvals
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import clock_time, echo_json, table
 from charter.errors import ConfigError
@@ -206,8 +207,8 @@ def _set_role(
     scope = _grant_scope(tenant, all_tenants)
 
     async def work(rt: Runtime) -> list[Any]:
-        await rt.store.set_role(principal=principal, role=role, tenant=scope, on=on)
-        return await rt.store.role_grants(principal=principal)
+        await approvals.set_role(rt.store, principal=principal, role=role, tenant=scope, on=on)
+        return await approvals.role_grants(rt.store, principal=principal)
 
     return _with_runtime(db_url, work)
 
@@ -283,7 +284,8 @@ def roles_remove(
 def roles_list(principal: str | None, db_url: str, as_json: bool, debug: bool) -> None:
     """Every role grant."""
     _show_roles(
-        _with_runtime(db_url, lambda rt: rt.store.role_grants(principal=principal)), as_json
+        _with_runtime(db_url, lambda rt: approvals.role_grants(rt.store, principal=principal)),
+        as_json,
     )
 
 
