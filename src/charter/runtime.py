@@ -64,8 +64,13 @@ class Runtime:
         self._resolving = asyncio.Lock()
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL, *, environment: str = "dev") -> Runtime:
-        return cls(store=open_store(url), environment=environment)
+    def open(
+        cls, url: str = DEFAULT_URL, *, environment: str = "dev", read_only: bool = False
+    ) -> Runtime:
+        """A runtime on the store ``url`` names. ``read_only``: for reading only — the
+        database is never created, migrated, locked or written (``store/_opening.py``)."""
+        store = open_store(url, mode="read" if read_only else "write")
+        return cls(store=store, environment=environment)
 
     async def close(self) -> None:
         await self.store.close()
@@ -303,11 +308,7 @@ class Runtime:
 
     async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
         """The capabilities registry: tools of the given agents, else of every stored agent."""
-        found: dict[str, Tool] = {}
-        for agent in agents if agents is not None else await self._stored_agents():
-            for t in agent.tools:
-                found.setdefault(t.name, t)
-        return [found[name] for name in sorted(found)]
+        return tool_registry(agents if agents is not None else await self._stored_agents())
 
     async def _stored_agents(self) -> list[Agent]:
         agents: list[Agent] = []
@@ -315,6 +316,15 @@ class Runtime:
             if record.agent_hash not in {a.spec_hash for a in agents}:
                 agents.append((await self._resolve(record))[0])
         return agents
+
+
+def tool_registry(agents: Sequence[Agent]) -> list[Tool]:
+    """The tools of ``agents``, one per name (the first agent's wins), sorted by name."""
+    found: dict[str, Tool] = {}
+    for agent in agents:
+        for t in agent.tools:
+            found.setdefault(t.name, t)
+    return [found[name] for name in sorted(found)]
 
 
 def run_sync(awaitable: Awaitable[T] | Coroutine[Any, Any, T]) -> T:

@@ -21,9 +21,11 @@ T = TypeVar("T")
 STATUSES = ("pending", "granted", "denied", "expired", "all")
 
 
-def _with_runtime(db_url: str, work: Callable[[Runtime], Awaitable[T]]) -> T:
+def _with_runtime(
+    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, read_only: bool = False
+) -> T:
     async def main() -> T:
-        async with Runtime.open(db_url) as rt:
+        async with Runtime.open(db_url, read_only=read_only) as rt:
             return await work(rt)
 
     return asyncio.run(main())
@@ -53,7 +55,9 @@ def approvals_list(
     """Approval requests, oldest first."""
     wanted = None if status == "all" else status
     found = _with_runtime(
-        db_url, lambda rt: rt.approvals(tenant=tenant, status=wanted, limit=limit)
+        db_url,
+        lambda rt: rt.approvals(tenant=tenant, status=wanted, limit=limit),
+        read_only=True,
     )
     if as_json:
         echo_json([a.to_dict() for a in found])
@@ -86,7 +90,7 @@ def approvals_list(
 @debug_option
 def approvals_show(approval_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     """One request in full: the exact call, why it is held, what it would change."""
-    record = _with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id))
+    record = _with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id), read_only=True)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -284,7 +288,11 @@ def roles_remove(
 def roles_list(principal: str | None, db_url: str, as_json: bool, debug: bool) -> None:
     """Every role grant."""
     _show_roles(
-        _with_runtime(db_url, lambda rt: approvals.role_grants(rt.store, principal=principal)),
+        _with_runtime(
+            db_url,
+            lambda rt: approvals.role_grants(rt.store, principal=principal),
+            read_only=True,
+        ),
         as_json,
     )
 

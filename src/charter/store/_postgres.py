@@ -39,7 +39,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _stats
+from charter.store import _cache, _counters, _opening, _stats
 from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -191,8 +191,11 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
         clock: Callable[[], float] | None = None,
         max_connections: int = 10,
         timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self.url = redact(url)
+        self.read_only = read_only
+        """Opened to read (``store/_opening.py``): the schema is checked, never created."""
         try:
             params: dict[str, Any] = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -204,6 +207,8 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
             ) from None
         params.setdefault("connect_timeout", str(max(1, round(timeout_s))))
         params.setdefault("application_name", "charter")  # how pg_stat_activity names us
+        if read_only:
+            params["options"] = _opening.read_only_options(params.get("options"))
         user = str(params.get("user") or getpass.getuser())
         host, port = str(params.get("host") or "localhost"), str(params.get("port") or 5432)
         self.target = Target(host, port, str(params.get("dbname") or user), user)
@@ -268,6 +273,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
             raise translate(exc, self.target) from exc
         try:
             async with conn.transaction(), conn.cursor() as cur:
+                if self.read_only:
+                    await _opening.check_postgres_read(cur, str(self.target), latest)
+                    return
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 await cur.execute(
                     "CREATE TABLE IF NOT EXISTS charter_migrations"

@@ -31,7 +31,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _stats
+from charter.store import _cache, _counters, _opening, _stats
 from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -105,18 +105,28 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
+        self.read_only = read_only
+        """Opened to read (``store/_opening.py``): never created, migrated, locked or written."""
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         try:
-            self._reader = self._connect()
+            if read_only:
+                self._reader = _opening.connect_sqlite_read(self.path, timeout_s=busy_timeout_s)
+            else:
+                _opening.check_sqlite_write(self.path, timeout_s=busy_timeout_s)
+                self._reader = self._connect()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         try:
-            self._migrate(self._reader)
+            if read_only:
+                _opening.check_sqlite_read(self._reader, self.path, self.latest_schema_version())
+            else:
+                self._migrate(self._reader)
         except BaseException as exc:
             self._reader.close()
             if isinstance(exc, sqlite3.Error):
@@ -195,6 +205,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
     async def _write(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         if self._closed:
             raise StoreError("the store is closed")
+        if self.read_only:
+            raise StoreError(
+                f"database {self.path} was opened to read; this command cannot write to it"
+            )
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="charter-sqlite-writer")
             self._writer.daemon = True
