@@ -122,14 +122,17 @@ def db_status(db_url: str, as_json: bool, debug: bool) -> None:
 @json_option
 @debug_option
 def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> None:
-    """Copy every run, event and memory entry to another database, verifying each chain.
+    """Copy every table that holds state to another database, verifying each run's chain.
 
-    Stop the workers first. A run already in the target with the same history is skipped, so
-    an interrupted copy can be run again.
+    Kill switches and role grants go first (writes stay off on the copy during an incident),
+    then the runs, then approvals, counters, caches, memory and every other table. Live
+    worker heartbeats and the schema history are not copied. Stop the workers first. Rows
+    already in the target are kept, so an interrupted copy can be run again.
     """
 
     async def main() -> Any:
-        source, target = open_store(source_url), open_store(target_url)
+        source = open_store(source_url, mode="read")
+        target = open_store(target_url)
         try:
             total = len(await source.run_ids())
             with click.progressbar(length=total, label="copying runs", file=sys.stderr) as bar:
@@ -146,10 +149,10 @@ def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> Non
     if as_json:
         echo_json(vars(report))
     else:
+        rows = ", ".join(f"{table} {n}" for table, n in report.tables.items())
         click.echo(
             f"copied {report.runs} run(s) and {report.events} event(s), every chain verified;"
-            f" {report.skipped} already there; {report.memory} memory entr"
-            f"{'y' if report.memory == 1 else 'ies'}"
+            f" {report.skipped} already there; new rows: {rows or 'none'}"
         )
 
 

@@ -56,6 +56,7 @@ from charter.store._base import (
 )
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
+from charter.store._postgres_tables import PostgresTables
 
 log = logging.getLogger("charter.store")
 
@@ -181,7 +182,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresRetention, PostgresSideTables):
+class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -626,13 +627,14 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
         )
         approvals = await self.approvals(run_id=run_id, limit=1_000_000)
         inbox_rows = tuple((i, t, s, c) for i, t, s, c in inbox)
-        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals))
+        [(state,)] = await self._fetch("SELECT state FROM runs WHERE run_id = %s", (run_id,))
+        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals), state)
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
         r = export.record
         values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
-        values[14] = json.dumps(r.state)
+        values[14] = export.state_text or json.dumps(r.state)
         async with self._cursor(write=True, run_id=r.run_id) as cur:
             await _insert_run(cur, values, export.agent_spec)
             await cur.executemany(_INSERT_EVENT, [(r.run_id, *row) for row in export.events])

@@ -48,6 +48,7 @@ from charter.store._base import (
 )
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
+from charter.store._sqlite_tables import SQLiteTables
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -95,7 +96,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteSideTables):
+class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -617,9 +618,11 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
             ).fetchall()
         )
         approvals = await self.approvals(run_id=run_id, limit=1_000_000)
-        return RunExport(
-            record, spec, tuple(rows), tuple(tuple(r) for r in inbox), tuple(approvals)
+        [(state,)] = await self._read(
+            lambda c: c.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchall()
         )
+        inbox_rows = tuple(tuple(r) for r in inbox)
+        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals), state)
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
@@ -631,7 +634,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
                 (r.agent_hash, export.agent_spec),
             )
             values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
-            values[14] = json.dumps(r.state)
+            values[14] = export.state_text or json.dumps(r.state)
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 17)})", values
             )
