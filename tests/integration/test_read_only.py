@@ -30,6 +30,12 @@ READS = (
 )
 
 
+def _of_run(run_id: str) -> tuple[tuple[str, ...], ...]:
+    """The reading commands about one run."""
+    return (("runs", "show", run_id), ("events", run_id), ("replay", run_id),
+            ("diff", run_id, run_id))  # fmt: skip
+
+
 def _agent_files(tmp: Path) -> None:
     (tmp / "prompt.md").write_text("Answer.")
     (tmp / "agent.yaml").write_text(
@@ -125,7 +131,7 @@ def test_a_read_only_archive_can_be_listed_shown_and_verified(tmp_path: Path) ->
     with _read_only(archive):
         with pytest.raises(OSError):
             (archive / "probe").write_text("x")  # it really is read-only
-        for command in (*READS, ("runs", "show", run_id), ("events", run_id)):
+        for command in (*READS, *_of_run(run_id)):
             done = run_charter(tmp_path, *command, "--db", db)
             assert done.returncode == 0, (command, done.stderr)
         verified = run_charter(tmp_path, "audit", "verify", run_id, "--db", db)
@@ -144,7 +150,7 @@ def test_reads_do_not_wait_for_a_writer_holding_the_lock(tmp_path: Path) -> None
     try:
         writer.execute("BEGIN IMMEDIATE")  # another program holds the write lock
         writer.execute("UPDATE runs SET updated_at = updated_at")
-        for command in (*READS, ("runs", "show", run_id), ("events", run_id)):
+        for command in (*READS, *_of_run(run_id)):
             done = run_charter(tmp_path, *command, "--db", db)
             assert done.returncode == 0, (command, done.stderr)
         listed = json.loads(run_charter(tmp_path, "runs", "list", "--json", "--db", db).stdout)
@@ -167,6 +173,6 @@ def test_reading_an_empty_postgres_schema_is_an_error_and_creates_nothing(
         ).fetchall()
     assert tables == []
     run_id = _one_run(tmp_path, pg_url)
-    for command in (*READS, ("runs", "show", run_id), ("events", run_id)):
+    for command in (*READS, *_of_run(run_id)):
         done = run_charter(tmp_path, *command, "--db", pg_url)
         assert done.returncode == 0, (command, done.stderr)
