@@ -9,6 +9,7 @@ transaction as its ``approval_requested`` event) and waits. A person decides it 
   not the request's, the grant is refused. The run checks the hash again before it executes;
 * **separation of duties**: the run's own principal can never decide its request, and the
   decider must hold the request's role (``charter roles add``) for the run's tenant or ``*``;
+  principals are compared canonically (:mod:`charter.principals`), so ``Ann`` is ``ann``;
 * **expiry**: a request past its ``expires_at`` can no longer be granted; the run resolves it
   as its rule says (``on_expiry: deny`` or ``escalate``).
 
@@ -21,7 +22,8 @@ import time
 from typing import Literal
 
 from charter.errors import ConflictError, ForbiddenError
-from charter.store import ApprovalRecord, Store
+from charter.principals import canonical_principal, same_principal
+from charter.store import ApprovalRecord, RoleGrant, Store
 
 
 async def decide(
@@ -34,9 +36,10 @@ async def decide(
     arguments_hash: str | None = None,
 ) -> ApprovalRecord:
     """Grant or deny a pending request as ``by``; return it as decided."""
+    by = canonical_principal(by)
     request = await store.get_approval(approval_id)
     _check_open(request)
-    if by == request.requested_by:
+    if same_principal(by, request.requested_by):
         raise ForbiddenError(
             f"{by} requested approval {approval_id} and cannot decide it (separation of duties)",
             hint=f"ask another principal with role {request.role!r}",
@@ -55,7 +58,7 @@ async def decide(
 
 
 async def _check_role(store: Store, request: ApprovalRecord, by: str) -> None:
-    grants = await store.role_grants(principal=by)
+    grants = await role_grants(store, principal=by)
     if any(g.role == request.role and g.tenant in ("*", request.tenant) for g in grants):
         return
     raise ForbiddenError(
@@ -64,6 +67,29 @@ async def _check_role(store: Store, request: ApprovalRecord, by: str) -> None:
         hint=f"an operator can add it: charter roles add {by} {request.role}"
         f" --tenant {request.tenant}",
     )
+
+
+async def set_role(store: Store, *, principal: str, role: str, tenant: str, on: bool) -> None:
+    """Grant (``on``) or take away ``role`` in ``tenant`` (``*``: every tenant).
+
+    The grant is stored under the canonical name; taking it away also removes grants an older
+    Charter stored under another spelling of the same principal.
+    """
+    principal = canonical_principal(principal)
+    if on:
+        await store.set_role(principal=principal, role=role, tenant=tenant, on=True)
+        return
+    for grant in await role_grants(store, principal=principal):
+        if grant.role == role and grant.tenant == tenant:
+            await store.set_role(principal=grant.principal, role=role, tenant=tenant, on=False)
+
+
+async def role_grants(store: Store, *, principal: str | None = None) -> list[RoleGrant]:
+    """Every grant, or those of one principal compared canonically (old rows included)."""
+    grants = await store.role_grants()
+    if principal is None:
+        return grants
+    return [g for g in grants if same_principal(g.principal, principal)]
 
 
 def _check_open(record: ApprovalRecord) -> None:

@@ -40,6 +40,7 @@ from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
+from charter.principals import canonical_principal
 from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store, open_store
 from charter.tools import Tool
 
@@ -85,8 +86,12 @@ class Runtime:
         *,
         environment: str = "dev",
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
+        read_only: bool = False,
     ) -> Runtime:
-        return cls(store=open_store(url), environment=environment, max_input_bytes=max_input_bytes)
+        """A runtime on the store ``url`` names. ``read_only``: for reading only — the
+        database is never created, migrated, locked or written (``store/_opening.py``)."""
+        store = open_store(url, mode="read" if read_only else "write")
+        return cls(store=store, environment=environment, max_input_bytes=max_input_bytes)
 
     async def close(self) -> None:
         await self.store.close()
@@ -160,6 +165,7 @@ class Runtime:
         ``tenant_matches_principal``), as whoever authenticated the principal knows it.
         """
         check_text(input, what="the input", max_bytes=self.max_input_bytes)
+        principal = canonical_principal(principal)
         self.register(agent)
         digest = None
         if idempotency_key is not None:
@@ -405,6 +411,15 @@ class Capabilities:
     tools: list[Tool]
     unavailable: list[str]
     """One line per stored agent whose tools do not import here (its tools are not listed)."""
+
+
+def tool_registry(agents: Sequence[Agent]) -> list[Tool]:
+    """The tools of ``agents``, one per name (the first agent's wins), sorted by name."""
+    found: dict[str, Tool] = {}
+    for agent in agents:
+        for t in agent.tools:
+            found.setdefault(t.name, t)
+    return [found[name] for name in sorted(found)]
 
 
 def run_sync(awaitable: Awaitable[T] | Coroutine[Any, Any, T]) -> T:

@@ -25,6 +25,9 @@ Execution = Literal["thread", "process"]
 """Where a sync tool's attempt runs: a thread of the worker (the default) or a child process
 the worker kills at the timeout. Async tools run on the worker's event loop and are
 cancelled at the timeout, whatever this says."""
+CacheScope = Literal["caller", "tenant"]
+"""Who shares a cacheable read's cached results: the same caller (tenant, principal, roles,
+environment: the default), or everyone in the tenant (and environment)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -132,6 +135,7 @@ class Tool:
         cache_ttl_s: float = 300.0,
         execution: Execution = "thread",
         max_concurrency: int = 8,
+        cache_scope: CacheScope = "caller",
     ) -> None:
         if execution not in ("thread", "process"):
             raise ConfigError(
@@ -144,6 +148,10 @@ class Tool:
             )
         if not (isinstance(max_concurrency, int) and max_concurrency > 0):
             raise ConfigError(f"tool {name!r}: max_concurrency must be a positive integer")
+        if cache_scope not in ("caller", "tenant"):
+            raise ConfigError(
+                f"tool {name!r}: cache_scope must be 'caller' or 'tenant', not {cache_scope!r}"
+            )
         if cacheable and effect != "read":
             raise ConfigError(
                 f"tool {name!r}: only read tools can be cacheable (a write is never cached)"
@@ -179,6 +187,8 @@ class Tool:
         """Where a sync attempt runs (see :data:`Execution`)."""
         self.max_concurrency = max_concurrency
         """Attempts of this tool one worker runs at once; hung attempts keep their slot."""
+        self.cache_scope: CacheScope = cache_scope
+        """Who shares its cached results: ``caller`` (default) or the whole ``tenant``."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.reconcile: ReconcileFn | None = None
         self.preview: PreviewFn | None = None
@@ -265,6 +275,7 @@ class Tool:
             "cache_ttl_s": self.cache_ttl_s,
             "execution": "async" if self.is_async else self.execution,
             "max_concurrency": self.max_concurrency,
+            "cache_scope": self.cache_scope,
             "ref": self.ref,
             "input_schema": self.input_schema,
         }
@@ -297,6 +308,7 @@ def tool(
     cache_ttl_s: float = ...,
     execution: Execution = ...,
     max_concurrency: int = ...,
+    cache_scope: CacheScope = ...,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -318,6 +330,7 @@ def tool(
     cache_ttl_s: float = 300.0,
     execution: Execution = "thread",
     max_concurrency: int = 8,
+    cache_scope: CacheScope = "caller",
 ) -> Any:
     """Declare a function as a tool contract.
 
@@ -329,8 +342,10 @@ def tool(
     ``untrusted_output`` marks a tool whose output others wrote (web pages, customer tickets,
     emails, retrieved documents): values found only there count as untrusted in policy.
     ``cacheable`` (reads only) lets the runtime answer a call with the same arguments, for the
-    same tenant, from the result cache for ``cache_ttl_s`` seconds; declare it only for a tool
-    whose answer does not depend on who asks within a tenant.
+    same caller (tenant, principal, roles, environment), from the result cache for
+    ``cache_ttl_s`` seconds. ``cache_scope="tenant"`` shares the results with everyone in the
+    tenant (and environment); declare it only for a tool whose answer does not depend on who
+    asks within a tenant.
     ``execution`` says where a sync tool's attempts run: ``"thread"`` (a thread of the worker;
     an attempt past its timeout cannot be stopped: a read is abandoned, a write is waited for)
     or ``"process"`` (a child process, killed at the timeout; the tool must be importable by
@@ -358,6 +373,7 @@ def tool(
             cache_ttl_s=cache_ttl_s,
             execution=execution,
             max_concurrency=max_concurrency,
+            cache_scope=cache_scope,
         )
 
     return wrap(fn) if fn is not None else wrap

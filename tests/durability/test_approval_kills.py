@@ -62,7 +62,10 @@ def test_a_granted_refund_happens_once_when_the_worker_dies_after_the_grant(
     requests = json.loads(listed.stdout)
     assert sorted(r["run_id"] for r in requests) == sorted(run_ids)
     assert (
-        run_charter(tmp_path, "roles", "add", "lead-1", "lead", "--db", store_url).returncode == 0
+        run_charter(
+            tmp_path, "roles", "add", "lead-1", "lead", "--all-tenants", "--db", store_url
+        ).returncode
+        == 0
     )
     for request in requests:
         granted = run_charter(

@@ -107,7 +107,7 @@ def test_deny_needs_a_reason_and_unknown_ids_are_clear_errors(tmp_path: Path) ->
 def test_a_grant_for_other_arguments_is_refused_before_execution(tmp_path: Path) -> None:
     """The run re-checks the grant's arguments hash: a tampered request never executes."""
     run_id, request = _held_run(tmp_path)
-    assert run_charter(tmp_path, "roles", "add", "bob", "lead").returncode == 0
+    assert run_charter(tmp_path, "roles", "add", "bob", "lead", "--tenant", "acme").returncode == 0
     granted = run_charter(
         tmp_path, "approvals", "grant", str(request["approval_id"]), "--as", "bob"
     )
@@ -119,3 +119,22 @@ def test_a_grant_for_other_arguments_is_refused_before_execution(tmp_path: Path)
     rejected = [e["body"] for e in events if e["type"] == "tool_call_rejected"]
     assert [r["error"]["code"] for r in rejected] == ["approval_mismatch"]
     assert not [e for e in events if e["type"] == "tool_call_started"]
+
+
+def test_roles_add_needs_an_explicit_tenant_or_all_tenants(tmp_path: Path) -> None:
+    """A grant never silently covers every tenant: `--tenant` or `--all-tenants` must be said."""
+    bare = run_charter(tmp_path, "roles", "add", "bob", "lead")
+    assert bare.returncode == 2
+    assert "--tenant" in bare.stderr and "--all-tenants" in bare.stderr
+    assert "Traceback" not in bare.stderr
+    both = run_charter(tmp_path, "roles", "add", "bob", "lead", "--tenant", "a", "--all-tenants")
+    assert both.returncode == 2 and "not both" in both.stderr
+    assert not (tmp_path / "charter.db").exists()  # refused before the database was opened
+
+    everywhere = run_charter(tmp_path, "roles", "add", "bob", "lead", "--all-tenants", "--json")
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert [g["tenant"] for g in json.loads(everywhere.stdout)] == ["*"]
+    star = run_charter(tmp_path, "roles", "add", "cy", "lead", "--tenant", "*")
+    assert star.returncode == 2 and "--all-tenants" in star.stderr
+    removed = run_charter(tmp_path, "roles", "remove", "bob", "lead", "--all-tenants", "--json")
+    assert json.loads(removed.stdout) == []

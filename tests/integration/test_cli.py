@@ -163,6 +163,7 @@ def _run_count(tmp: Path) -> int:
 
 
 def test_unknown_run_id(tmp_path: Path, agent: Path) -> None:
+    assert charter(tmp_path, "db", "migrate").returncode == 0  # reading never creates it
     for args in (["runs", "show", "run_nope"], ["events", "run_nope"], ["send", "run_nope", "x"]):
         _assert_clean_error(charter(tmp_path, *args), 3, "run_nope")
 

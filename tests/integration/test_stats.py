@@ -405,6 +405,7 @@ def test_charter_stats_json_and_filters(logged_db: str, tmp_path: Path) -> None:
 
 
 def test_charter_stats_with_no_runs_says_so(db_url: str, tmp_path: Path) -> None:
+    assert run_charter(tmp_path, "db", "migrate", "--db", db_url).returncode == 0
     done = run_charter(tmp_path, "stats", "--db", db_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "no runs"

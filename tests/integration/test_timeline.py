@@ -254,6 +254,7 @@ def test_redacted_values_and_payloads_removed_by_retention_are_marked(tmp_path: 
 
 def test_a_missing_run_is_one_clear_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'charter.db'}"
+    assert run_charter(tmp_path, "db", "migrate", "--db", url).returncode == 0
     for args in (["runs", "show", "run_nope"], ["events", "run_nope"]):
         done = run_charter(tmp_path, *args, "--db", url)
         assert done.returncode == 3 and "run_nope" in done.stderr and not done.stdout

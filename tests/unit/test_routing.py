@@ -17,6 +17,7 @@ from charter.events import (
     ModelDegraded,
     ModelResponded,
     ProposedCall,
+    RunStarted,
     ToolCallFailed,
     ToolCallProposed,
     ToolCallSucceeded,
@@ -283,10 +284,11 @@ def _request(text: str = "hello", *, run_id: str = "run_a", step: int = 0) -> Mo
 
 
 def test_the_model_key_ignores_run_and_step_but_not_content_model_or_parameters() -> None:
-    key = model_key(identity="m1", request=_request())
-    assert key == model_key(identity="m1", request=_request(run_id="run_b", step=3))
-    assert key != model_key(identity="m2", request=_request())
-    assert key != model_key(identity="m1", request=_request("hello!"))
+    key = model_key(identity="m1", tenant="acme", request=_request())
+    assert key == model_key(identity="m1", tenant="acme", request=_request(run_id="b", step=3))
+    assert key != model_key(identity="m2", tenant="acme", request=_request())
+    assert key != model_key(identity="m1", tenant="acme", request=_request("hello!"))
+    assert key != model_key(identity="m1", tenant="globex", request=_request())
     warmer = _request()
     warmer = ModelRequest(
         run_id=warmer.run_id,
@@ -295,7 +297,7 @@ def test_the_model_key_ignores_run_and_step_but_not_content_model_or_parameters(
         tools=warmer.tools,
         parameters={"temperature": 0.7},
     )
-    assert key != model_key(identity="m1", request=warmer)
+    assert key != model_key(identity="m1", tenant="acme", request=warmer)
 
 
 def test_a_cached_response_round_trips_with_zero_usage() -> None:
@@ -318,11 +320,40 @@ def look(q: str) -> str:
     return q
 
 
-def test_the_tool_key_separates_tenants_and_arguments() -> None:
-    key = tool_key(look, tenant="acme", arguments={"q": "a"})
-    assert key == tool_key(look, tenant="acme", arguments={"q": "a"})
-    assert key != tool_key(look, tenant="globex", arguments={"q": "a"})
-    assert key != tool_key(look, tenant="acme", arguments={"q": "b"})
+def _caller(**changes: Any) -> RunStarted:
+    fields: dict[str, Any] = {
+        "agent_name": "a",
+        "agent_version": "1",
+        "agent_hash": "h",
+        "tenant": "acme",
+        "principal": "ann",
+        "input": "hi",
+        "roles": ("support",),
+        "environment": "prod",
+    }
+    return RunStarted(**(fields | changes))
+
+
+def test_the_tool_key_covers_the_whole_caller_and_the_arguments() -> None:
+    key = tool_key(look, caller=_caller(), arguments={"q": "a"})
+    assert key == tool_key(look, caller=_caller(input="other"), arguments={"q": "a"})
+    for change in (
+        {"tenant": "globex"},
+        {"principal": "bob"},
+        {"roles": ("support", "admin")},
+        {"environment": "staging"},
+        {"principal_tenant": "acme"},
+    ):
+        assert key != tool_key(look, caller=_caller(**change), arguments={"q": "a"}), change
+    assert key != tool_key(look, caller=_caller(), arguments={"q": "b"})
+
+
+def test_a_tenant_scoped_tool_key_ignores_who_asks_within_the_tenant() -> None:
+    shared = tool(cacheable=True, cache_scope="tenant")(look.fn)
+    key = tool_key(shared, caller=_caller(), arguments={"q": "a"})
+    assert key == tool_key(shared, caller=_caller(principal="bob", roles=()), arguments={"q": "a"})
+    assert key != tool_key(shared, caller=_caller(tenant="globex"), arguments={"q": "a"})
+    assert key != tool_key(look, caller=_caller(), arguments={"q": "a"})
 
 
 def test_a_write_tool_cannot_be_cacheable() -> None:

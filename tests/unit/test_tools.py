@@ -235,6 +235,7 @@ def test_describe_has_the_registry_fields() -> None:
         "cache_ttl_s": 300.0,
         "execution": "thread",
         "max_concurrency": 8,
+        "cache_scope": "caller",
         "ref": f"{__name__}:charge",
         "input_schema": charge.input_schema,
     }

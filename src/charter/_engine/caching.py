@@ -2,10 +2,12 @@
 
 Keys are the sha256 of a canonical JSON of everything that decides the answer:
 
-* a model call: provider, the model's spec (name, sampling parameters, a script...),
-  endpoint, version (a GGUF file's sha256), every message of the working context and every
-  tool offered;
-* a read-tool call: tool name and version, the tenant, and the validated arguments.
+* a model call: the tenant, provider, the model's spec (name, sampling parameters, a
+  script...), endpoint, version (a GGUF file's sha256), every message of the working context
+  and every tool offered;
+* a read-tool call: tool name and version, the validated arguments, and the caller as the
+  tool's ``cache_scope`` says: ``caller`` (default) is tenant, principal, the principal's
+  tenant, roles and environment; ``tenant`` is tenant and environment.
 
 Values are plain JSON. Entries live in the store's ``cache`` table (shared by all workers on
 the database) until their TTL passes by the worker's clock. Writes are never cached (only
@@ -21,7 +23,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from charter.events import ProposedCall, Usage
+from charter.events import ProposedCall, RunStarted, Usage
 from charter.models import ModelRequest, ModelResponse
 from charter.models._routing import CachePolicy
 from charter.store import Store
@@ -33,9 +35,10 @@ def _digest(material: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def model_key(*, identity: str, request: ModelRequest) -> str:
+def model_key(*, identity: str, tenant: str, request: ModelRequest) -> str:
     """The response cache's key for a call to the model ``identity`` names (see
-    ``_engine/routing.py``: provider, spec, endpoint, version). Run and step are not in it."""
+    ``_engine/routing.py``: provider, spec, endpoint, version), per tenant: one tenant's
+    prompts and answers are never served to another. Run and step are not in it."""
     messages = [
         [
             m.role,
@@ -46,12 +49,16 @@ def model_key(*, identity: str, request: ModelRequest) -> str:
         for m in request.messages
     ]
     tools = [[t.name, t.description, t.parameters] for t in request.tools]
-    return _digest(["model", identity, request.parameters, messages, tools])
+    return _digest(["model", identity, tenant, request.parameters, messages, tools])
 
 
-def tool_key(tool: Tool, *, tenant: str, arguments: dict[str, Any]) -> str:
-    """The result cache's key: a tenant never sees another tenant's cached results."""
-    return _digest(["tool", tool.name, tool.version, tenant, arguments])
+def tool_key(tool: Tool, *, caller: RunStarted, arguments: dict[str, Any]) -> str:
+    """The result cache's key: everything the tool can see of its caller, unless the tool
+    declares ``cache_scope="tenant"`` (then the tenant and the environment only)."""
+    scope: list[Any] = [caller.tenant, caller.environment]
+    if tool.cache_scope == "caller":
+        scope += [caller.principal, caller.principal_tenant, sorted(set(caller.roles))]
+    return _digest(["tool", tool.name, tool.version, tool.cache_scope, scope, arguments])
 
 
 def encode_response(response: ModelResponse) -> str:

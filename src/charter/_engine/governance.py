@@ -32,6 +32,8 @@ from charter.tools import Tool
 class Governor:
     def __init__(self, agent: Agent, started: RunStarted, *, history: Iterable[Event] = ()) -> None:
         self.policy = agent.policy
+        self.started = started
+        """The run's first event: who the caller is (the result cache keys on it)."""
         self.provenance = ProvenanceTracker(
             config=(agent.instructions,),
             allowlisted=None if agent.policy is None else agent.policy.allowlisted,

@@ -154,7 +154,9 @@ class RunDriver(UnknownOutcomes):
         self._hash = ""
         self._committed_seq = 0
         self._ready_at = self._claimed_at = self.clock()
-        self.routes = StepRoutes(agent=agent, model=model, store=store, clock=self.clock)
+        self.routes = StepRoutes(
+            agent=agent, model=model, store=store, clock=self.clock, tenant=record.tenant
+        )
         self._step: RoutedStep | None = None  # the model chosen for the step being asked
         self._model_attempts = 0  # calls made to it so far in this step
         self._rejected = answers.Rejections()  # this step's answered but unusable attempts
@@ -678,7 +680,8 @@ class RunDriver(UnknownOutcomes):
     async def _invoke_cached(self, tool: Tool, call: PendingCall) -> Outcome:
         """Answer a cacheable read from the result cache, or call it and keep a success."""
         caches = self.routes.caches
-        key = tool_key(tool, tenant=self.record.tenant, arguments=dict(call.arguments))
+        assert self.governor is not None, "calls are made after the run's log is loaded"
+        key = tool_key(tool, caller=self.governor.started, arguments=dict(call.arguments))
         hit, output = await caches.result(key)
         if hit:
             return Outcome(ok=True, output=output, duration_ms=0.0, cached=True)

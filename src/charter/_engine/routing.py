@@ -65,9 +65,16 @@ class StepRoutes:
     """Per run driver: chooses each step's model and consults the response cache."""
 
     def __init__(
-        self, *, agent: Agent, model: Model, store: Store, clock: Callable[[], float]
+        self,
+        *,
+        agent: Agent,
+        model: Model,
+        store: Store,
+        clock: Callable[[], float],
+        tenant: str,
     ) -> None:
         self.agent = agent
+        self.tenant = tenant
         self.router = model if isinstance(model, ModelRouter) else ModelRouter(model)
         self.caches = Caches(store=store, policy=agent.cache, clock=clock)
         self._described: dict[str, tuple[str | None, str | None, dict[str, Any], str]] = {}
@@ -130,7 +137,7 @@ class StepRoutes:
         """``(key, cached response)``; ``(None, None)`` when the agent's model cache is off."""
         if not self.agent.cache.models:
             return None, None
-        key = model_key(identity=step.identity, request=request)
+        key = model_key(identity=step.identity, tenant=self.tenant, request=request)
         return key, await self.caches.response(key)
 
     async def keep(self, key: str | None, response: ModelResponse) -> None:

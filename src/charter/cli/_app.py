@@ -42,7 +42,7 @@ from charter.cli._timeline import render_events, render_timeline
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES
-from charter.runtime import Runtime
+from charter.runtime import Runtime, tool_registry
 from charter.store import redact
 
 T = TypeVar("T")
@@ -55,9 +55,15 @@ def with_runtime(
     *,
     environment: str = "dev",
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    read_only: bool = False,
 ) -> T:
+    """Open a runtime on ``--db``, do ``work``, close. Commands that only read pass
+    ``read_only``: they never create, migrate, lock or write the database."""
+
     async def main() -> T:
-        rt = Runtime.open(db_url, environment=environment, max_input_bytes=max_input_bytes)
+        rt = Runtime.open(
+            db_url, environment=environment, max_input_bytes=max_input_bytes, read_only=read_only
+        )
         async with rt:
             return await work(rt)
 
@@ -347,7 +353,11 @@ def runs_list(
     status: str | None, limit: int, model: str | None, db_url: str, as_json: bool, debug: bool
 ) -> None:
     """Runs, newest first."""
-    records = with_runtime(db_url, lambda rt: rt.list_runs(status=status, limit=limit, model=model))
+    records = with_runtime(
+        db_url,
+        lambda rt: rt.list_runs(status=status, limit=limit, model=model),
+        read_only=True,
+    )
     if as_json:
         echo_json([r.to_dict() for r in records])
     elif not records:
@@ -369,13 +379,13 @@ def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     policy decision, approval, outcome (duration, attempts, cost); then the run's totals.
     """
     if as_json:
-        echo_json(with_runtime(db_url, lambda rt: rt.get_run(run_id)).to_dict())
+        echo_json(with_runtime(db_url, lambda rt: rt.get_run(run_id), read_only=True).to_dict())
         return
 
     async def work(rt: Runtime) -> tuple[Any, Any]:
         return await rt.get_run(run_id), await rt.events(run_id)
 
-    record, events = with_runtime(db_url, work)
+    record, events = with_runtime(db_url, work, read_only=True)
     run_detail(record)
     click.echo()
     render_timeline(events)
@@ -392,7 +402,7 @@ def events_cmd(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     Summaries carry the details: tokens, cost and latency of model calls, policy decisions
     with their rules, approvals, and each call's duration, attempts and cost.
     """
-    events = with_runtime(db_url, lambda rt: rt.events(run_id))
+    events = with_runtime(db_url, lambda rt: rt.events(run_id), read_only=True)
     if as_json:
         echo_json([e.to_dict() for e in events])
     else:
@@ -422,7 +432,7 @@ def audit_verify(
         count = 1 if run_id else len(await rt.store.run_ids())
         return count, breaks
 
-    count, breaks = with_runtime(db_url, work)
+    count, breaks = with_runtime(db_url, work, read_only=True)
     if as_json:
         echo_json(
             {
@@ -458,11 +468,13 @@ def tools_group() -> None:
 @debug_option
 def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug: bool) -> None:
     """Every tool with its effect, risk, owner, idempotency and input schema."""
-    agents = [load_agent(p) for p in agent_files] if agent_files else None
-    found = with_runtime(db_url, lambda rt: rt.capabilities(agents))
-    for line in found.unavailable:
-        click.echo(f"warning: not listed: {line}", err=True)
-    tools = found.tools
+    if agent_files:  # the agents' own tools: no database needed
+        tools = tool_registry([load_agent(p) for p in agent_files])
+    else:
+        found = with_runtime(db_url, lambda rt: rt.capabilities(None), read_only=True)
+        for line in found.unavailable:
+            click.echo(f"warning: not listed: {line}", err=True)
+        tools = found.tools
     if as_json:
         echo_json([t.describe() for t in tools])
         return

@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 
 import click
 
+from charter import approvals
 from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import clock_time, echo_json, table
+from charter.errors import ConfigError
 from charter.runtime import Runtime
 from charter.store import ApprovalRecord
 
@@ -19,9 +21,11 @@ T = TypeVar("T")
 STATUSES = ("pending", "granted", "denied", "expired", "all")
 
 
-def _with_runtime(db_url: str, work: Callable[[Runtime], Awaitable[T]]) -> T:
+def _with_runtime(
+    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, read_only: bool = False
+) -> T:
     async def main() -> T:
-        async with Runtime.open(db_url) as rt:
+        async with Runtime.open(db_url, read_only=read_only) as rt:
             return await work(rt)
 
     return asyncio.run(main())
@@ -51,7 +55,9 @@ def approvals_list(
     """Approval requests, oldest first."""
     wanted = None if status == "all" else status
     found = _with_runtime(
-        db_url, lambda rt: rt.approvals(tenant=tenant, status=wanted, limit=limit)
+        db_url,
+        lambda rt: rt.approvals(tenant=tenant, status=wanted, limit=limit),
+        read_only=True,
     )
     if as_json:
         echo_json([a.to_dict() for a in found])
@@ -84,7 +90,7 @@ def approvals_list(
 @debug_option
 def approvals_show(approval_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     """One request in full: the exact call, why it is held, what it would change."""
-    record = _with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id))
+    record = _with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id), read_only=True)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -199,26 +205,44 @@ def roles_group() -> None:
     """Which principals hold which roles (who may decide approvals)."""
 
 
-def _set_role(db_url: str, principal: str, role: str, tenant: str, on: bool) -> list[Any]:
+def _set_role(
+    db_url: str, principal: str, role: str, tenant: str | None, all_tenants: bool, on: bool
+) -> list[Any]:
+    scope = _grant_scope(tenant, all_tenants)
+
     async def work(rt: Runtime) -> list[Any]:
-        await rt.store.set_role(principal=principal, role=role, tenant=tenant, on=on)
-        return await rt.store.role_grants(principal=principal)
+        await approvals.set_role(rt.store, principal=principal, role=role, tenant=scope, on=on)
+        return await approvals.role_grants(rt.store, principal=principal)
 
     return _with_runtime(db_url, work)
 
 
-tenant_option = click.option(
-    "--tenant", default="*", show_default=True, help="Tenant, or * for every tenant."
-)
+def _grant_scope(tenant: str | None, all_tenants: bool) -> str:
+    """The grant's tenant, said explicitly: ``--tenant T`` or ``--all-tenants`` (stored ``*``)."""
+    if tenant is not None and all_tenants:
+        raise ConfigError("give --tenant or --all-tenants, not both")
+    if all_tenants:
+        return "*"
+    if tenant is None:
+        raise ConfigError(
+            "say which tenant the role is for",
+            hint="--tenant TENANT, or --all-tenants for a grant that covers every tenant",
+        )
+    if tenant.strip() == "*":
+        raise ConfigError("--tenant '*' is not a tenant", hint="use --all-tenants for every tenant")
+    return tenant
 
 
 def _role_change_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """PRINCIPAL ROLE [--tenant] and the shared options: ``roles add`` and ``roles remove``."""
+    """PRINCIPAL ROLE (--tenant T | --all-tenants) and the shared options."""
     for decorate in (
         debug_option,
         json_option,
         db_option,
-        tenant_option,
+        click.option(
+            "--all-tenants", is_flag=True, help="The grant covers every tenant (stored as *)."
+        ),
+        click.option("--tenant", default=None, help="The tenant the grant is for."),
         click.argument("role"),
         click.argument("principal"),
     ):
@@ -229,19 +253,31 @@ def _role_change_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @roles_group.command("add")
 @_role_change_options
 def roles_add(
-    principal: str, role: str, tenant: str, db_url: str, as_json: bool, debug: bool
+    principal: str,
+    role: str,
+    tenant: str | None,
+    all_tenants: bool,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
 ) -> None:
-    """Give PRINCIPAL the ROLE, in one tenant or in all."""
-    _show_roles(_set_role(db_url, principal, role, tenant, True), as_json)
+    """Give PRINCIPAL the ROLE in one tenant (--tenant) or in every tenant (--all-tenants)."""
+    _show_roles(_set_role(db_url, principal, role, tenant, all_tenants, True), as_json)
 
 
 @roles_group.command("remove")
 @_role_change_options
 def roles_remove(
-    principal: str, role: str, tenant: str, db_url: str, as_json: bool, debug: bool
+    principal: str,
+    role: str,
+    tenant: str | None,
+    all_tenants: bool,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
 ) -> None:
-    """Take the ROLE away from PRINCIPAL (the grant for exactly this tenant)."""
-    _show_roles(_set_role(db_url, principal, role, tenant, False), as_json)
+    """Take the ROLE away from PRINCIPAL (the grant for exactly this tenant, or the * grant)."""
+    _show_roles(_set_role(db_url, principal, role, tenant, all_tenants, False), as_json)
 
 
 @roles_group.command("list")
@@ -252,7 +288,12 @@ def roles_remove(
 def roles_list(principal: str | None, db_url: str, as_json: bool, debug: bool) -> None:
     """Every role grant."""
     _show_roles(
-        _with_runtime(db_url, lambda rt: rt.store.role_grants(principal=principal)), as_json
+        _with_runtime(
+            db_url,
+            lambda rt: approvals.role_grants(rt.store, principal=principal),
+            read_only=True,
+        ),
+        as_json,
     )
 
 

@@ -13,6 +13,7 @@ from charter.cli._options import db_option, debug_option, json_option
 from charter.cli._render import clock_time, echo_json, table
 from charter.store import KillSwitchAction, open_store, redact
 from charter.store._copy import copy_store
+from charter.store._opening import Mode
 
 
 @click.group("workers")
@@ -28,7 +29,7 @@ def workers_list(db_url: str, as_json: bool, debug: bool) -> None:
     """Workers that announced themselves, with their leases and last heartbeat."""
 
     async def main() -> Any:
-        store = open_store(db_url)
+        store = open_store(db_url, mode="read")
         try:
             return await store.list_workers()
         finally:
@@ -64,8 +65,8 @@ def db_group() -> None:
     """The database: schema migrations, status, and copying to another database."""
 
 
-async def _status(url: str) -> dict[str, Any]:
-    store = open_store(url)
+async def _status(url: str, mode: Mode) -> dict[str, Any]:
+    store = open_store(url, mode=mode)
     try:
         return {
             "url": redact(url),
@@ -100,9 +101,10 @@ def _show_status(status: dict[str, Any], as_json: bool) -> None:
 def db_migrate(db_url: str, as_json: bool, debug: bool) -> None:
     """Create the schema or bring it up to this version of Charter.
 
-    Opening a database migrates it too; this command does it on purpose, and reports.
+    Commands that write migrate a database too; this command does it on purpose, and
+    reports. Commands that only read never create or migrate one.
     """
-    _show_status(asyncio.run(_status(db_url)), as_json)
+    _show_status(asyncio.run(_status(db_url, "write")), as_json)
 
 
 @db_group.command("status")
@@ -110,8 +112,8 @@ def db_migrate(db_url: str, as_json: bool, debug: bool) -> None:
 @json_option
 @debug_option
 def db_status(db_url: str, as_json: bool, debug: bool) -> None:
-    """Schema version, runs by status, announced workers."""
-    _show_status(asyncio.run(_status(db_url)), as_json)
+    """Schema version, runs by status, announced workers (reads only)."""
+    _show_status(asyncio.run(_status(db_url, "read")), as_json)
 
 
 @db_group.command("copy")
@@ -120,14 +122,17 @@ def db_status(db_url: str, as_json: bool, debug: bool) -> None:
 @json_option
 @debug_option
 def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> None:
-    """Copy every run, event and memory entry to another database, verifying each chain.
+    """Copy every table that holds state to another database, verifying each run's chain.
 
-    Stop the workers first. A run already in the target with the same history is skipped, so
-    an interrupted copy can be run again.
+    Kill switches and role grants go first (writes stay off on the copy during an incident),
+    then the runs, then approvals, counters, caches, memory and every other table. Live
+    worker heartbeats and the schema history are not copied. Stop the workers first. Rows
+    already in the target are kept, so an interrupted copy can be run again.
     """
 
     async def main() -> Any:
-        source, target = open_store(source_url), open_store(target_url)
+        source = open_store(source_url, mode="read")
+        target = open_store(target_url)
         try:
             total = len(await source.run_ids())
             with click.progressbar(length=total, label="copying runs", file=sys.stderr) as bar:
@@ -144,10 +149,10 @@ def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> Non
     if as_json:
         echo_json(vars(report))
     else:
+        rows = ", ".join(f"{table} {n}" for table, n in report.tables.items())
         click.echo(
             f"copied {report.runs} run(s) and {report.events} event(s), every chain verified;"
-            f" {report.skipped} already there; {report.memory} memory entr"
-            f"{'y' if report.memory == 1 else 'ies'}"
+            f" {report.skipped} already there; new rows: {rows or 'none'}"
         )
 
 
@@ -241,7 +246,7 @@ def killswitch_status(db_url: str, as_json: bool, debug: bool) -> None:
     """The switches that are on."""
 
     async def main() -> list[Any]:
-        store = open_store(db_url)
+        store = open_store(db_url, mode="read")
         try:
             return await store.killswitches()
         finally:

@@ -18,6 +18,7 @@ from charter.cli._render import echo_json, table
 from charter.errors import ConfigError
 from charter.events import RunStarted
 from charter.policy import Decision, WhoCanPath, parse_selector, who_can
+from charter.principals import canonical_principal
 from charter.tools import validation_message
 
 
@@ -60,7 +61,7 @@ def _decide(agent: Agent, case: _Case) -> Decision:
         agent_version=agent.version,
         agent_hash=agent.spec_hash,
         tenant=case.tenant,
-        principal=case.principal,
+        principal=canonical_principal(case.principal),
         input="",
         roles=tuple(case.roles),
         environment=case.environment,

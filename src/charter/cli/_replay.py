@@ -16,8 +16,8 @@ from charter.inputs import read_text_file
 from charter.runtime import Runtime, run_sync
 
 
-def _open(db_url: str) -> Runtime:
-    return Runtime.open(db_url)
+def _open(db_url: str, *, read_only: bool = False) -> Runtime:
+    return Runtime.open(db_url, read_only=read_only)
 
 
 @click.command("replay")
@@ -36,7 +36,7 @@ def replay_command(run_id: str, db_url: str, as_json: bool, debug: bool) -> None
     from charter.replay import replay_run
 
     async def work() -> tuple[Any, float]:
-        async with _open(db_url) as rt:
+        async with _open(db_url, read_only=True) as rt:
             began = time.perf_counter()
             report = await replay_run(rt.store, run_id)
             return report, time.perf_counter() - began
@@ -146,7 +146,7 @@ def diff_command(run_a: str, run_b: str, db_url: str, as_json: bool, debug: bool
     from charter.diff import diff_runs, render_diff
 
     async def work() -> Any:
-        async with _open(db_url) as rt:
+        async with _open(db_url, read_only=True) as rt:
             return diff_runs(await rt.events(run_a), await rt.events(run_b))
 
     diff = run_sync(work())

@@ -31,7 +31,7 @@ def stats_command(
     start = parse_since(since)
 
     async def main() -> StatsReport:
-        store = open_store(db_url)
+        store = open_store(db_url, mode="read")
         try:
             return await store.stats(since=start, agent=agent, tenant=tenant)
         finally:

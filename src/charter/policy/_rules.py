@@ -29,6 +29,7 @@ from pydantic import (
 
 from charter._yaml_lines import locate
 from charter.errors import ConfigError
+from charter.principals import canonical_principal
 from charter.tools import Effect, Risk
 
 SourceKind = Literal[
@@ -68,7 +69,18 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _principal_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Principals as runs record them: canonical (``Ann`` is ``ann``)."""
+    try:
+        return _sorted_unique(tuple(canonical_principal(n) for n in names))
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+
+
 Names = Annotated[tuple[str, ...], BeforeValidator(_as_names), AfterValidator(_sorted_unique)]
+PrincipalNames = Annotated[
+    tuple[str, ...], BeforeValidator(_as_names), AfterValidator(_principal_names)
+]
 Effects = Annotated[tuple[Effect, ...], BeforeValidator(_as_names), AfterValidator(_sorted_unique)]
 Risks = Annotated[tuple[Risk, ...], BeforeValidator(_as_names), AfterValidator(_sorted_unique)]
 Sources = Annotated[
@@ -169,7 +181,7 @@ class When(_Model):
     agent: Names | None = None
     agent_version: Names | None = None
     tenant: Names | None = None
-    principal: Names | None = None
+    principal: PrincipalNames | None = None
     trust_tier: Names | None = None
     environment: Names | None = None
     tool: Names | None = None

@@ -6,7 +6,8 @@ FULL).
 
 PostgreSQL, for workers on several machines: ``postgresql://user:password@host:5432/dbname``
 (``postgres://`` too; any libpq parameter may follow as a query, e.g. ``?sslmode=require``).
-The database must exist; Charter creates and migrates its tables on first use.
+The database must exist; Charter creates and migrates its tables on first use by a command
+that writes. Commands that only read open the store with ``mode="read"``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from charter.store._base import (
     Store,
     WorkerInfo,
 )
+from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore, redact
 from charter.store._sqlite import SQLiteStore
 
@@ -59,14 +61,21 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> SQLiteStore | PostgresStore:
-    """Open the store a URL names, creating and migrating it if needed.
+def open_store(url: str, *, mode: Mode = "write") -> SQLiteStore | PostgresStore:
+    """Open the store a URL names: to ``write`` (the default: create and migrate it if
+    needed) or to ``read`` (never create, migrate, lock or write it; a missing database or
+    one without Charter's schema is a :class:`~charter.errors.StoreError`). See
+    ``store/_opening.py``.
 
-    A PostgreSQL store connects (and migrates) on first use, inside the caller's event loop.
+    A PostgreSQL store connects (and migrates or checks) on first use, inside the caller's
+    event loop.
     """
     parts = urlsplit(url)
+    if mode not in ("read", "write"):
+        raise ConfigError(f"mode must be 'read' or 'write', not {mode!r}")
+    read_only = mode == "read"
     if parts.scheme in ("postgresql", "postgres"):
-        return PostgresStore(url)
+        return PostgresStore(url, read_only=read_only)
     if parts.scheme != "sqlite":
         raise ConfigError(
             f"unsupported database URL {redact(url)!r}",
@@ -84,4 +93,4 @@ def open_store(url: str) -> SQLiteStore | PostgresStore:
         raise ConfigError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {sync!r}")
     if not Path(path).parent.exists():
         raise ConfigError(f"the directory of database {path} does not exist")
-    return SQLiteStore(path, synchronous=sync)  # type: ignore[arg-type]
+    return SQLiteStore(path, synchronous=sync, read_only=read_only)  # type: ignore[arg-type]

@@ -232,6 +232,8 @@ class RunExport:
     inbox: tuple[tuple[int, str, float, float | None], ...]
     """(inbox_id, text, sent_at, consumed_at)"""
     approvals: tuple[ApprovalRecord, ...] = ()
+    state_text: str | None = None
+    """The run's state exactly as stored (JSON text), so a copy keeps it byte for byte."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +367,16 @@ class Store(Protocol):
     async def schema_version(self) -> int: ...
     def latest_schema_version(self) -> int: ...
     async def export_run(self, run_id: str) -> RunExport: ...
+    async def table_names(self) -> list[str]:
+        """Every table of the schema, as the database lists them (``charter db copy``)."""
+        ...
+
+    async def table_rows(self, table: str) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+    async def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+    ) -> int:
+        """Insert the rows whose key is not there yet; return how many were new."""
+        ...
 
     # -- retention (payloads of finished runs only) -----------------------------------------
     async def expired_payloads(

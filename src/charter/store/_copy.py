@@ -1,20 +1,39 @@
-"""Copy a deployment from one store to another (``charter db copy``), losing no event.
+"""Copy a deployment from one store to another (``charter db copy``), losing nothing.
 
-Each run is exported exactly as stored (events with their hashes, state, inbox, lease) and
-imported; the copy's rows must equal the original's and its hash chain must verify, or the
-copy stops with an error. A run already in the destination with the same head hash is
-skipped, so an interrupted copy can simply be run again. Stop the workers first: a run that
-changes during the copy is copied as it was when it was read.
+Every table that holds state is copied; the tables come from the source's schema itself, so a
+table a later migration adds is copied too. In this order:
+
+1. ``killswitch`` and ``role_grants`` first: a copy made during an incident never turns
+   writes back on, and who may decide approvals is known before any run lands;
+2. the runs, one by one, exactly as stored (events with their hashes, state, inbox, lease):
+   the copy's rows must equal the original's and its hash chain must verify, or the copy
+   stops with an error; a run already in the destination with the same head hash is skipped;
+3. every other table (approvals, counters, cache, memory, agents, and whatever a later
+   migration adds), row by row; a row whose key is already in the destination is kept as it
+   is there.
+
+Not copied (:data:`NOT_COPIED`): the destination's own schema history, and the heartbeats of
+the source's live workers. An interrupted copy can simply be run again. Stop the workers
+first: a run that changes during the copy is copied as it was when it was read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from charter.errors import StoreError
 from charter.events import verify_chain
 from charter.store._base import Store
+
+NOT_COPIED = {
+    "charter_migrations": "the destination has its own schema history",
+    "workers": "heartbeats of the source's live worker processes, not state",
+}
+FIRST = ("killswitch", "role_grants")
+"""Copied before any run: the switches that keep writes off, and who may decide."""
+BY_RUN = ("runs", "events", "inbox")
+"""Copied run by run (``export_run``/``import_run``), every chain verified."""
 
 
 @dataclass
@@ -23,12 +42,41 @@ class CopyReport:
     skipped: int = 0
     events: int = 0
     memory: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+    """Rows copied per table (beside runs, events and inbox), new rows only."""
 
 
 async def copy_store(
     source: Store, target: Store, *, on_run: Callable[[str], None] | None = None
 ) -> CopyReport:
     report = CopyReport()
+    tables = [t for t in await source.table_names() if t not in NOT_COPIED]
+    missing = sorted(set(tables) - set(await target.table_names()))
+    if missing:
+        raise StoreError(
+            f"{target.url} has no table {', '.join(missing)}: its schema is older than the"
+            " source's",
+            hint="upgrade Charter on the destination, then run: charter db migrate --db URL",
+        )
+    for table in FIRST:
+        if table in tables:
+            await _copy_table(source, target, table, report)
+    await _copy_runs(source, target, report, on_run)
+    for table in tables:
+        if table not in FIRST and table not in BY_RUN:
+            await _copy_table(source, target, table, report)
+    report.memory = report.tables.get("memory", 0)
+    return report
+
+
+async def _copy_table(source: Store, target: Store, table: str, report: CopyReport) -> None:
+    columns, rows = await source.table_rows(table)
+    report.tables[table] = await target.insert_rows(table, columns, rows) if rows else 0
+
+
+async def _copy_runs(
+    source: Store, target: Store, report: CopyReport, on_run: Callable[[str], None] | None
+) -> None:
     existing = set(await target.run_ids())
     for run_id in await source.run_ids():
         export = await source.export_run(run_id)
@@ -50,7 +98,3 @@ async def copy_store(
             report.events += len(copied)
         if on_run is not None:
             on_run(run_id)
-    for item in await source.memory_items():
-        await target.remember(item)
-        report.memory += 1
-    return report

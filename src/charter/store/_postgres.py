@@ -39,7 +39,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _run_keys, _stats
+from charter.store import _cache, _counters, _opening, _run_keys, _stats
 from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -56,6 +56,7 @@ from charter.store._base import (
 )
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
+from charter.store._postgres_tables import PostgresTables
 
 log = logging.getLogger("charter.store")
 
@@ -181,7 +182,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresRetention, PostgresSideTables):
+class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -191,8 +192,11 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
         clock: Callable[[], float] | None = None,
         max_connections: int = 10,
         timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         self.url = redact(url)
+        self.read_only = read_only
+        """Opened to read (``store/_opening.py``): the schema is checked, never created."""
         try:
             params: dict[str, Any] = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -204,6 +208,8 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
             ) from None
         params.setdefault("connect_timeout", str(max(1, round(timeout_s))))
         params.setdefault("application_name", "charter")  # how pg_stat_activity names us
+        if read_only:
+            params["options"] = _opening.read_only_options(params.get("options"))
         user = str(params.get("user") or getpass.getuser())
         host, port = str(params.get("host") or "localhost"), str(params.get("port") or 5432)
         self.target = Target(host, port, str(params.get("dbname") or user), user)
@@ -268,6 +274,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
             raise translate(exc, self.target) from exc
         try:
             async with conn.transaction(), conn.cursor() as cur:
+                if self.read_only:
+                    await _opening.check_postgres_read(cur, str(self.target), latest)
+                    return
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 await cur.execute(
                     "CREATE TABLE IF NOT EXISTS charter_migrations"
@@ -624,13 +633,14 @@ class PostgresStore(PostgresRetention, PostgresSideTables):
         )
         approvals = await self.approvals(run_id=run_id, limit=1_000_000)
         inbox_rows = tuple((i, t, s, c) for i, t, s, c in inbox)
-        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals))
+        [(state,)] = await self._fetch("SELECT state FROM runs WHERE run_id = %s", (run_id,))
+        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals), state)
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
         r = export.record
         values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
-        values[14] = json.dumps(r.state)
+        values[14] = export.state_text or json.dumps(r.state)
         async with self._cursor(write=True, run_id=r.run_id) as cur:
             await _insert_run(cur, values, export.agent_spec)
             await cur.executemany(_INSERT_EVENT, [(r.run_id, *row) for row in export.events])

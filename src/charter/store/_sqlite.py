@@ -31,7 +31,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _run_keys, _stats
+from charter.store import _cache, _counters, _opening, _run_keys, _stats
 from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -48,6 +48,7 @@ from charter.store._base import (
 )
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
+from charter.store._sqlite_tables import SQLiteTables
 
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -95,7 +96,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteSideTables):
+class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -105,18 +106,28 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
+        self.read_only = read_only
+        """Opened to read (``store/_opening.py``): never created, migrated, locked or written."""
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         try:
-            self._reader = self._connect()
+            if read_only:
+                self._reader = _opening.connect_sqlite_read(self.path, timeout_s=busy_timeout_s)
+            else:
+                _opening.check_sqlite_write(self.path, timeout_s=busy_timeout_s)
+                self._reader = self._connect()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         try:
-            self._migrate(self._reader)
+            if read_only:
+                _opening.check_sqlite_read(self._reader, self.path, self.latest_schema_version())
+            else:
+                self._migrate(self._reader)
         except BaseException as exc:
             self._reader.close()
             if isinstance(exc, sqlite3.Error):
@@ -195,6 +206,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
     async def _write(self, op: Callable[[sqlite3.Connection, float], T]) -> T:
         if self._closed:
             raise StoreError("the store is closed")
+        if self.read_only:
+            raise StoreError(
+                f"database {self.path} was opened to read; this command cannot write to it"
+            )
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="charter-sqlite-writer")
             self._writer.daemon = True
@@ -607,9 +622,11 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
             ).fetchall()
         )
         approvals = await self.approvals(run_id=run_id, limit=1_000_000)
-        return RunExport(
-            record, spec, tuple(rows), tuple(tuple(r) for r in inbox), tuple(approvals)
+        [(state,)] = await self._read(
+            lambda c: c.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchall()
         )
+        inbox_rows = tuple(tuple(r) for r in inbox)
+        return RunExport(record, spec, tuple(rows), inbox_rows, tuple(approvals), state)
 
     async def import_run(self, export: RunExport) -> None:
         """Insert a run exactly as exported (hashes, leases and all); an existing id conflicts."""
@@ -621,7 +638,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables):
                 (r.agent_hash, export.agent_spec),
             )
             values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
-            values[14] = json.dumps(r.state)
+            values[14] = export.state_text or json.dumps(r.state)
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 17)})", values
             )
