@@ -49,9 +49,10 @@ def _populate(tmp: Path, db: str) -> None:
         '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
         "  cache: {models: true}\n"
     )
-    for _ in range(2):
+    for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
-                              "acme", "--principal", "ann", "--db", db)  # fmt: skip
+                              "acme", "--principal", "ann", "--idempotency-key", f"req-{n}",
+                              "--db", db)  # fmt: skip
         assert started.returncode == 0, started.stderr
     assert run_charter(tmp, "worker", "--until-idle", "--db", db).returncode == 0
     first = json.loads(run_charter(tmp, "runs", "list", "--json", "--db", db).stdout)[0]
