@@ -69,19 +69,24 @@ async def _check_role(store: Store, request: ApprovalRecord, by: str) -> None:
     )
 
 
-async def set_role(store: Store, *, principal: str, role: str, tenant: str, on: bool) -> None:
+async def set_role(
+    store: Store, *, principal: str, role: str, tenant: str, on: bool, actor: str | None = None
+) -> None:
     """Grant (``on``) or take away ``role`` in ``tenant`` (``*``: every tenant).
 
-    The grant is stored under the canonical name; taking it away also removes grants an older
+    ``actor`` (who does it) is recorded in the audit log. The grant is stored under the
+    canonical name; taking it away also removes grants an older
     Charter stored under another spelling of the same principal.
     """
     principal = canonical_principal(principal)
     if on:
-        await store.set_role(principal=principal, role=role, tenant=tenant, on=True)
+        await store.set_role(principal=principal, role=role, tenant=tenant, on=True, actor=actor)
         return
     for grant in await role_grants(store, principal=principal):
         if grant.role == role and grant.tenant == tenant:
-            await store.set_role(principal=grant.principal, role=role, tenant=tenant, on=False)
+            await store.set_role(
+                principal=grant.principal, role=role, tenant=tenant, on=False, actor=actor
+            )
 
 
 async def role_grants(store: Store, *, principal: str | None = None) -> list[RoleGrant]:

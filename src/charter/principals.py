@@ -15,11 +15,13 @@ so separation of duties refuses the same canonical name whatever tenant either s
 
 from __future__ import annotations
 
+import getpass
+import os
 import unicodedata
 
 from charter.errors import ConfigError
 
-__all__ = ["canonical_principal", "same_principal"]
+__all__ = ["canonical_principal", "local_operator", "same_principal"]
 
 
 def canonical_principal(name: str) -> str:
@@ -46,3 +48,15 @@ def same_principal(a: str, b: str) -> bool:
 def _loose(name: str) -> str:
     """Canonical, without refusing: old rows are compared, never rejected."""
     return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def local_operator() -> str:
+    """Who acts from this machine's shell when no ``--as`` is given: ``local:<login>``.
+
+    Recorded as such in the audit log; the server's authenticated identities replace it.
+    """
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        login = f"uid{os.getuid()}"
+    return canonical_principal(f"local:{login}")

@@ -35,7 +35,7 @@ import yaml
 
 from charter.errors import ConfigError
 from charter.events import REMOVED_KEY, payload_digest
-from charter.store import Store
+from charter.store import AuditEntry, Store
 
 REMOVED = "[removed]"
 _SWEEP_LIMIT = 10_000_000  # one pass; batching by key is future work
@@ -172,9 +172,15 @@ def _remove(data: Any, parts: list[str], value: Any, path: str) -> list[str]:
 
 
 async def apply(
-    store: Store, policy: RetentionPolicy, *, dry_run: bool = False, now: float | None = None
+    store: Store,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool = False,
+    now: float | None = None,
+    actor: str | None = None,
 ) -> RetentionReport:
-    """Remove (or count, ``dry_run``) every expired payload the policy names."""
+    """Remove (or count, ``dry_run``) every expired payload the policy names; a run that
+    removed anything is recorded in the audit log with its ``actor``."""
     now = time.time() if now is None else now
     removed: dict[str, int] = {}
     overridden = sorted(policy.tenants)
@@ -187,6 +193,9 @@ async def apply(
             if ttl is None:
                 continue
             await _sweep(store, kind, types, now - ttl, tenant, skip, now, dry_run, removed)
+    if removed and not dry_run:
+        entry = AuditEntry("retention_applied", None, actor, {"removed": removed})
+        await store.audit([entry])
     return RetentionReport(dry_run=dry_run, removed=removed)
 
 

@@ -20,13 +20,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from charter import approvals
 from charter._engine.faults import Faults
 from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
+from charter.audit import AuditReport, anchor, audit
 from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
@@ -34,14 +35,22 @@ from charter.events import (
     Event,
     MessageReceived,
     RunStarted,
-    verify_chain,
 )
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
 from charter.principals import canonical_principal
-from charter.store import DEFAULT_URL, ApprovalRecord, NewRun, RunRecord, Store, open_store
+from charter.store import (
+    DEFAULT_URL,
+    ApprovalRecord,
+    AuditKey,
+    AuditRecord,
+    NewRun,
+    RunRecord,
+    Store,
+    open_store,
+)
 from charter.tools import Tool
 
 T = TypeVar("T")
@@ -87,10 +96,12 @@ class Runtime:
         environment: str = "dev",
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
         read_only: bool = False,
+        audit_key: AuditKey | Literal["env"] | None = "env",
     ) -> Runtime:
         """A runtime on the store ``url`` names. ``read_only``: for reading only — the
-        database is never created, migrated, locked or written (``store/_opening.py``)."""
-        store = open_store(url, mode="read" if read_only else "write")
+        database is never created, migrated, locked or written (``store/_opening.py``).
+        ``audit_key``: seals the audit log; by default from ``CHARTER_AUDIT_KEY(_FILE)``."""
+        store = open_store(url, mode="read" if read_only else "write", audit_key=audit_key)
         return cls(store=store, environment=environment, max_input_bytes=max_input_bytes)
 
     async def close(self) -> None:
@@ -354,20 +365,31 @@ class Runtime:
         return await self.store.load_events(run_id)
 
     async def verify(self, run_id: str | None = None) -> list[ChainBreak]:
-        """Recompute hash chains (one run, or all); return every run's first break."""
-        ids = [run_id] if run_id else await self.store.run_ids()
-        breaks = []
-        for rid in ids:
-            record = await self.store.get_run(rid)
-            rows = await self.store.event_rows(rid)
-            found = verify_chain(rows, rid)
-            if found is None and rows and rows[-1][5] != record.last_hash:
-                found = ChainBreak(rid, rows[-1][0], "the run's recorded head hash differs")
-            if found is None and not rows:
-                found = ChainBreak(rid, 1, "the run has no events")
-            if found is not None:
-                breaks.append(found)
-        return breaks
+        """Every break :meth:`audit` finds (one run, or all)."""
+        return (await self.audit(run_id)).breaks
+
+    async def audit(
+        self, run_id: str | None = None, *, anchored: dict[str, Any] | None = None
+    ) -> AuditReport:
+        """Check the event chains, the run rows against their logs and the audit log, with
+        the store's audit key and an optional anchor (:mod:`charter.audit`)."""
+        if run_id is not None:
+            await self.store.get_run(run_id)  # NotFoundError for an unknown id
+        return await audit(self.store, run_id=run_id, key=self.store.audit_key, anchored=anchored)
+
+    async def anchor(self) -> dict[str, Any]:
+        """The sealed heads to keep outside the database (``charter audit anchor``)."""
+        return await anchor(self.store, key=self.store.audit_key)
+
+    async def audit_log(
+        self, *, run_id: str | None = None, kind: str | None = None
+    ) -> list[AuditRecord]:
+        """The audit log's records, oldest first; only one run's or one kind's if given."""
+        return [
+            r
+            for r in await self.store.audit_records()
+            if (run_id is None or r.run_id == run_id) and (kind is None or r.kind == kind)
+        ]
 
     async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
         """The capabilities registry: tools of the given agents, else of every stored agent

@@ -5,17 +5,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
-def run_charter(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m charter ARGS` in ``cwd``, with this interpreter's import path.
+def run_charter(
+    cwd: Path, *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m charter ARGS` in ``cwd``, with this interpreter's import path and ``env``
+    added to the environment.
 
-    CHARTER_DB and OPENAI_API_KEY are removed so that the caller's environment cannot leak in.
+    CHARTER_DB, OPENAI_API_KEY and the audit key variables are removed first, so that the
+    caller's environment cannot leak in.
     """
+    extra = env
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("CHARTER_DB", None)
-    env.pop("OPENAI_API_KEY", None)
+    for name in ("CHARTER_DB", "OPENAI_API_KEY", "CHARTER_AUDIT_KEY", "CHARTER_AUDIT_KEY_FILE"):
+        env.pop(name, None)
+    env.update(extra or {})
     return subprocess.run(
         [sys.executable, "-m", "charter", *args],
         cwd=cwd,

@@ -820,14 +820,14 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 9
+        assert await store.schema_version() == store.latest_schema_version() == 10
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(7,)]
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(8,)]
     tables = {"runs", "events", "inbox", "memory", "agents", "workers", "killswitch", "counters"}
     tables.add("run_keys")
     assert tables <= backend.tables()
@@ -873,10 +873,10 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [9] * 6
+    assert asyncio.run(scenario()) == [10] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,)]
 
 
 _OPEN_READ_ONLY = """

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from charter._engine.faults import FAULT_POINTS, Faults
 from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
+from charter.cli._audit import audit_group
 from charter.cli._evals import eval_command, gate_command
 from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import (
@@ -26,6 +27,7 @@ from charter.cli._options import (
     input_file_option,
     json_option,
     max_input_option,
+    with_runtime,
 )
 from charter.cli._policy import policy_group
 from charter.cli._render import (
@@ -41,33 +43,11 @@ from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
-from charter.inputs import DEFAULT_MAX_INPUT_BYTES
 from charter.runtime import Runtime, tool_registry
 from charter.store import redact
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
-
-
-def with_runtime(
-    db_url: str,
-    work: Callable[[Runtime], Awaitable[T]],
-    *,
-    environment: str = "dev",
-    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-    read_only: bool = False,
-) -> T:
-    """Open a runtime on ``--db``, do ``work``, close. Commands that only read pass
-    ``read_only``: they never create, migrate, lock or write the database."""
-
-    async def main() -> T:
-        rt = Runtime.open(
-            db_url, environment=environment, max_input_bytes=max_input_bytes, read_only=read_only
-        )
-        async with rt:
-            return await work(rt)
-
-    return asyncio.run(main())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -409,47 +389,6 @@ def events_cmd(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
         render_events(events)
 
 
-@cli.group("audit")
-def audit_group() -> None:
-    """Check the integrity of the event log."""
-
-
-@audit_group.command("verify")
-@click.argument("run_id", required=False)
-@click.option("--all", "all_runs", is_flag=True, help="Verify every run.")
-@db_option
-@json_option
-@debug_option
-def audit_verify(
-    run_id: str | None, all_runs: bool, db_url: str, as_json: bool, debug: bool
-) -> None:
-    """Recompute hash chains; exit 1 and name the first bad event if anything was altered."""
-    if bool(run_id) == all_runs:
-        raise click.UsageError("give a RUN_ID or --all")
-
-    async def work(rt: Runtime) -> Any:
-        breaks = await rt.verify(run_id)
-        count = 1 if run_id else len(await rt.store.run_ids())
-        return count, breaks
-
-    count, breaks = with_runtime(db_url, work, read_only=True)
-    if as_json:
-        echo_json(
-            {
-                "runs": count,
-                "ok": not breaks,
-                "breaks": [{"run_id": b.run_id, "seq": b.seq, "reason": b.reason} for b in breaks],
-            }
-        )
-    else:
-        for b in breaks:
-            click.echo(f"BROKEN {b.run_id} at event {b.seq}: {b.reason}")
-        if not breaks:
-            click.echo(f"ok: {count} run(s), every hash chain verifies")
-    if breaks:
-        sys.exit(1)
-
-
 @cli.group("tools")
 def tools_group() -> None:
     """The capabilities registry."""
@@ -513,6 +452,7 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
 cli.add_command(workers_group)
 cli.add_command(db_group)
 cli.add_command(policy_group)
+cli.add_command(audit_group)
 cli.add_command(killswitch_group)
 cli.add_command(approvals_group)
 cli.add_command(roles_group)

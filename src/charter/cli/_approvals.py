@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from charter import approvals
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import (
+    actor_option,
+    db_option,
+    debug_option,
+    json_option,
+    operator,
+    with_runtime,
+)
 from charter.cli._render import clock_time, echo_json, table
 from charter.errors import ConfigError
 from charter.runtime import Runtime
@@ -19,16 +25,6 @@ from charter.store import ApprovalRecord
 
 T = TypeVar("T")
 STATUSES = ("pending", "granted", "denied", "expired", "all")
-
-
-def _with_runtime(
-    db_url: str, work: Callable[[Runtime], Awaitable[T]], *, read_only: bool = False
-) -> T:
-    async def main() -> T:
-        async with Runtime.open(db_url, read_only=read_only) as rt:
-            return await work(rt)
-
-    return asyncio.run(main())
 
 
 @click.group("approvals")
@@ -54,7 +50,7 @@ def approvals_list(
 ) -> None:
     """Approval requests, oldest first."""
     wanted = None if status == "all" else status
-    found = _with_runtime(
+    found = with_runtime(
         db_url,
         lambda rt: rt.approvals(tenant=tenant, status=wanted, limit=limit),
         read_only=True,
@@ -90,7 +86,7 @@ def approvals_list(
 @debug_option
 def approvals_show(approval_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     """One request in full: the exact call, why it is held, what it would change."""
-    record = _with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id), read_only=True)
+    record = with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id), read_only=True)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -119,7 +115,7 @@ def approvals_grant(
     debug: bool,
 ) -> None:
     """Let a held call run, once. The run resumes at once if a worker is running."""
-    record = _with_runtime(
+    record = with_runtime(
         db_url,
         lambda rt: rt.grant(approval_id, by=principal, note=note, arguments_hash=arguments_hash),
     )
@@ -137,7 +133,7 @@ def approvals_deny(
     approval_id: str, principal: str, reason: str, db_url: str, as_json: bool, debug: bool
 ) -> None:
     """Refuse a held call; the run goes on without it (the model gets the reason)."""
-    record = _with_runtime(db_url, lambda rt: rt.deny(approval_id, by=principal, reason=reason))
+    record = with_runtime(db_url, lambda rt: rt.deny(approval_id, by=principal, reason=reason))
     _decided(record, as_json)
 
 
@@ -206,15 +202,22 @@ def roles_group() -> None:
 
 
 def _set_role(
-    db_url: str, principal: str, role: str, tenant: str | None, all_tenants: bool, on: bool
+    db_url: str,
+    principal: str,
+    role: str,
+    change: tuple[str | None, bool, str | None],
+    on: bool,
 ) -> list[Any]:
-    scope = _grant_scope(tenant, all_tenants)
+    tenant, all_tenants, actor = change
+    scope, who = _grant_scope(tenant, all_tenants), operator(actor)
 
     async def work(rt: Runtime) -> list[Any]:
-        await approvals.set_role(rt.store, principal=principal, role=role, tenant=scope, on=on)
+        await approvals.set_role(
+            rt.store, principal=principal, role=role, tenant=scope, on=on, actor=who
+        )
         return await approvals.role_grants(rt.store, principal=principal)
 
-    return _with_runtime(db_url, work)
+    return with_runtime(db_url, work)
 
 
 def _grant_scope(tenant: str | None, all_tenants: bool) -> str:
@@ -239,6 +242,7 @@ def _role_change_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         debug_option,
         json_option,
         db_option,
+        actor_option,
         click.option(
             "--all-tenants", is_flag=True, help="The grant covers every tenant (stored as *)."
         ),
@@ -257,12 +261,14 @@ def roles_add(
     role: str,
     tenant: str | None,
     all_tenants: bool,
+    actor: str | None,
     db_url: str,
     as_json: bool,
     debug: bool,
 ) -> None:
     """Give PRINCIPAL the ROLE in one tenant (--tenant) or in every tenant (--all-tenants)."""
-    _show_roles(_set_role(db_url, principal, role, tenant, all_tenants, True), as_json)
+    change = (tenant, all_tenants, actor)
+    _show_roles(_set_role(db_url, principal, role, change, True), as_json)
 
 
 @roles_group.command("remove")
@@ -272,12 +278,14 @@ def roles_remove(
     role: str,
     tenant: str | None,
     all_tenants: bool,
+    actor: str | None,
     db_url: str,
     as_json: bool,
     debug: bool,
 ) -> None:
     """Take the ROLE away from PRINCIPAL (the grant for exactly this tenant, or the * grant)."""
-    _show_roles(_set_role(db_url, principal, role, tenant, all_tenants, False), as_json)
+    change = (tenant, all_tenants, actor)
+    _show_roles(_set_role(db_url, principal, role, change, False), as_json)
 
 
 @roles_group.command("list")
@@ -288,7 +296,7 @@ def roles_remove(
 def roles_list(principal: str | None, db_url: str, as_json: bool, debug: bool) -> None:
     """Every role grant."""
     _show_roles(
-        _with_runtime(
+        with_runtime(
             db_url,
             lambda rt: approvals.role_grants(rt.store, principal=principal),
             read_only=True,

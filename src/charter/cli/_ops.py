@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
 from charter.cli._render import clock_time, echo_json, table
 from charter.store import KillSwitchAction, open_store, redact
 from charter.store._copy import copy_store
@@ -162,13 +162,24 @@ def killswitch_group() -> None:
 
 
 def _switch(
-    db_url: str, tenant: str, agent: str, on: bool, reason: str, action: KillSwitchAction = "wait"
+    db_url: str,
+    tenant: str,
+    agent: str,
+    on: bool,
+    reason: str,
+    actor: str | None,
+    action: KillSwitchAction = "wait",
 ) -> list[Any]:
     async def main() -> list[Any]:
         store = open_store(db_url)
         try:
             await store.set_killswitch(
-                tenant=tenant, agent=agent, on=on, reason=reason, action=action
+                tenant=tenant,
+                agent=agent,
+                on=on,
+                reason=reason,
+                action=action,
+                actor=operator(actor),
             )
             return await store.killswitches()
         finally:
@@ -209,6 +220,7 @@ def _scope_options(fn: Any) -> Any:
     help="What a blocked write does to its run: wait until the switch is off, escalate to"
     " a human, or reject the call (the model is told and goes on).",
 )
+@actor_option
 @db_option
 @json_option
 @debug_option
@@ -217,6 +229,7 @@ def killswitch_on(
     agent: str,
     reason: str,
     action: KillSwitchAction,
+    actor: str | None,
     db_url: str,
     as_json: bool,
     debug: bool,
@@ -225,17 +238,21 @@ def killswitch_on(
 
     Reads go on. Switching off wakes the runs that wait.
     """
-    _show_switches(_switch(db_url, tenant, agent, True, reason, action), as_json)
+    _show_switches(_switch(db_url, tenant, agent, True, reason, actor, action), as_json)
 
 
 @killswitch_group.command("off")
 @_scope_options
+@actor_option
 @db_option
 @json_option
 @debug_option
-def killswitch_off(tenant: str, agent: str, db_url: str, as_json: bool, debug: bool) -> None:
-    """Lift the switch set for exactly this tenant and agent."""
-    _show_switches(_switch(db_url, tenant, agent, False, ""), as_json)
+def killswitch_off(
+    tenant: str, agent: str, actor: str | None, db_url: str, as_json: bool, debug: bool
+) -> None:
+    """Lift the switch set for exactly this tenant and agent (the audit log keeps its
+    history: charter audit log --kind killswitch_on)."""
+    _show_switches(_switch(db_url, tenant, agent, False, "", actor), as_json)
 
 
 @killswitch_group.command("status")

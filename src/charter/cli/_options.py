@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 
 from charter.errors import InputError
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_ENV, check_text, read_text_file
+from charter.principals import canonical_principal, local_operator
+from charter.runtime import Runtime
 from charter.store import DEFAULT_URL, redact
+
+T = TypeVar("T")
 
 
 class _DbOption(click.Option):
@@ -32,6 +39,13 @@ db_option = click.option(
     default=DEFAULT_URL,
     show_default=True,
     help="Database URL (also CHARTER_DB).",
+)
+actor_option = click.option(
+    "--as",
+    "actor",
+    default=None,
+    metavar="PRINCIPAL",
+    help="Who acts, as the audit log records it (default: local:<your login>).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
@@ -63,3 +77,29 @@ def given_text(text: str | None, input_file: str | None, *, flag: str, max_bytes
             f"no text: give {flag} TEXT or --input-file PATH", hint="--input-file - reads stdin"
         )
     return check_text(text, what=flag, max_bytes=max_bytes)
+
+
+def operator(actor: str | None) -> str:
+    """The actor ``--as`` names (canonically), or ``local:<login>``."""
+    return canonical_principal(actor) if actor is not None else local_operator()
+
+
+def with_runtime(
+    db_url: str,
+    work: Callable[[Runtime], Awaitable[T]],
+    *,
+    environment: str = "dev",
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    read_only: bool = False,
+) -> T:
+    """Open a runtime on ``--db``, do ``work``, close. Commands that only read pass
+    ``read_only``: they never create, migrate, lock or write the database."""
+
+    async def main() -> T:
+        rt = Runtime.open(
+            db_url, environment=environment, max_input_bytes=max_input_bytes, read_only=read_only
+        )
+        async with rt:
+            return await work(rt)
+
+    return asyncio.run(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
 from charter.cli._render import echo_json
 from charter.errors import ConfigError
 from charter.retention import RetentionPolicy, RetentionReport, apply, parse_ttl
@@ -36,12 +36,13 @@ def retention_group() -> None:
     "repeatable, overrides the file.",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; change nothing.")
+@actor_option
 @db_option
 @json_option
 @debug_option
 def retention_apply(
-    config: Path | None, ttls: tuple[str, ...], dry_run: bool, db_url: str, as_json: bool,
-    debug: bool,
+    config: Path | None, ttls: tuple[str, ...], dry_run: bool, actor: str | None, db_url: str,
+    as_json: bool, debug: bool,
 ) -> None:  # fmt: skip
     """Remove the payloads of finished runs older than their TTL."""
     policy = RetentionPolicy.load(config) if config else RetentionPolicy()
@@ -61,7 +62,7 @@ def retention_apply(
     async def main() -> RetentionReport:
         store = open_store(db_url)
         try:
-            return await apply(store, policy, dry_run=dry_run)
+            return await apply(store, policy, dry_run=dry_run, actor=operator(actor))
         finally:
             await store.close()
 

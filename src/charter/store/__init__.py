@@ -13,9 +13,11 @@ that writes. Commands that only read open the store with ``mode="read"``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from charter.errors import ConfigError
+from charter.store._audit import AuditEntry, AuditKey, AuditRecord
 from charter.store._base import (
     ApprovalRecord,
     Claim,
@@ -41,6 +43,9 @@ DEFAULT_URL = "sqlite:///charter.db"
 __all__ = [
     "DEFAULT_URL",
     "ApprovalRecord",
+    "AuditEntry",
+    "AuditKey",
+    "AuditRecord",
     "Claim",
     "Commit",
     "EventRow",
@@ -61,11 +66,17 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, mode: Mode = "write") -> SQLiteStore | PostgresStore:
+def open_store(
+    url: str, *, mode: Mode = "write", audit_key: AuditKey | Literal["env"] | None = "env"
+) -> SQLiteStore | PostgresStore:
     """Open the store a URL names: to ``write`` (the default: create and migrate it if
     needed) or to ``read`` (never create, migrate, lock or write it; a missing database or
     one without Charter's schema is a :class:`~charter.errors.StoreError`). See
     ``store/_opening.py``.
+
+    ``audit_key`` seals what the store appends to the audit log (``store/_audit.py``); by
+    default (``"env"``) it is read from ``CHARTER_AUDIT_KEY`` or the file ``CHARTER_AUDIT_KEY_FILE``
+    names, and None means no key.
 
     A PostgreSQL store connects (and migrates or checks) on first use, inside the caller's
     event loop.
@@ -74,8 +85,9 @@ def open_store(url: str, *, mode: Mode = "write") -> SQLiteStore | PostgresStore
     if mode not in ("read", "write"):
         raise ConfigError(f"mode must be 'read' or 'write', not {mode!r}")
     read_only = mode == "read"
+    key = AuditKey.from_env() if audit_key == "env" else audit_key
     if parts.scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, read_only=read_only)
+        return PostgresStore(url, read_only=read_only, audit_key=key)
     if parts.scheme != "sqlite":
         raise ConfigError(
             f"unsupported database URL {redact(url)!r}",
@@ -93,4 +105,4 @@ def open_store(url: str, *, mode: Mode = "write") -> SQLiteStore | PostgresStore
         raise ConfigError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {sync!r}")
     if not Path(path).parent.exists():
         raise ConfigError(f"the directory of database {path} does not exist")
-    return SQLiteStore(path, synchronous=sync, read_only=read_only)  # type: ignore[arg-type]
+    return SQLiteStore(path, synchronous=sync, read_only=read_only, audit_key=key)  # type: ignore[arg-type]

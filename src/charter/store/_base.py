@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 
 from charter.events import Event
 from charter.stats import StatsReport
+from charter.store._audit import AuditEntry, AuditKey, AuditRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,10 +309,12 @@ class Store(Protocol):
         on: bool,
         reason: str,
         action: KillSwitchAction = "wait",
+        actor: str | None = None,
     ) -> None:
         """Switch writes off (or on again) for a tenant and agent; ``*`` means all.
 
-        Switching off wakes the runs that wait for a switch; each checks again.
+        Switching off wakes the runs that wait for a switch; each checks again. The audit log
+        records the change with its ``actor``, in the same transaction.
         """
         ...
 
@@ -347,8 +350,25 @@ class Store(Protocol):
         """
         ...
 
-    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None: ...
+    async def set_role(
+        self, *, principal: str, role: str, tenant: str, on: bool, actor: str | None = None
+    ) -> None:
+        """Grant or take away a role; a change is audited with its ``actor``."""
+        ...
+
     async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]: ...
+
+    # -- the audit log (store/_audit.py) ------------------------------------------------------
+    audit_key: AuditKey | None
+
+    async def audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append records of actions that have no transaction of their own here."""
+        ...
+
+    async def audit_records(self, *, after_seq: int = 0) -> list[AuditRecord]: ...
+    async def adopt_audit_log(self, records: Sequence[AuditRecord]) -> int:
+        """``db copy``: take the source's audit log (see ``store/_audit.py`` ``adoption``)."""
+        ...
 
     # -- memory -----------------------------------------------------------------------------
     async def remember(self, item: MemoryItem) -> None: ...

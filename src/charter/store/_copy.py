@@ -10,7 +10,10 @@ table a later migration adds is copied too. In this order:
    stops with an error; a run already in the destination with the same head hash is skipped;
 3. every other table (approvals, counters, cache, memory, agents, and whatever a later
    migration adds), row by row; a row whose key is already in the destination is kept as it
-   is there.
+   is there;
+4. the audit log, whole and as stored (seals included): it replaces the destination's fresh
+   genesis record, or extends the copy made before; a destination with an audit log of its
+   own is refused (two histories cannot be merged into one chain).
 
 Not copied (:data:`NOT_COPIED`): the destination's own schema history, and the heartbeats of
 the source's live workers. An interrupted copy can simply be run again. Stop the workers
@@ -34,6 +37,8 @@ FIRST = ("killswitch", "role_grants")
 """Copied before any run: the switches that keep writes off, and who may decide."""
 BY_RUN = ("runs", "events", "inbox")
 """Copied run by run (``export_run``/``import_run``), every chain verified."""
+AUDIT_LOG = "audit_log"
+"""Copied whole after the runs: it replaces the destination's fresh genesis record."""
 
 
 @dataclass
@@ -63,8 +68,10 @@ async def copy_store(
             await _copy_table(source, target, table, report)
     await _copy_runs(source, target, report, on_run)
     for table in tables:
-        if table not in FIRST and table not in BY_RUN:
+        if table not in (*FIRST, *BY_RUN, AUDIT_LOG):
             await _copy_table(source, target, table, report)
+    if AUDIT_LOG in tables:
+        report.tables[AUDIT_LOG] = await target.adopt_audit_log(await source.audit_records())
     report.memory = report.tables.get("memory", 0)
     return report
 

@@ -39,7 +39,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _opening, _run_keys, _stats
+from charter.store import _audit, _cache, _counters, _opening, _run_keys, _stats
 from charter.store import _postgres_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -65,6 +65,7 @@ Cursor = psycopg.AsyncCursor[Row]
 Args = Sequence[Any] | dict[str, Any] | None
 CHANNEL = "charter_work"
 _MIGRATION_LOCK = 0x63686172746572  # "charter": one migrator at a time per database
+_AUDIT_SCHEMA = 10
 _RELISTEN_S = 0.5
 _RUN_COLUMNS = (
     "run_id, agent_name, agent_version, agent_hash, tenant, principal, status, waiting_for,"
@@ -193,8 +194,11 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         max_connections: int = 10,
         timeout_s: float = 10.0,
         read_only: bool = False,
+        audit_key: _audit.AuditKey | None = None,
     ) -> None:
         self.url = redact(url)
+        self.audit_key = audit_key
+        """Seals what this store appends to the audit log (``store/_audit.py``)."""
         self.read_only = read_only
         """Opened to read (``store/_opening.py``): the schema is checked, never created."""
         try:
@@ -297,6 +301,11 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
                             "INSERT INTO charter_migrations VALUES (%s, %s)",
                             (version, await self._now(cur)),
                         )
+                        if version == _AUDIT_SCHEMA:
+                            await cur.execute("SELECT run_id FROM runs")
+                            entry = _audit.genesis([r[0] for r in await cur.fetchall()])
+                            now = await self._now(cur)
+                            await _audit.postgres_append(cur, [entry], now, self.audit_key)
         except psycopg.Error as exc:
             raise translate(exc, self.target) from exc
         finally:
@@ -335,11 +344,16 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         values += [r.principal, "queued", None, r.created_at, None, None, 0, last.seq, last.hash]
         values += [r.state, r.created_at, r.created_at]
         async with self._cursor(write=True, run_id=run.run_id) as cur:
-            await _insert_run(cur, values, run.agent_spec)
+            new_agent = await _insert_run(cur, values, run.agent_spec)
             await _insert_events(cur, run.events)
             if (key := _run_keys.key_values(run)) is not None:
                 await cur.execute(_run_keys.INSERT.format(p="%s"), key)
             await _notify(cur, run.run_id)
+            entries = [_audit.agent_seen(run.agent_hash, run.agent_spec)] if new_agent else []
+            entries.append(
+                _audit.created(run.run_id, run.tenant, run.principal, run.agent_hash, last)
+            )
+            await _audit.postgres_append(cur, entries, await self._now(cur), self.audit_key)
 
     async def run_for_key(self, tenant: str, key: str) -> tuple[str, str] | None:
         rows = await self._fetch(_run_keys.SELECT.format(p="%s"), (tenant, key))
@@ -403,6 +417,8 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
             ready_at = await _apply_commit(cur, commit, now)
             if commit.release and ready_at is not None and ready_at <= now:
                 await _notify(cur, commit.run_id)
+            heads = _audit.head(commit.run_id, commit.status, commit.events)
+            await _audit.postgres_append(cur, heads, now, self.audit_key)
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -544,28 +560,30 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         on: bool,
         reason: str,
         action: KillSwitchAction = "wait",
+        actor: str | None = None,
     ) -> None:
-        if on:
-            await self._fetch(
-                "INSERT INTO killswitch (tenant, agent, since, reason, action)"
-                " VALUES (%(tenant)s, %(agent)s, %(now)s, %(reason)s, %(action)s)"
-                " ON CONFLICT (tenant, agent)"
-                " DO UPDATE SET reason = excluded.reason, action = excluded.action",
-                {"tenant": tenant, "agent": agent, "reason": reason, "action": action},
-                now=True,
-            )
-            return
+        entry = _audit.killswitch(on, actor, tenant, agent, reason, action)
         async with self._cursor(write=True) as cur:
-            await cur.execute(
-                "DELETE FROM killswitch WHERE tenant = %s AND agent = %s", (tenant, agent)
-            )
-            await cur.execute(
-                "UPDATE runs SET ready_at = %s WHERE status = 'waiting'"
-                " AND waiting_for = 'kill_switch' RETURNING run_id",
-                (await self._now(cur),),
-            )
-            for (run_id,) in await cur.fetchall():
-                await _notify(cur, run_id)
+            now = await self._now(cur)
+            if on:
+                await cur.execute(
+                    "INSERT INTO killswitch (tenant, agent, since, reason, action)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, agent)"
+                    " DO UPDATE SET reason = excluded.reason, action = excluded.action",
+                    (tenant, agent, now, reason, action),
+                )
+            else:
+                await cur.execute(
+                    "DELETE FROM killswitch WHERE tenant = %s AND agent = %s", (tenant, agent)
+                )
+                await cur.execute(
+                    "UPDATE runs SET ready_at = %s WHERE status = 'waiting'"
+                    " AND waiting_for = 'kill_switch' RETURNING run_id",
+                    (now,),
+                )
+                for (run_id,) in await cur.fetchall():
+                    await _notify(cur, run_id)
+            await _audit.postgres_append(cur, [entry], now, self.audit_key)
 
     async def killswitches(self) -> list[KillSwitch]:
         rows = await self._fetch(
@@ -602,19 +620,34 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
     ) -> tuple[ApprovalRecord, bool]:
         async with self._cursor(write=True) as cur:
             now = await self._now(cur)
-            record, won, woke = await _approvals.decide(
+            record, won, woke, changed = await _approvals.decide(
                 cur, approval_id, decision=decision, by=by, note=note, now=now, url=self.url
             )
             if woke:
                 await _notify(cur, record.run_id)
+            if changed:
+                await _audit.postgres_append(cur, [_audit.decided(record)], now, self.audit_key)
             return record, won
 
-    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None:
+    async def set_role(
+        self, *, principal: str, role: str, tenant: str, on: bool, actor: str | None = None
+    ) -> None:
         async with self._cursor(write=True) as cur:
             now = await self._now(cur)
-            await _approvals.set_role(
+            changed = await _approvals.set_role(
                 cur, principal=principal, role=role, tenant=tenant, on=on, now=now
             )
+            if changed:
+                entry = _audit.role(on, actor, principal, role, tenant)
+                await _audit.postgres_append(cur, [entry], now, self.audit_key)
+
+    async def audit(self, entries: Sequence[_audit.AuditEntry]) -> None:
+        async with self._cursor(write=True) as cur:
+            await _audit.postgres_append(cur, entries, await self._now(cur), self.audit_key)
+
+    async def audit_records(self, *, after_seq: int = 0) -> list[_audit.AuditRecord]:
+        rows = await self._fetch(_audit.SELECT.format(p="%s"), (after_seq,))
+        return [_audit.from_row(r) for r in rows]
 
     async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]:
         async with self._cursor(write=False) as cur:
@@ -666,47 +699,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         async with self._cursor(write=True) as cur:  # one transaction: one snapshot
             return await _stats.postgres_stats(cur, query)
 
-    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
-
-    async def take(
-        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
-    ) -> float | None:
-        if amount > limit + _counters.SLACK:
-            return None
-        async with self._cursor(write=True) as cur:
-            now = await self._now(cur)
-            start = _counters.window_start(now, window_s)
-            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
-            args = (key, start, amount, now, limit + _counters.SLACK)
-            await cur.execute(_counters.pg(_counters.TAKE), args)
-            row = await cur.fetchone()
-            return None if row is None else float(row[0])
-
-    async def add(self, key: str, *, window_s: float, amount: float) -> float:
-        async with self._cursor(write=True) as cur:
-            now = await self._now(cur)
-            start = _counters.window_start(now, window_s)
-            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
-            await cur.execute(_counters.pg(_counters.ADD), (key, start, amount, now))
-            return float((await _one(cur))[0])
-
-    async def counter(self, key: str, *, window_s: float) -> float:
-        async with self._cursor(write=False) as cur:
-            start = _counters.window_start(await self._now(cur), window_s)
-            await cur.execute(_counters.pg(_counters.READ), (key, start))
-            row = await cur.fetchone()
-            return 0.0 if row is None else float(row[0])
-
-    # -- caches and model usage (see _cache.py) -----------------------------------------------
-
-    async def cache_get(self, key: str, *, now: float) -> str | None:
-        rows = await self._fetch(_counters.pg(_cache.GET), (key, now))
-        return str(rows[0][0]) if rows else None
-
-    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
-        async with self._cursor(write=True) as cur:
-            await cur.execute(_counters.pg(_cache.DROP_EXPIRED), (now,))
-            await cur.execute(_counters.pg(_cache.PUT), (key, kind, value, now, now + ttl_s))
+    # -- model usage (see _cache.py) ------------------------------------------------------
 
     async def runs_with_model(
         self, model: str, *, status: str | None = None, limit: int = 100
@@ -722,15 +715,18 @@ async def _one(cur: Cursor) -> Row:
     return row
 
 
-async def _insert_run(cur: Cursor, values: list[Any], agent_spec: str) -> None:
-    """The run's row (``_RUN_COLUMNS``), and its agent's spec unless stored already."""
+async def _insert_run(cur: Cursor, values: list[Any], agent_spec: str) -> bool:
+    """The run's row (``_RUN_COLUMNS``), and its agent's spec unless stored already (then
+    True: the spec is new)."""
     await cur.execute(
         "INSERT INTO agents (agent_hash, spec) VALUES (%s, %s) ON CONFLICT DO NOTHING",
         (values[3], agent_spec),
     )
+    new_agent = cur.rowcount == 1
     await cur.execute(
         f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join(['%s'] * 17)})", values
     )
+    return new_agent
 
 
 async def _notify(cur: Cursor, run_id: str) -> None:

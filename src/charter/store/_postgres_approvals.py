@@ -76,16 +76,17 @@ async def decide(
     note: str | None,
     now: float,
     url: str,
-) -> tuple[ApprovalRecord, bool, bool]:
-    """(the record after the attempt, whether this call decided it, whether the run woke)."""
+) -> tuple[ApprovalRecord, bool, bool, bool]:
+    """(the record after the attempt, whether this call decided it, whether the run woke,
+    whether the record changed: a late grant still turns a lapsed request to ``expired``)."""
     record = await get(cur, approval_id, url)
     await cur.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (record.run_id,))
     record = await get(cur, approval_id, url)  # as it stands now that the run is locked
     if record.status != "pending":
-        return record, False, False
+        return record, False, False, False
     expired = record.expires_at <= now
     if decision == "expired" and not expired:
-        return record, False, False
+        return record, False, False, False
     won = decision == "expired" or not expired
     status, by, note = (decision, by, note) if won else ("expired", None, None)
     await cur.execute(
@@ -99,12 +100,13 @@ async def decide(
         (now, record.run_id),
     )
     woke = cur.rowcount == 1
-    return await get(cur, approval_id, url), won, woke
+    return await get(cur, approval_id, url), won, woke, True
 
 
 async def set_role(
     cur: Cursor, *, principal: str, role: str, tenant: str, on: bool, now: float
-) -> None:
+) -> bool:
+    """Grant or remove; True when a row changed."""
     if on:
         await cur.execute(
             "INSERT INTO role_grants VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -115,6 +117,7 @@ async def set_role(
             "DELETE FROM role_grants WHERE principal = %s AND role = %s AND tenant = %s",
             (principal, role, tenant),
         )
+    return cur.rowcount > 0
 
 
 async def role_grants(cur: Cursor, principal: str | None) -> list[RoleGrant]:

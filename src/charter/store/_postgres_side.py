@@ -1,4 +1,4 @@
-"""PostgreSQL: the small tables beside the runs (workers, memory), as a part of
+"""PostgreSQL: the small tables beside the runs (workers, memory, counters, caches), as a part of
 :class:`PostgresStore`.
 
 Kept apart so that the store's own module stays about runs, events and leases. The methods use
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
+from charter.store import _cache, _counters
 from charter.store._base import MemoryItem, WorkerInfo
 
 Row = tuple[Any, ...]
@@ -23,6 +25,10 @@ class PostgresSideTables:
         async def _fetch(
             self, query: str, args: Args = None, *, now: bool = False
         ) -> list[Row]: ...
+        def _cursor(
+            self, *, write: bool, run_id: str | None = None
+        ) -> AbstractAsyncContextManager[Any]: ...
+        async def _now(self, cur: Any) -> float: ...
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -76,3 +82,46 @@ class PostgresSideTables:
             " ORDER BY tenant, key"
         )
         return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+
+    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
+
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        if amount > limit + _counters.SLACK:
+            return None
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            start = _counters.window_start(now, window_s)
+            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
+            args = (key, start, amount, now, limit + _counters.SLACK)
+            await cur.execute(_counters.pg(_counters.TAKE), args)
+            row = await cur.fetchone()
+            return None if row is None else float(row[0])
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        async with self._cursor(write=True) as cur:
+            now = await self._now(cur)
+            start = _counters.window_start(now, window_s)
+            await cur.execute(_counters.pg(_counters.DROP_OLD), (key, start))
+            await cur.execute(_counters.pg(_counters.ADD), (key, start, amount, now))
+            row = await cur.fetchone()
+            return float(row[0])
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        async with self._cursor(write=False) as cur:
+            start = _counters.window_start(await self._now(cur), window_s)
+            await cur.execute(_counters.pg(_counters.READ), (key, start))
+            row = await cur.fetchone()
+            return 0.0 if row is None else float(row[0])
+
+    # -- caches and model usage (see _cache.py) -----------------------------------------------
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        rows = await self._fetch(_counters.pg(_cache.GET), (key, now))
+        return str(rows[0][0]) if rows else None
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(_counters.pg(_cache.DROP_EXPIRED), (now,))
+            await cur.execute(_counters.pg(_cache.PUT), (key, kind, value, now, now + ttl_s))

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from charter.store import _audit
+from charter.store._audit import AuditRecord
+
 Row = tuple[Any, ...]
 
 
@@ -62,3 +65,16 @@ class PostgresTables:
                 await cur.execute(statement, row)
                 added += max(cur.rowcount, 0)
         return added
+
+    async def adopt_audit_log(self, records: Sequence[AuditRecord]) -> int:
+        """Take a copied database's audit log (``db copy``): this one's must be its own
+        genesis alone (replaced) or a prefix of ``records`` (the rest is appended)."""
+        async with self._cursor(write=True) as cur:
+            await cur.execute("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            await cur.execute(_audit.SELECT.format(p="%s"), (0,))
+            ours = [_audit.from_row(r) for r in await cur.fetchall()]
+            rows = _audit.adoption(ours, records)
+            if len(rows) == len(records):
+                await cur.execute("DELETE FROM audit_log")
+            await cur.executemany(_audit.INSERT.format(p="%s"), rows)
+            return len(rows)

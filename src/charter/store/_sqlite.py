@@ -15,7 +15,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -31,7 +31,7 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _cache, _counters, _opening, _run_keys, _stats
+from charter.store import _audit, _cache, _opening, _run_keys, _stats
 from charter.store import _sqlite_approvals as _approvals
 from charter.store._base import (
     ApprovalRecord,
@@ -53,6 +53,7 @@ from charter.store._sqlite_tables import SQLiteTables
 T = TypeVar("T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _BATCH = 256
+_AUDIT_SCHEMA = 10
 _RUN_COLUMNS = (
     "run_id, agent_name, agent_version, agent_hash, tenant, principal, status, waiting_for,"
     " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
@@ -107,8 +108,11 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        audit_key: _audit.AuditKey | None = None,
     ) -> None:
         self.path = str(path)
+        self.audit_key = audit_key
+        """Seals what this store appends to the audit log (``store/_audit.py``)."""
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
         self.read_only = read_only
@@ -177,6 +181,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
                     conn.execute(
                         "INSERT INTO charter_migrations VALUES (?, ?)", (version, self._clock())
                     )
+                    if version == _AUDIT_SCHEMA:
+                        runs = [r[0] for r in conn.execute("SELECT run_id FROM runs")]
+                        entry = _audit.genesis(runs)
+                        _audit.sqlite_append(conn, [entry], self._clock(), self.audit_key)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -293,10 +301,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
 
     async def create_run(self, run: NewRun) -> None:
         def op(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute(
+            new_agent = conn.execute(
                 "INSERT OR IGNORE INTO agents (agent_hash, spec) VALUES (?, ?)",
                 (run.agent_hash, run.agent_spec),
-            )
+            ).rowcount
             last = run.events[-1]
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
@@ -318,6 +326,11 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
             )
             _insert_events(conn, run.events)
             _run_keys.sqlite_insert(conn, run)
+            entries = [_audit.agent_seen(run.agent_hash, run.agent_spec)] if new_agent else []
+            entries.append(
+                _audit.created(run.run_id, run.tenant, run.principal, run.agent_hash, last)
+            )
+            _audit.sqlite_append(conn, entries, now, self.audit_key)
 
         await self._write(op)
 
@@ -413,7 +426,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         )
 
     async def commit(self, commit: Commit) -> None:
-        await self._write(lambda conn, now: _apply_commit(conn, commit, now))
+        await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -538,8 +551,12 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         on: bool,
         reason: str,
         action: KillSwitchAction = "wait",
+        actor: str | None = None,
     ) -> None:
+        entry = _audit.killswitch(on, actor, tenant, agent, reason, action)
+
         def op(conn: sqlite3.Connection, now: float) -> None:
+            _audit.sqlite_append(conn, [entry], now, self.audit_key)
             if on:
                 conn.execute(
                     "INSERT INTO killswitch (tenant, agent, since, reason, action)"
@@ -592,18 +609,40 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         by: str | None,
         note: str | None,
     ) -> tuple[ApprovalRecord, bool]:
-        return await self._write(
-            lambda conn, now: _approvals.decide(
+        def op(conn: sqlite3.Connection, now: float) -> tuple[ApprovalRecord, bool]:
+            pending = _approvals.get(conn, approval_id, self.url).status == "pending"
+            record, won = _approvals.decide(
                 conn, approval_id, decision=decision, by=by, note=note, now=now, url=self.url
             )
-        )
+            if pending and record.status != "pending":
+                _audit.sqlite_append(conn, [_audit.decided(record)], now, self.audit_key)
+            return record, won
 
-    async def set_role(self, *, principal: str, role: str, tenant: str, on: bool) -> None:
-        await self._write(
-            lambda conn, now: _approvals.set_role(
+        return await self._write(op)
+
+    async def set_role(
+        self, *, principal: str, role: str, tenant: str, on: bool, actor: str | None = None
+    ) -> None:
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            changed = _approvals.set_role(
                 conn, principal=principal, role=role, tenant=tenant, on=on, now=now
             )
+            if changed:
+                entry = _audit.role(on, actor, principal, role, tenant)
+                _audit.sqlite_append(conn, [entry], now, self.audit_key)
+
+        await self._write(op)
+
+    async def audit(self, entries: Sequence[_audit.AuditEntry]) -> None:
+        await self._write(
+            lambda conn, now: _audit.sqlite_append(conn, entries, now, self.audit_key)
         )
+
+    async def audit_records(self, *, after_seq: int = 0) -> list[_audit.AuditRecord]:
+        rows = await self._read(
+            lambda c: c.execute(_audit.SELECT.format(p="?"), (after_seq,)).fetchall()
+        )
+        return [_audit.from_row(r) for r in rows]
 
     async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]:
         return await self._read(lambda c: _approvals.role_grants(c, principal))
@@ -665,47 +704,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         query = _stats.StatsQuery("sqlite", since=since, agent=agent, tenant=tenant)
         return await self._read(lambda conn: _stats.sqlite_stats(conn, query))
 
-    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
-
-    async def take(
-        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
-    ) -> float | None:
-        def op(conn: sqlite3.Connection, now: float) -> float | None:
-            if amount > limit + _counters.SLACK:
-                return None
-            start = _counters.window_start(now, window_s)
-            conn.execute(_counters.DROP_OLD, (key, start))
-            args = (key, start, amount, now, limit + _counters.SLACK)
-            row = conn.execute(_counters.TAKE, args).fetchone()
-            return None if row is None else float(row[0])
-
-        return await self._write(op)
-
-    async def add(self, key: str, *, window_s: float, amount: float) -> float:
-        def op(conn: sqlite3.Connection, now: float) -> float:
-            start = _counters.window_start(now, window_s)
-            conn.execute(_counters.DROP_OLD, (key, start))
-            return float(conn.execute(_counters.ADD, (key, start, amount, now)).fetchone()[0])
-
-        return await self._write(op)
-
-    async def counter(self, key: str, *, window_s: float) -> float:
-        start = _counters.window_start(self._clock(), window_s)
-        row = await self._read(lambda c: c.execute(_counters.READ, (key, start)).fetchone())
-        return 0.0 if row is None else float(row[0])
-
-    # -- caches and model usage (see _cache.py) -----------------------------------------------
-
-    async def cache_get(self, key: str, *, now: float) -> str | None:
-        row = await self._read(lambda c: c.execute(_cache.GET, (key, now)).fetchone())
-        return None if row is None else str(row[0])
-
-    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
-        def op(conn: sqlite3.Connection, _: float) -> None:
-            conn.execute(_cache.DROP_EXPIRED, (now,))
-            conn.execute(_cache.PUT, (key, kind, value, now, now + ttl_s))
-
-        await self._write(op)
+    # -- model usage (see _cache.py) ------------------------------------------------------
 
     async def runs_with_model(
         self, model: str, *, status: str | None = None, limit: int = 100
@@ -733,7 +732,9 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     )
 
 
-def _apply_commit(conn: sqlite3.Connection, c: Commit, now: float) -> None:
+def _apply_commit(
+    conn: sqlite3.Connection, c: Commit, now: float, key: _audit.AuditKey | None
+) -> None:
     last = c.events[-1] if c.events else None
     cur = conn.execute(
         "UPDATE runs SET last_seq = ?, last_hash = coalesce(?, last_hash), state = ?, status = ?,"
@@ -779,6 +780,7 @@ def _apply_commit(conn: sqlite3.Connection, c: Commit, now: float) -> None:
             " (SELECT 1 FROM inbox WHERE run_id = ? AND consumed_at IS NULL)",
             (now, c.run_id, c.run_id),
         )
+    _audit.sqlite_append(conn, _audit.head(c.run_id, c.status, c.events), now, key)
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

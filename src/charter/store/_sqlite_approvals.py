@@ -95,17 +95,19 @@ def decide(
 
 def set_role(
     conn: sqlite3.Connection, *, principal: str, role: str, tenant: str, on: bool, now: float
-) -> None:
+) -> bool:
+    """Grant or remove; True when a row changed."""
     if on:
-        conn.execute(
+        cur = conn.execute(
             "INSERT INTO role_grants VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (principal, role, tenant, now),
         )
     else:
-        conn.execute(
+        cur = conn.execute(
             "DELETE FROM role_grants WHERE principal = ? AND role = ? AND tenant = ?",
             (principal, role, tenant),
         )
+    return cur.rowcount > 0
 
 
 def role_grants(conn: sqlite3.Connection, principal: str | None) -> list[RoleGrant]:

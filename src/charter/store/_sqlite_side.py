@@ -1,4 +1,5 @@
-"""SQLite: the small tables beside the runs (workers, memory), as a part of :class:`SQLiteStore`.
+"""SQLite: the small tables beside the runs (workers, memory, counters, caches), as a part
+of :class:`SQLiteStore`.
 
 Kept apart so that the store's own module stays about runs, events and leases. The methods use
 the store's writer and reader (``_write``, ``_read``) and clock.
@@ -11,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from charter.store import _cache, _counters
 from charter.store._base import MemoryItem, WorkerInfo
 
 T = TypeVar("T")
@@ -94,3 +96,45 @@ class SQLiteSideTables:
             ).fetchall()
         )
         return [MemoryItem(t, k, json.loads(v), json.loads(p), c, e) for t, k, v, p, c, e in rows]
+
+    # -- counters (rate limits, spending; see _counters.py) -----------------------------------
+
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        def op(conn: sqlite3.Connection, now: float) -> float | None:
+            if amount > limit + _counters.SLACK:
+                return None
+            start = _counters.window_start(now, window_s)
+            conn.execute(_counters.DROP_OLD, (key, start))
+            args = (key, start, amount, now, limit + _counters.SLACK)
+            row = conn.execute(_counters.TAKE, args).fetchone()
+            return None if row is None else float(row[0])
+
+        return await self._write(op)
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        def op(conn: sqlite3.Connection, now: float) -> float:
+            start = _counters.window_start(now, window_s)
+            conn.execute(_counters.DROP_OLD, (key, start))
+            return float(conn.execute(_counters.ADD, (key, start, amount, now)).fetchone()[0])
+
+        return await self._write(op)
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        start = _counters.window_start(self._clock(), window_s)
+        row = await self._read(lambda c: c.execute(_counters.READ, (key, start)).fetchone())
+        return 0.0 if row is None else float(row[0])
+
+    # -- caches and model usage (see _cache.py) -----------------------------------------------
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        row = await self._read(lambda c: c.execute(_cache.GET, (key, now)).fetchone())
+        return None if row is None else str(row[0])
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        def op(conn: sqlite3.Connection, _: float) -> None:
+            conn.execute(_cache.DROP_EXPIRED, (now,))
+            conn.execute(_cache.PUT, (key, kind, value, now, now + ttl_s))
+
+        await self._write(op)

@@ -10,6 +10,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from charter.store import _audit
+from charter.store._audit import AuditRecord
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
@@ -53,5 +56,19 @@ class SQLiteTables:
             before = conn.total_changes
             conn.executemany(sql, rows)
             return conn.total_changes - before
+
+        return await self._write(write)
+
+    async def adopt_audit_log(self, records: Sequence[AuditRecord]) -> int:
+        """Take a copied database's audit log (``db copy``): this one's must be its own
+        genesis alone (replaced) or a prefix of ``records`` (the rest is appended)."""
+
+        def write(conn: sqlite3.Connection, _: float) -> int:
+            found = conn.execute(_audit.SELECT.format(p="?"), (0,)).fetchall()
+            rows = _audit.adoption([_audit.from_row(r) for r in found], records)
+            if len(rows) == len(records):
+                conn.execute("DELETE FROM audit_log")
+            conn.executemany(_audit.INSERT.format(p="?"), rows)
+            return len(rows)
 
         return await self._write(write)
