@@ -330,6 +330,8 @@ def test_operator_actions_are_recorded_with_their_actors(tmp_path: Path) -> None
     switch = next(r for r in records if r["kind"] == "killswitch_on")
     assert switch["detail"] == {"tenant": "acme", "agent": "*", "reason": "incident 12",
                                 "action": "wait"}  # fmt: skip
+    seen = next(r for r in records if r["kind"] == "agent_seen")
+    assert seen["detail"]["policy"] == "refunds" and len(seen["detail"]["policy_digest"]) == 64
     decided = next(r for r in records if r["kind"] == "approval_decided")
     assert decided["detail"]["decision"] == "granted"
     assert decided["detail"]["arguments_hash"] == held["arguments_hash"]

@@ -162,11 +162,20 @@ def created(run_id: str, tenant: str, principal: str, agent_hash: str, head: Eve
 
 
 def agent_seen(agent_hash: str, spec: str) -> AuditEntry:
-    """A new agent spec (its policy included) that the runtime stored for the first time."""
+    """A new agent spec that the runtime stored for the first time: a new agent, version,
+    prompt, tool set or policy (the policy is part of the spec; its digest is recorded)."""
     data = json.loads(spec)
-    name = data.get("name") if isinstance(data, dict) else None
-    version = data.get("version") if isinstance(data, dict) else None
-    detail = {"agent_hash": agent_hash, "agent": name, "version": version}
+    data = data if isinstance(data, dict) else {}
+    policy = data.get("policy")
+    detail = {
+        "agent_hash": agent_hash,
+        "agent": data.get("name"),
+        "version": data.get("version"),
+        "policy": policy.get("name") if isinstance(policy, dict) else None,
+        "policy_digest": None
+        if policy is None
+        else hashlib.sha256(canonical(policy).encode()).hexdigest(),
+    }
     return AuditEntry("agent_seen", None, None, detail)
 
 
