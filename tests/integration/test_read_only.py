@@ -135,7 +135,7 @@ def test_a_read_only_archive_can_be_listed_shown_and_verified(tmp_path: Path) ->
             done = run_charter(tmp_path, *command, "--db", db)
             assert done.returncode == 0, (command, done.stderr)
         verified = run_charter(tmp_path, "audit", "verify", run_id, "--db", db)
-        assert "every hash chain verifies" in verified.stdout
+        assert verified.stdout.startswith("ok: 1 run(s)")
         listed = json.loads(run_charter(tmp_path, "runs", "list", "--json", "--db", db).stdout)
         assert [r["run_id"] for r in listed] == [run_id]
         written = run_charter(tmp_path, "start", "agent.yaml", "--input", "x", "--db", db)
