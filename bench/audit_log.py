@@ -3,7 +3,7 @@
 
 Usage::
 
-    python bench/audit_log.py [--runs 200] [--concurrency 8] [--pg URL] [--json]
+    python bench/audit_log.py [--runs 200] [--concurrency 8] [--rounds 3] [--pg URL] [--json]
 
 In one process, for SQLite (a fresh file) and, with ``--pg`` (or ``CHARTER_BENCH_PG``), a
 fresh PostgreSQL schema:
@@ -12,7 +12,8 @@ fresh PostgreSQL schema:
    record and one sealed head each), ``--concurrency`` at a time, with the audit log as
    shipped and an audit key; then the same with no key; then the same with the store's audit
    appends patched out (``store._audit.sqlite_append``/``postgres_append`` do nothing): the
-   difference is what the audit log costs per run, measured in the same run of the bench;
+   difference is what the audit log costs per run. The three modes alternate for
+   ``--rounds`` rounds; each figure is the median;
 2. the CPU cost of sealing one record, with and without a key.
 
 It asserts nothing; it prints the figures and the ratios.
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +72,20 @@ async def _runs(url: str, key: AuditKey | None, runs: int, concurrency: int) -> 
         return (time.perf_counter() - started) / runs
 
 
-def _measure(make_url: Any, runs: int, concurrency: int) -> dict[str, float]:
-    figures = {
-        "with_key_ms": asyncio.run(_runs(make_url(), KEY, runs, concurrency)) * 1000,
-        "no_key_ms": asyncio.run(_runs(make_url(), None, runs, concurrency)) * 1000,
-    }
+def _measure(make_url: Any, runs: int, concurrency: int, rounds: int) -> dict[str, float]:
+    """Median ms per run of each mode over ``rounds`` rounds, the modes alternating."""
+    found: dict[str, list[float]] = {"with_key_ms": [], "no_key_ms": [], "off_ms": []}
+    for _ in range(rounds):
+        found["with_key_ms"].append(asyncio.run(_runs(make_url(), KEY, runs, concurrency)))
+        found["no_key_ms"].append(asyncio.run(_runs(make_url(), None, runs, concurrency)))
+        with _appends_off():
+            found["off_ms"].append(asyncio.run(_runs(make_url(), KEY, runs, concurrency)))
+    return {mode: statistics.median(values) * 1000 for mode, values in found.items()}
+
+
+@contextlib.contextmanager
+def _appends_off() -> Iterator[None]:
+    """The store's audit appends do nothing (what the runtime cost without the audit log)."""
     appends = _audit.sqlite_append, _audit.postgres_append
 
     async def nothing(*_: Any) -> None:
@@ -81,10 +94,9 @@ def _measure(make_url: Any, runs: int, concurrency: int) -> dict[str, float]:
     _audit.sqlite_append = lambda *_: None  # type: ignore[assignment]
     _audit.postgres_append = nothing  # type: ignore[assignment]
     try:
-        figures["off_ms"] = asyncio.run(_runs(make_url(), KEY, runs, concurrency)) * 1000
+        yield
     finally:
         _audit.sqlite_append, _audit.postgres_append = appends
-    return figures
 
 
 def _seal_us(key: AuditKey | None, n: int = 20_000) -> float:
@@ -102,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pg", default=os.environ.get("CHARTER_BENCH_PG"))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -109,7 +122,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         count = iter(range(1_000_000))
         results["sqlite"] = _measure(
-            lambda: f"sqlite:///{Path(tmp) / f'b{next(count)}.db'}", args.runs, args.concurrency
+            lambda: f"sqlite:///{Path(tmp) / f'b{next(count)}.db'}",
+            args.runs,
+            args.concurrency,
+            args.rounds,
         )
     if args.pg:
         names: list[str] = []
@@ -123,7 +139,7 @@ def main() -> None:
             return f"{args.pg}{sep}options=-csearch_path%3D{name}"
 
         try:
-            results["postgres"] = _measure(fresh, args.runs, args.concurrency)
+            results["postgres"] = _measure(fresh, args.runs, args.concurrency, args.rounds)
         finally:
             with psycopg.connect(args.pg, autocommit=True) as conn:
                 for name in names:
