@@ -148,8 +148,12 @@ class ModelError(CharterError):
         finish_reason: str | None = None,
         input_tokens: int = 0,
         output_tokens: int = 0,
+        excerpt: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
+        self.excerpt = excerpt
+        """The start of the unusable answer, kept out of the message: it is the model's text,
+        which an agent's logging settings may forbid storing (``model_call_failed.excerpt``)."""
         self.retryable = retryable
         self.finish_reason = finish_reason
         """Why the server says it stopped, when it answered (``stop``, ``length``...)."""

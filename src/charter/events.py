@@ -163,6 +163,9 @@ class ModelCallFailed(_Body):
     usage: Usage = Usage()
     """The tokens of the ``rejected`` answers: they count against the budgets."""
     cost_usd: float = 0.0
+    excerpt: str | None = None
+    """The start of the last unusable answer (the model's text: the agent's logging settings
+    and retention apply to it as to ``model_responded.content``)."""
 
 
 class ModelDegraded(_Body):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from charter.events import (
     EventBody,
     MessageReceived,
+    ModelCallFailed,
     ModelResponded,
     RunFinished,
     ToolCallFailed,
@@ -95,6 +96,8 @@ class Redactor:
         match body:
             case MessageReceived():
                 self._field(changes, paths, "text", body.text, keep=s.store_prompt)
+            case ModelCallFailed():
+                self._field(changes, paths, "excerpt", body.excerpt, keep=s.store_prompt)
             case ModelResponded():
                 self._field(changes, paths, "content", body.content, keep=s.store_prompt)
                 self._field(changes, paths, "ignored_text", body.ignored_text, keep=s.store_prompt)

@@ -7,8 +7,9 @@ Three kinds of payload, each with a time to live (TTL), by default and per tenan
       tenants:
         acme: {prompts: 1d}          # the other kinds: acme keeps the default
 
-* ``prompts``: the run's input (``run_started.input``), messages, the model's text and
-  proposed arguments, the final output;
+* ``prompts``: the run's input (``run_started.input``), messages, the model's text (and the
+  excerpt of an unusable answer, ``model_call_failed.excerpt``) and proposed arguments, the
+  final output;
 * ``tool_payloads``: call arguments (proposed, rewritten, held for approval), tool outputs,
   tool error messages;
 * ``decisions``: a policy decision's reason, an approval's note. Omitted means ``forever``.
@@ -50,6 +51,7 @@ _FIELDS: dict[str, dict[str, tuple[tuple[str, Any], ...]]] = {
             ("ignored_text", REMOVED),
             ("tool_calls.*.arguments", REMOVED),
         ),
+        "model_call_failed": (("excerpt", REMOVED),),
         "run_finished": (("output", REMOVED),),
     },
     "tool_payloads": {

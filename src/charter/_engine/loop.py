@@ -350,6 +350,7 @@ class RunDriver(UnknownOutcomes):
                     error=ErrorInfo(code=exc.code, message=str(exc), retryable=exc.retryable),
                     attempts=self._model_attempts,
                     finish_reason=exc.finish_reason,
+                    excerpt=exc.excerpt,
                     **self._rejected.failed(),
                     **step.recorded(),
                 )

@@ -133,8 +133,9 @@ def parse_answer(
         for i, call in enumerate(calls):
             if not isinstance(call, dict) or not isinstance(call.get("name"), str):
                 raise ModelResponseError(
-                    f"the answer of {where} has a tool call without a name: {_clip(text or '')}",
+                    f"the answer of {where} has a tool call without a name",
                     retryable=retryable,
+                    excerpt=_clip(text or ""),
                 )
             args = call.get("arguments", {})
             raw = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
@@ -145,8 +146,9 @@ def parse_answer(
     content = body.get("content")
     if not isinstance(content, str):
         raise ModelResponseError(
-            f"the answer of {where} is neither tool calls nor content: {_clip(text or '')}",
+            f"the answer of {where} is neither tool calls nor content",
             retryable=retryable,
+            excerpt=_clip(text or ""),
         )
     return content, (), ignored
 
@@ -164,13 +166,15 @@ def _first_object(text: str, *, where: str, retryable: bool) -> tuple[dict[str, 
         body, end = json.JSONDecoder().raw_decode(start)
     except json.JSONDecodeError as exc:
         raise ModelResponseError(
-            f"the answer of {where} does not begin with a JSON object ({exc}): {_clip(text)}",
+            f"the answer of {where} does not begin with a JSON object ({exc})",
             retryable=retryable,
+            excerpt=_clip(text),
         ) from exc
     if not isinstance(body, dict):
         raise ModelResponseError(
-            f"the answer of {where} is neither tool calls nor content: {_clip(text)}",
+            f"the answer of {where} is neither tool calls nor content",
             retryable=retryable,
+            excerpt=_clip(text),
         )
     rest = start[end:].strip()
     if fence and rest.startswith("```"):
@@ -180,4 +184,4 @@ def _first_object(text: str, *, where: str, retryable: bool) -> tuple[dict[str, 
 
 def _clip(text: str, width: int = 120) -> str:
     text = text.replace("\n", " ")
-    return repr(text if len(text) <= width else text[: width - 1] + "…")
+    return text if len(text) <= width else text[: width - 1] + "…"
