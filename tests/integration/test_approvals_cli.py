@@ -7,34 +7,12 @@ import sqlite3
 from pathlib import Path
 
 from tests.helpers.cli import run_charter
-
-POLICY = """\
-policy:
-  name: refunds
-  rules:
-    - id: medium
-      when: {tool: refund, args: {amount: {gt: 50}}}
-      then: {require_approval: {tier: manager, role: lead, expires_in: 2h}}
-    - id: small
-      when: {tool: refund}
-      then: allow
-"""
+from tests.helpers.refund_agent import write_refund_agent
 
 
 def _held_run(tmp: Path) -> tuple[str, dict[str, object]]:
     """A run by ann whose 120.00 refund waits for a lead; its one pending request."""
-    (tmp / "prompt.md").write_text("Refund.")
-    script = [
-        {"tool_calls": [{"name": "refund", "arguments": {"order_id": "7", "amount": 120}}]},
-        {"content": "done"},
-    ]
-    (tmp / "script.json").write_text(json.dumps(script))
-    (tmp / "policy.yaml").write_text(POLICY)
-    (tmp / "agent.yaml").write_text(
-        "agent:\n  name: a\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
-    )
+    write_refund_agent(tmp)
     started = run_charter(
         tmp, "start", "agent.yaml", "--input", "refund", "--tenant", "acme", "--principal", "ann"
     )

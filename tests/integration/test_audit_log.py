@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from tests.helpers.cli import run_charter
+from tests.helpers.refund_agent import write_refund_agent
 
 from charter import Agent, ModelSpec, Runtime, tool
 from charter._engine.state import fold_all
@@ -271,28 +272,10 @@ def test_an_anchor_catches_a_run_deleted_with_its_audit_records(
 
 # -- operator actions ----------------------------------------------------------------------------
 
-POLICY = """\
-policy:
-  name: refunds
-  rules:
-    - id: medium
-      when: {tool: refund, args: {amount: {gt: 50}}}
-      then: {require_approval: {tier: manager, role: lead, expires_in: 2h}}
-"""
-
 
 def test_operator_actions_are_recorded_with_their_actors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'charter.db'}"
-    (tmp_path / "script.json").write_text(json.dumps([
-        {"tool_calls": [{"name": "refund", "arguments": {"order_id": "7", "amount": 120}}]},
-        {"content": "done"},
-    ]))  # fmt: skip
-    (tmp_path / "policy.yaml").write_text(POLICY)
-    (tmp_path / "agent.yaml").write_text(
-        "agent:\n  name: a\n  instructions: |\n    Refund.\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
-    )
+    write_refund_agent(tmp_path)
 
     def ok(*args: str) -> str:
         done = run_charter(tmp_path, *args, "--db", url, env=SEALED)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.cli import run_charter
+from tests.helpers.refund_agent import write_refund_agent
 
 from charter.store import MemoryItem, WorkerInfo, open_store
 from charter.store._copy import copy_store
@@ -20,35 +21,12 @@ from charter.store._copy import copy_store
 NOT_COPIED = ("charter_migrations", "workers")
 """The documented exclusions (docs/architecture.md, `db copy`): the target's own schema
 history, and the live heartbeats of the source's worker processes."""
-POLICY = """\
-policy:
-  name: refunds
-  rules:
-    - id: medium
-      when: {tool: refund, args: {amount: {gt: 50}}}
-      then: {require_approval: {tier: manager, role: lead, expires_in: 2h}}
-    - id: small
-      when: {tool: refund}
-      then: allow
-"""
 
 
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
     switch, counters, cache entries, memory, and a worker's heartbeat."""
-    (tmp / "prompt.md").write_text("Refund.")
-    script = [
-        {"tool_calls": [{"name": "refund", "arguments": {"order_id": "7", "amount": 120}}]},
-        {"content": "done"},
-    ]
-    (tmp / "script.json").write_text(json.dumps(script))
-    (tmp / "policy.yaml").write_text(POLICY)
-    (tmp / "agent.yaml").write_text(
-        "agent:\n  name: a\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
-        "  cache: {models: true}\n"
-    )
+    write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
                               "acme", "--principal", "ann", "--idempotency-key", f"req-{n}",

@@ -10,34 +10,12 @@ from pathlib import Path
 
 import pytest
 from tests.helpers.cli import run_charter
-
-POLICY = """\
-policy:
-  name: refunds
-  rules:
-    - id: medium
-      when: {tool: refund, args: {amount: {gt: 50}}}
-      then: {require_approval: {tier: manager, role: lead, expires_in: 2h}}
-    - id: small
-      when: {tool: refund}
-      then: allow
-"""
+from tests.helpers.refund_agent import REFUNDS_POLICY, write_refund_agent
 
 
 def _held(tmp: Path, db: str, principal: str) -> tuple[str, str]:
     """A run whose refund waits for a lead: (run_id, approval_id)."""
-    (tmp / "prompt.md").write_text("Refund.")
-    script = [
-        {"tool_calls": [{"name": "refund", "arguments": {"order_id": "7", "amount": 120}}]},
-        {"content": "done"},
-    ]
-    (tmp / "script.json").write_text(json.dumps(script))
-    (tmp / "policy.yaml").write_text(POLICY)
-    (tmp / "agent.yaml").write_text(
-        "agent:\n  name: a\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["tests.helpers.tools:refund"]\n  policy: policy.yaml\n'
-    )
+    write_refund_agent(tmp)
     started = run_charter(
         tmp, "start", "agent.yaml", "--input", "refund", "--tenant", "acme",
         "--principal", principal, "--db", db,
@@ -121,7 +99,7 @@ def test_role_grants_stored_before_canonical_names_still_count(tmp_path: Path) -
 def test_a_policy_rule_names_principals_canonically(tmp_path: Path) -> None:
     """A deny rule for `Mallory` still stops the run mallory starts (run principals are
     canonical, so the rule's names are too)."""
-    policy = POLICY.replace(
+    policy = REFUNDS_POLICY.replace(
         "  rules:\n",
         "  rules:\n    - id: no-mallory\n      when: {principal: [' Mallory ']}\n"
         "      then: {deny: blocked}\n",
