@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.integration.test_store import Backend, FakeClock, _after, _new_run, _with_store
+from tests.integration.test_store import Backend, _with_store
 
 from charter._engine.state import fold_all
 from charter.events import ApprovalRequested, Event, RunWaiting, arguments_hash
 from charter.store import ApprovalRecord, Commit, Store
+from charter.testing.store_conformance import FakeClock, new_run, next_events
 
 WORKER = "w1"
 
@@ -47,7 +48,7 @@ async def _file_and_park(
     store: Store, run_id: str, now: float, *, park: bool = True, expires_in: float = 60
 ) -> tuple[ApprovalRecord, list[Event], int]:
     """Create a run whose worker files one approval request and (``park``) waits for it."""
-    run = _new_run(run_id, now)
+    run = new_run(run_id, now)
     await store.create_run(run)
     [claim] = await store.claim(WORKER, lease_s=30, limit=1, run_id=run_id)
     history = list(run.events)
@@ -68,7 +69,7 @@ async def _file_and_park(
     bodies: list[object] = [body]
     if park:
         bodies.append(RunWaiting(waiting_for="approval", call_id="c1", wake_at=request.expires_at))
-    new = _after(history, *bodies)
+    new = next_events(history, *bodies)
     await store.commit(
         Commit(
             run_id=run_id,
@@ -174,7 +175,7 @@ def test_a_run_parking_for_a_decided_request_is_runnable_at_once(backend: Backen
         await store.decide_approval(request.approval_id, decision="granted", by="bob", note=None)
         assert (await store.get_run("r1")).ready_at == clock.now  # still running: unchanged
         clock.now += 1
-        new = _after(history, RunWaiting(waiting_for="approval", wake_at=request.expires_at))
+        new = next_events(history, RunWaiting(waiting_for="approval", wake_at=request.expires_at))
         await store.commit(
             Commit(
                 run_id="r1",
@@ -221,11 +222,11 @@ def test_kill_switch_actions_are_kept_and_off_wakes_waiting_runs(backend: Backen
             ("acme", "escalate"),
             ("*", "wait"),
         ]
-        run = _new_run("r1", clock.now)
+        run = new_run("r1", clock.now)
         await store.create_run(run)
         [claim] = await store.claim(WORKER, lease_s=30, limit=1, run_id="r1")
         history = list(run.events)
-        new = _after(history, RunWaiting(waiting_for="kill_switch", wake_at=clock.now + 60))
+        new = next_events(history, RunWaiting(waiting_for="kill_switch", wake_at=clock.now + 60))
         await store.commit(
             Commit(
                 run_id="r1",

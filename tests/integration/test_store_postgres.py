@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from tests.conftest import PostgresDatabases
-from tests.integration.test_store import _new_run, _park
 
 from charter import ConflictError, StoreError
 from charter.errors import ConfigError
@@ -19,6 +18,7 @@ from charter.store import (
     Store,
     open_store,
 )
+from charter.testing.store_conformance import new_run, park
 
 # -- PostgreSQL: bad input and broken connections ---------------------------------------------
 
@@ -102,7 +102,7 @@ def test_postgres_only_a_connection_lost_mid_operation_is_a_store_error_then_rec
         store = PostgresStore(pg_url)
         admin = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
         try:
-            await _park(store, _new_run("run_1", 1_000.0), status="waiting", waiting_for="message")
+            await park(store, new_run("run_1", 1_000.0), status="waiting", waiting_for="message")
             async with admin.transaction():
                 # Hold the run's row, so that the store's send waits on it, then cut it off.
                 await admin.execute("SELECT 1 FROM runs WHERE run_id = 'run_1' FOR UPDATE")
@@ -141,7 +141,7 @@ def test_postgres_only_after_every_connection_is_cut_operations_and_wake_ups_res
         waiter, other = PostgresStore(pg_url), PostgresStore(pg_url)
         admin = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
         try:
-            await other.create_run(_new_run("run_1", 1_000.0))
+            await other.create_run(new_run("run_1", 1_000.0))
             await waiter.wait_for_work(0.5)  # listening, and the pools hold connections
             assert await waiter.run_ids() == ["run_1"]
             await admin.execute(
@@ -151,7 +151,7 @@ def test_postgres_only_after_every_connection_is_cut_operations_and_wake_ups_res
             # The pools replace their dead connections (psycopg's pool waits ~1 s before it
             # checks the next one): no operation fails.
             assert await waiter.run_ids() == ["run_1"]
-            await other.create_run(_new_run("run_2", 1_000.0))
+            await other.create_run(new_run("run_2", 1_000.0))
             # The listener reconnects meanwhile, and wakes its waiter: it may have missed news.
             await asyncio.sleep(0.6)
             started = time.monotonic()
@@ -162,7 +162,7 @@ def test_postgres_only_after_every_connection_is_cut_operations_and_wake_ups_res
             await asyncio.sleep(0.2)
             assert not task.done()
             started = time.monotonic()
-            await other.create_run(_new_run("run_3", 1_000.0))
+            await other.create_run(new_run("run_3", 1_000.0))
             await task
             assert time.monotonic() - started < 2.0
         finally:

@@ -26,7 +26,7 @@ from typing import Any
 from charter.events import ProposedCall, RunStarted, Usage
 from charter.models import ModelRequest, ModelResponse
 from charter.models._routing import CachePolicy
-from charter.store import Store
+from charter.store import CacheStorage
 from charter.tools import Tool
 
 
@@ -88,7 +88,9 @@ def decode_response(text: str) -> ModelResponse | None:
 class Caches:
     """The run's view of both caches, as its agent's ``cache:`` section allows."""
 
-    def __init__(self, *, store: Store, policy: CachePolicy, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, store: CacheStorage, policy: CachePolicy, clock: Callable[[], float]
+    ) -> None:
         self.store = store
         self.policy = policy
         self.clock = clock

@@ -37,7 +37,7 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.policy import Decision, LimitMatch
-from charter.store import Store
+from charter.store import Governance
 from charter.tools import Tool
 
 DAY_S = 86_400.0
@@ -59,7 +59,7 @@ class Limiter:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Governance,
         agent: Agent,
         tenant: str,
         clock: Callable[[], float] = time.monotonic,

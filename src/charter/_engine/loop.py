@@ -62,11 +62,11 @@ from charter.events import (
 from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
 from charter.policy import Decision
 from charter.redaction import Redactor
-from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
+from charter.store import ApprovalRecord, Claim, Commit, EngineStore, KillSwitch, RunRecord
 from charter.tools import Tool, ToolContext, validation_message
 
 
-async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
+async def abandon(store: EngineStore, claim: Claim, worker: str, reason: str) -> None:
     """End a run this worker cannot work (its agent cannot be built, or the engine failed).
 
     The run is marked ``failed`` with the reason, so no worker claims it again in a loop.
@@ -111,7 +111,7 @@ class RunDriver(UnknownOutcomes):
     def __init__(
         self,
         *,
-        store: Store,
+        store: EngineStore,
         record: RunRecord,
         claim: Claim,
         agent: Agent,

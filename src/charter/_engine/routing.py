@@ -21,7 +21,7 @@ from charter.agents import Agent
 from charter.events import ModelDegraded
 from charter.models import Model, ModelRequest, ModelResponse, ModelSpec
 from charter.models._routing import ModelRouter, Selection, StepTracker, describe, select
-from charter.store import Store
+from charter.store import CacheStorage
 
 _NOT_THE_ANSWER = {
     "timeout_s",
@@ -69,7 +69,7 @@ class StepRoutes:
         *,
         agent: Agent,
         model: Model,
-        store: Store,
+        store: CacheStorage,
         clock: Callable[[], float],
         tenant: str,
     ) -> None:

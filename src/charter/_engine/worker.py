@@ -25,7 +25,7 @@ from charter.agents import Agent
 from charter.errors import CharterError, ConflictError, LeaseLost, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
-from charter.store import Claim, RunRecord, Store, WorkerInfo
+from charter.store import Claim, EngineStore, RunRecord, WorkerInfo
 
 log = logging.getLogger("charter.worker")
 
@@ -88,7 +88,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: EngineStore,
         resolve: Resolver,
         options: WorkerOptions | None = None,
         worker_id: str | None = None,

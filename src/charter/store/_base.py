@@ -249,8 +249,8 @@ class PayloadRow:
     tenant: str
 
 
-class Store(Protocol):
-    """Durable storage for runs, their event logs, inboxes, leases and memory."""
+class RunLog(Protocol):
+    """Runs and their event logs, commits fenced by sequence number and lease, the inbox."""
 
     url: str
 
@@ -281,6 +281,10 @@ class Store(Protocol):
     async def send(self, run_id: str, text: str) -> int: ...
     async def pending_messages(self, run_id: str) -> list[InboxMessage]: ...
 
+
+class Leases(Protocol):
+    """Who works which run: claims, lease renewal and release, wake-ups, worker heartbeats."""
+
     # -- leases -----------------------------------------------------------------------------
     async def claim(
         self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
@@ -299,6 +303,11 @@ class Store(Protocol):
     async def heartbeat_worker(self, info: WorkerInfo) -> None: ...
     async def remove_worker(self, worker_id: str) -> None: ...
     async def list_workers(self) -> list[WorkerInfo]: ...
+
+
+class Governance(Protocol):
+    """What decisions read and write outside a run's log: kill switches, approvals, roles,
+    counters (rate limits, spending)."""
 
     # -- kill switch ------------------------------------------------------------------------
     async def set_killswitch(
@@ -358,7 +367,53 @@ class Store(Protocol):
 
     async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]: ...
 
-    # -- the audit log (store/_audit.py) ------------------------------------------------------
+    # -- counters (rate limits, spending) ---------------------------------------------------
+    async def take(
+        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
+    ) -> float | None:
+        """Add ``amount`` to counter ``key`` in the current fixed window unless the total would
+        pass ``limit``: return the new total, or None (and change nothing). Atomic: however
+        many workers take at once, the total never passes the limit. The window is
+        ``floor(now / window_s) * window_s`` by the store's clock (the database's on
+        PostgreSQL)."""
+        ...
+
+    async def add(self, key: str, *, window_s: float, amount: float) -> float:
+        """Add ``amount`` (which may be negative) to counter ``key`` in the current window,
+        unconditionally; return the new total."""
+        ...
+
+    async def counter(self, key: str, *, window_s: float) -> float:
+        """Counter ``key``'s total in the current window (0 when nothing was counted)."""
+        ...
+
+
+class CacheStorage(Protocol):
+    """Model-response and read-tool result caches."""
+
+    # -- caches (model responses, read-tool results) and model usage -------------------------
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        """The value cached under ``key`` unless it expired by ``now`` (the caller's clock)."""
+        ...
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        """Cache ``value`` under ``key`` until ``now + ttl_s`` (replacing an older value);
+        ``kind`` is ``model`` or ``tool``. Also drops a few expired entries."""
+        ...
+
+
+class MemoryStorage(Protocol):
+    """Key-value memory per tenant (:class:`charter.memory.StoreMemory` sits on it)."""
+
+    # -- memory -----------------------------------------------------------------------------
+    async def remember(self, item: MemoryItem) -> None: ...
+    async def recall(self, tenant: str, key: str) -> MemoryItem | None: ...
+    async def memory_items(self) -> list[MemoryItem]: ...
+
+
+class AuditLog(Protocol):
+    """The audit log (``store/_audit.py``): one hash chain over the whole database."""
+
     audit_key: AuditKey | None
 
     async def audit(self, entries: Sequence[AuditEntry]) -> None:
@@ -370,10 +425,9 @@ class Store(Protocol):
         """``db copy``: take the source's audit log (see ``store/_audit.py`` ``adoption``)."""
         ...
 
-    # -- memory -----------------------------------------------------------------------------
-    async def remember(self, item: MemoryItem) -> None: ...
-    async def recall(self, tenant: str, key: str) -> MemoryItem | None: ...
-    async def memory_items(self) -> list[MemoryItem]: ...
+
+class Admin(Protocol):
+    """Statistics, schema, whole-table copies and retention: operators' work, not runs'."""
 
     # -- statistics -------------------------------------------------------------------------
     async def stats(
@@ -417,39 +471,19 @@ class Store(Protocol):
 
     async def import_run(self, export: RunExport) -> None: ...
 
-    # -- counters (rate limits, spending) ---------------------------------------------------
-    async def take(
-        self, key: str, *, window_s: float, limit: float, amount: float = 1.0
-    ) -> float | None:
-        """Add ``amount`` to counter ``key`` in the current fixed window unless the total would
-        pass ``limit``: return the new total, or None (and change nothing). Atomic: however
-        many workers take at once, the total never passes the limit. The window is
-        ``floor(now / window_s) * window_s`` by the store's clock (the database's on
-        PostgreSQL)."""
-        ...
-
-    async def add(self, key: str, *, window_s: float, amount: float) -> float:
-        """Add ``amount`` (which may be negative) to counter ``key`` in the current window,
-        unconditionally; return the new total."""
-        ...
-
-    async def counter(self, key: str, *, window_s: float) -> float:
-        """Counter ``key``'s total in the current window (0 when nothing was counted)."""
-        ...
-
-    # -- caches (model responses, read-tool results) and model usage -------------------------
-    async def cache_get(self, key: str, *, now: float) -> str | None:
-        """The value cached under ``key`` unless it expired by ``now`` (the caller's clock)."""
-        ...
-
-    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
-        """Cache ``value`` under ``key`` until ``now + ttl_s`` (replacing an older value);
-        ``kind`` is ``model`` or ``tool``. Also drops a few expired entries."""
-        ...
-
     async def runs_with_model(
         self, model: str, *, status: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """The runs (in ``status``), newest first, in which ``model`` answered or was called:
         a model event names it as its ``model`` (served id) or ``model_version`` (sha256)."""
         ...
+
+
+class EngineStore(RunLog, Leases, Governance, CacheStorage, Protocol):
+    """What workers and the run loop use: the run log, leases, governance state, caches."""
+
+
+class Store(EngineStore, MemoryStorage, AuditLog, Admin, Protocol):
+    """Durable storage for runs, their event logs, inboxes, leases, governance state, caches,
+    memory and the audit log: every role a backend plays (``charter.testing.store_conformance``
+    checks them)."""
