@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 2
@@ -568,9 +569,22 @@ def find_leaves(data: Any, path: str) -> Iterator[tuple[dict[str, Any], str, str
                 yield parent, key, f"{head}.{found}"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(value: Any) -> bytes:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8", "surrogatepass")
+    """Canonical JSON: sorted keys, no spaces, UTF-8 (Python's ``json``, stable across
+    versions, so an event sealed today verifies with a later Charter)."""
+    return _CANONICAL.encode(value).encode("utf-8", "surrogatepass")
+
+
+def parse_payload(payload: str) -> Any:
+    """A stored payload as JSON values, read by the parser that validates event bodies, so a
+    digest covers what the event shows (ValueError when it is not JSON)."""
+    try:
+        return pydantic_core.from_json(payload)
+    except ValueError:
+        raise ValueError("the payload is not JSON") from None
 
 
 def leaf_digest(value: Any) -> str:
@@ -594,10 +608,10 @@ def content_digest(type: str, payload: str, schema_version: int = SCHEMA_VERSION
         raise ValueError(f"unknown event schema version {schema_version}")
     removable = _REMOVABLE_BY_TYPE.get(type)
     if removable is None:
-        if removal(payload) is not None:
+        if REMOVED_KEY in payload and REMOVED_KEY in _as_dict(parse_payload(payload)):
             raise ValueError(f"a retention marker on a {type} event, which retention never edits")
         return payload_digest(payload)
-    data = json.loads(payload)
+    data = parse_payload(payload)
     if not isinstance(data, dict):
         raise ValueError("the payload is not a JSON object")
     removed = _removed_digests(data.pop(REMOVED_KEY, None))
@@ -617,6 +631,10 @@ def content_digest(type: str, payload: str, schema_version: int = SCHEMA_VERSION
             f" of this {type} event"
         )
     return hashlib.sha256(_canonical(data)).hexdigest()
+
+
+def _as_dict(data: Any) -> dict[str, Any]:
+    return data if isinstance(data, dict) else {}
 
 
 def _removed_digests(marker: Any) -> dict[str, str]:
@@ -742,9 +760,7 @@ def verify_chain(
             return ChainBreak(run_id, expected_seq, f"event {expected_seq} is missing")
         try:
             digest = content_digest(type_, payload, schema_version)
-        except json.JSONDecodeError:
-            return ChainBreak(run_id, seq, "the payload is not JSON")
-        except ValueError as exc:  # a retention marker that does not fit the event
+        except ValueError as exc:  # not JSON, or a retention marker that does not fit
             return ChainBreak(run_id, seq, str(exc))
         computed = chain_hash(
             run_id=run_id,

@@ -41,6 +41,7 @@ from charter.events import (
     SCHEMA_VERSION,
     find_leaves,
     leaf_digest,
+    parse_payload,
     payload_digest,
 )
 from charter.events import REMOVED as REMOVED
@@ -137,7 +138,7 @@ def strip(
     The marker of a schema-2 event keeps each removed field's digest (a second pass adds its
     own); a schema-1 event's keeps the original payload's digest, as retention always did.
     """
-    data = json.loads(payload)
+    data = parse_payload(payload)
     old = data.pop(REMOVED_KEY, None) or {}
     fields: list[str] = list(old.get("fields", ()))
     digests: dict[str, str] = dict(old.get("digests", {}))
