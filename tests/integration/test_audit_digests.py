@@ -471,3 +471,12 @@ def test_a_type_with_nothing_removable_is_hashed_as_stored() -> None:
         run_id="r", seq=1, type=event.type, schema_version=2, at=1.0, digest=digest,
         prev=GENESIS_HASH,
     )  # fmt: skip
+
+
+def test_an_event_of_an_unknown_schema_version_is_a_break() -> None:
+    body = _TYPE["run_resumed"](reason="message", worker="w1")
+    event = Event.seal(run_id="r", seq=1, at=1.0, body=body, prev_hash=GENESIS_HASH)
+
+    broken = verify_chain([(1, event.type, 3, 1.0, event.payload, event.hash)], "r")
+
+    assert broken is not None and broken.reason == "unknown event schema version 3"
