@@ -36,7 +36,7 @@ from charter.events import (
     GENESIS_HASH,
     SCHEMA_VERSION,
     chain_hash,
-    payload_digest,
+    content_digest,
     verify_chain,
 )
 from charter.store import SQLiteStore
@@ -170,7 +170,7 @@ def _chain(run_id: str, start: float, bodies: list[tuple[str, dict[str, Any]]]) 
         elif type_ == "approval_decided":
             body["decided_at"] = round(at + 60 + (seq * 977 % 3600), 3)  # a human took a while
         payload = _dump(body)
-        digest = payload_digest(payload)
+        digest = content_digest(type_, payload)
         hash_ = chain_hash(
             run_id=run_id,
             seq=seq,

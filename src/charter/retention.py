@@ -14,13 +14,14 @@ Three kinds of payload, each with a time to live (TTL), by default and per tenan
   tool error messages;
 * ``decisions``: a policy decision's reason, an approval's note. Omitted means ``forever``.
 
-A removed field becomes ``"[removed]"`` (or ``null``/``{}`` where the field needs that); ids,
-call ids, idempotency keys, tools, steps, usage, costs, outcomes and rule ids stay, so stats
-and timelines still work. The stored payload then carries ``{"$removed": {"digest", "at",
-"fields"}}``: the digest of the payload as it was, which is what the hash chain covers, so
-``charter audit verify`` still passes. What the chain can no longer prove: that the skeleton
-left is what was written (the skeleton is as trustworthy as the database from then on).
-Only runs in a final status are touched: the engine never reads their payloads again.
+A removed field becomes ``"[removed]"`` (or ``null``/``{}`` where the field needs that: the
+table is :data:`charter.events.REMOVABLE`); ids, call ids, idempotency keys, tools, steps,
+usage, costs, outcomes and rule ids stay, so stats and timelines still work. The stored
+payload then carries ``{"$removed": {"at", "fields", "digests"}}``: each removed field's
+digest, which is how the hash chain covers it, so ``charter audit verify`` still passes and
+still covers every field left (a schema-1 event gets the old marker, ``{"digest", "at",
+"fields"}``, whose skeleton the chain does not cover). Only runs in a final status are
+touched: the engine never reads their payloads again.
 """
 
 from __future__ import annotations
@@ -35,37 +36,21 @@ from typing import Any
 import yaml
 
 from charter.errors import ConfigError
-from charter.events import REMOVED_KEY, payload_digest
+from charter.events import (
+    REMOVABLE,
+    REMOVED_KEY,
+    SCHEMA_VERSION,
+    find_leaves,
+    leaf_digest,
+    parse_payload,
+    payload_digest,
+)
+from charter.events import REMOVED as REMOVED
 from charter.store import AuditEntry, Store
 
-REMOVED = "[removed]"
 _SWEEP_LIMIT = 10_000_000  # one pass; batching by key is future work
 KINDS = ("prompts", "tool_payloads", "decisions")
 
-_FIELDS: dict[str, dict[str, tuple[tuple[str, Any], ...]]] = {
-    "prompts": {
-        "run_started": (("input", REMOVED),),
-        "message_received": (("text", REMOVED),),
-        "model_responded": (
-            ("content", REMOVED),
-            ("ignored_text", REMOVED),
-            ("tool_calls.*.arguments", REMOVED),
-        ),
-        "model_call_failed": (("excerpt", REMOVED),),
-        "run_finished": (("output", REMOVED),),
-    },
-    "tool_payloads": {
-        "tool_call_proposed": (("arguments", None),),
-        "policy_evaluated": (("arguments", None),),
-        "approval_requested": (("arguments", {}), ("changes", None)),
-        "tool_call_succeeded": (("output", REMOVED),),
-        "tool_call_failed": (("error.message", REMOVED),),
-    },
-    "decisions": {
-        "policy_evaluated": (("reason", REMOVED),),
-        "approval_decided": (("note", None),),
-    },
-}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -141,36 +126,39 @@ class RetentionReport:
         return {"dry_run": self.dry_run, "total": self.total, "removed": self.removed}
 
 
-def strip(payload: str, type_: str, kinds: tuple[str, ...], *, now: float) -> str | None:
-    """The payload with the kinds' fields removed and the marker added; None if nothing to do."""
-    data = json.loads(payload)
-    old = data.pop(REMOVED_KEY, None)
-    fields: list[str] = list(old["fields"]) if old else []
+def strip(
+    payload: str,
+    type_: str,
+    kinds: tuple[str, ...],
+    *,
+    now: float,
+    schema_version: int = SCHEMA_VERSION,
+) -> str | None:
+    """The payload with the kinds' fields removed and the marker added; None if nothing to do.
+
+    The marker of a schema-2 event keeps each removed field's digest (a second pass adds its
+    own); a schema-1 event's keeps the original payload's digest, as retention always did.
+    """
+    data = parse_payload(payload)
+    old = data.pop(REMOVED_KEY, None) or {}
+    fields: list[str] = list(old.get("fields", ()))
+    digests: dict[str, str] = dict(old.get("digests", {}))
     for kind in kinds:
-        for path, value in _FIELDS[kind].get(type_, ()):
-            fields += _remove(data, path.split("."), value, path)
-    if not fields or (old and len(fields) == len(old["fields"])):
+        for path, placeholder in REMOVABLE[kind].get(type_, ()):
+            for parent, key, found in find_leaves(data, path):
+                if parent[key] in (placeholder, REMOVED):
+                    continue
+                digests[found] = leaf_digest(parent[key])
+                parent[key] = placeholder
+                fields.append(found)
+    if len(fields) == len(old.get("fields", ())):
         return None
-    digest = old["digest"] if old else payload_digest(payload)
-    data[REMOVED_KEY] = {"digest": digest, "at": now, "fields": fields}
+    if schema_version == 1:
+        digest = old.get("digest") or payload_digest(payload)
+        data[REMOVED_KEY] = {"digest": digest, "at": now, "fields": fields}
+    else:
+        data[REMOVED_KEY] = {"at": now, "fields": fields, "digests": digests}
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def _remove(data: Any, parts: list[str], value: Any, path: str) -> list[str]:
-    head, rest = parts[0], parts[1:]
-    if head == "*" and isinstance(data, list):
-        found: list[str] = []
-        for i, item in enumerate(data):
-            found += _remove(item, rest, value, path.replace("*", str(i), 1))
-        return found
-    if not isinstance(data, dict) or head not in data:
-        return []
-    if rest:
-        return _remove(data[head], rest, value, path)
-    if data[head] in (value, REMOVED):
-        return []
-    data[head] = value
-    return [path]
 
 
 async def apply(
@@ -187,7 +175,7 @@ async def apply(
     removed: dict[str, int] = {}
     overridden = sorted(policy.tenants)
     for kind in KINDS:
-        types = list(_FIELDS[kind])
+        types = list(REMOVABLE[kind])
         scopes: list[tuple[str | None, list[str]]] = [(None, overridden)]
         scopes += [(t, []) for t in overridden]
         for tenant, skip in scopes:
@@ -210,7 +198,7 @@ async def _sweep(
     )
     changes = []
     for row in rows:
-        new = strip(row.payload, row.type, (kind,), now=now)
+        new = strip(row.payload, row.type, (kind,), now=now, schema_version=row.schema_version)
         if new is not None:
             changes.append((row.run_id, row.seq, row.payload, new))
             key = f"{row.tenant}/{kind}"

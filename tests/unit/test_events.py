@@ -13,6 +13,7 @@ from tests.helpers.strategies import body_strategy, event_chains
 from charter.events import (
     BODY_TYPES,
     GENESIS_HASH,
+    REMOVABLE,
     SCHEMA_VERSION,
     Event,
     EventBody,
@@ -79,6 +80,11 @@ def test_a_chain_checked_under_another_run_id_breaks_at_the_first_event(
     assert broken.seq == 1
 
 
+_CANONICAL_TYPES = {t for kind in REMOVABLE.values() for t in kind}
+"""Types whose digest is taken over canonical JSON (they have removable fields); the others'
+payloads are hashed byte for byte."""
+
+
 def _tamper(row: Row, field: str, data: st.DataObject) -> Row:
     seq, type_, version, at, payload, hash_ = row
     if field == "payload":
@@ -110,6 +116,9 @@ def test_changing_one_field_of_one_row_breaks_the_chain_at_that_row(
 
     broken = verify_chain(rows, RUN_ID)
 
+    if field == "payload_whitespace" and rows[index][1] in _CANONICAL_TYPES:
+        assert broken is None  # the digest covers the JSON value, not how it is spaced
+        return
     assert broken is not None
     assert broken.seq == index + 1
     assert broken.run_id == RUN_ID

@@ -24,6 +24,7 @@ import click
 
 from charter.cli._render import clock_time
 from charter.events import (
+    REMOVED,
     ApprovalDecided,
     ApprovalRequested,
     BudgetExceeded,
@@ -49,7 +50,6 @@ from charter.events import (
     ToolOutcomeUnknown,
     removal,
 )
-from charter.retention import REMOVED
 
 _CLIP = 96
 _ITEM = re.compile(r"\.\d+\.")
@@ -287,7 +287,8 @@ def marks(event: Event) -> str:
         fields = ", ".join(paths) or "payload"
         at = marker.get("at")
         when = f" at {clock_time(float(at))}" if isinstance(at, int | float) else ""
-        parts.append(f"[removed by retention{when}: {fields}]")
+        old = "; schema 1: the rest is not covered by the hash" if event.schema_version < 2 else ""
+        parts.append(f"[removed by retention{when}: {fields}{old}]")
     redacted = getattr(event.body, "redacted", ())
     if redacted:
         parts.append(f"[redacted: {', '.join(redacted)}]")

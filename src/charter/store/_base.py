@@ -247,6 +247,8 @@ class PayloadRow:
     at: float
     payload: str
     tenant: str
+    schema_version: int
+    """The event's schema version: retention writes the marker that version verifies by."""
 
 
 class RunLog(Protocol):

@@ -32,7 +32,8 @@ class PostgresRetention:
         if not types:
             return []
         rows = await self._fetch(
-            "SELECT e.run_id, e.seq, e.type, e.at, e.payload, r.tenant FROM events e"
+            "SELECT e.run_id, e.seq, e.type, e.at, e.payload, r.tenant, e.schema_version"
+            " FROM events e"
             " JOIN runs r ON r.run_id = e.run_id WHERE r.status = ANY(%(final)s)"
             " AND e.type = ANY(%(types)s) AND e.at < %(before)s"
             " AND (%(tenant)s::text IS NULL OR r.tenant = %(tenant)s)"

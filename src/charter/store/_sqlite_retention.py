@@ -38,7 +38,8 @@ class SQLiteRetention:
         marks = ", ".join("?" * len(skip_tenants))
         skip = f" AND r.tenant NOT IN ({marks})" if skip_tenants else ""
         query = (
-            "SELECT e.run_id, e.seq, e.type, e.at, e.payload, r.tenant FROM events e"
+            "SELECT e.run_id, e.seq, e.type, e.at, e.payload, r.tenant, e.schema_version"
+            " FROM events e"
             f" JOIN runs r ON r.run_id = e.run_id WHERE r.status IN ({_FINAL})"
             f" AND e.type IN ({kinds}) AND e.at < ? AND (? IS NULL OR r.tenant = ?)"
             f"{skip}"
