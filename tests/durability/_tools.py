@@ -36,13 +36,13 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
     if os.environ.get(FREEZE_ENV) == "after_lease" and not _froze:
         _froze = True
         ctx.ensure_lease()  # passes: this worker still owns the run
-        os.kill(os.getpid(), signal.SIGSTOP)
-        time.sleep(0.05)
-        # The request was already on its way: no second lease check. It is sent from a thread
-        # the process waits for at exit, as bytes already on the wire would still arrive.
+        # The request is on its way before the process stops: it is sent from a thread started
+        # now, which the freeze catches mid-flight and which the interpreter waits for at exit,
+        # as bytes already on the wire would still arrive however the worker ends.
         sent: dict[str, object] = {}
 
         def send() -> None:
+            time.sleep(0.5)  # in flight: the process is stopped during this
             try:
                 sent["made"] = demo.systems().refund(
                     order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason,
@@ -52,8 +52,9 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
                 Path(FENCED_OUT_FILE).write_text(str(exc))  # for the test: billing refused it
                 sent["error"] = exc
 
-        request = threading.Thread(target=send)
+        request = threading.Thread(target=send, name="refund-request")  # not a daemon
         request.start()
+        os.kill(os.getpid(), signal.SIGSTOP)
         request.join()
         if "error" in sent:
             raise demo.ToolError(str(sent["error"]))
