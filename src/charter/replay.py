@@ -227,6 +227,8 @@ async def replay_events(
             clock=cursor.now,
             rand=random.Random(0),
         )
+        driver.limiter.refresh_s = 0.0  # read each cap where the loop asks: served by position
+        scratch.spend_caps = {key: name for name, key, _ in driver.limiter.caps}
         cursor.driver = driver
         with contextlib.suppress(Halt):  # the original worker stopped there
             await driver.drive()

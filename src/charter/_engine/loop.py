@@ -43,6 +43,7 @@ from charter.events import (
     ErrorInfo,
     Event,
     EventBody,
+    KillSwitchSeen,
     MessageReceived,
     ModelCallFailed,
     ModelResponded,
@@ -100,6 +101,13 @@ async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
 
 KILL_SWITCH_RECHECK_S = 60.0
 """A run waiting for a kill switch also checks again this often (switching off wakes it)."""
+
+
+def switch_message(switch: KillSwitch) -> str:
+    """What the log and the model are told about a write a kill switch stopped (prose: the
+    switch itself is recorded as ``KillSwitchSeen``)."""
+    where = f"tenant {switch.tenant}, agent {switch.agent}"
+    return f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
 
 
 def idempotency_key(run_id: str, step: int, call_id: str) -> str:
@@ -373,6 +381,7 @@ class RunDriver(UnknownOutcomes):
                 model_version=step.version,
                 parameters=step.parameters,
                 cached=cached,
+                cache_key=key if cached else None,
                 **self._rejected.answered(response, step.spec, self._model_attempts),
                 **step.recorded(),
             )
@@ -473,11 +482,19 @@ class RunDriver(UnknownOutcomes):
         decision = self.governor.decide(tool, arguments, kill_switch=switched)
         if decision is None:
             return None
-        decision, counted = await self.limiter.apply(self.governor, tool, decision, self.state)
-        event = decision_event(
-            call_id, tool.name, decision, provenance=self.governor.last_provenance()
+        counted = await self.limiter.apply(self.governor, tool, decision, self.state)
+        decision = counted.decision
+        self._append(
+            decision_event(
+                call_id,
+                tool.name,
+                decision,
+                provenance=self.governor.last_provenance(),
+                kill_switch=switched,
+                limits=counted.limits,
+                counters=counted.counters,
+            )
         )
-        self._append(event.model_copy(update={"limits": counted}) if counted else event)
         if decision.outcome == "deny":
             return ErrorInfo(code="policy_denied", message=decision.reason)
         if decision.outcome == "require_approval":
@@ -597,15 +614,21 @@ class RunDriver(UnknownOutcomes):
 
     def _blocked(self, call: PendingCall, switch: KillSwitch) -> None:
         """Record a write the kill switch stopped: the run waits, escalates, or is told."""
-        where = f"tenant {switch.tenant}, agent {switch.agent}"
-        message = f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
+        message = switch_message(switch)
+        seen = KillSwitchSeen(tenant=switch.tenant, agent=switch.agent, reason=switch.reason)
         if switch.action == "reject":
             error = ErrorInfo(code="kill_switch", message=message)
-            self._append(ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error))
+            self._append(
+                ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error, switch=seen)
+            )
             return
         self._append(
             ToolCallBlocked(
-                call_id=call.call_id, tool=call.tool, reason=message, action=switch.action
+                call_id=call.call_id,
+                tool=call.tool,
+                reason=message,
+                action=switch.action,
+                switch=seen,
             )
         )
         if switch.action == "escalate":
@@ -684,7 +707,7 @@ class RunDriver(UnknownOutcomes):
         key = tool_key(tool, caller=self.governor.started, arguments=dict(call.arguments))
         hit, output = await caches.result(key)
         if hit:
-            return Outcome(ok=True, output=output, duration_ms=0.0, cached=True)
+            return Outcome(ok=True, output=output, duration_ms=0.0, cached=True, cache_key=key)
         outcome = await self._call_tool(tool, self._context(call, None), call)
         if outcome.ok and outcome.simulated is None:
             await caches.keep_result(key, tool, outcome.output)
@@ -717,6 +740,7 @@ class RunDriver(UnknownOutcomes):
                     untrusted=self.tools.get(call.tool).untrusted_output,
                     simulated=outcome.simulated,
                     cached=outcome.cached,
+                    cache_key=outcome.cache_key,
                     late=outcome.late,
                 )
             )
