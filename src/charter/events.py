@@ -453,6 +453,9 @@ class BudgetExceeded(_Body):
     budget: str
     limit: float
     used: float
+    measured_at: float | None = None
+    """``timeout_seconds``: the clock reading the work time ``used`` was measured at (None in
+    older logs, and for the other budgets, which are counted from the log)."""
 
 
 class RunFinished(_Redactable):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from tests.helpers.cli import run_charter
 
-from charter import Agent, ModelSpec, Runtime, ToolContext, tool
+from charter import Agent, Budgets, ModelSpec, Runtime, ToolContext, tool
 from charter._engine import loop
 from charter._engine.limits import DAY_S, Limiter, spend_key
 from charter.errors import ReplayUnavailableError
@@ -297,3 +297,30 @@ def test_an_older_log_with_the_switch_only_in_prose_is_refused_not_parsed(
     done = run_charter(tmp_path, "replay", run_id, "--db", db_url)
     assert done.returncode == 10, done.stderr
     assert "older Charter" in done.stderr and "tool_call_blocked" in done.stderr
+
+
+@tool(effect="read", retry=1, timeout_s=30)
+async def dawdle() -> str:
+    """A read slower than the run's time budget."""
+    await asyncio.sleep(3)
+    return "late"
+
+
+def test_a_run_stopped_by_its_time_budget_replays_from_the_recorded_clock(store_url: str) -> None:
+    agent = Agent(
+        name="dawdler",
+        instructions="Wait.",
+        model=ModelSpec(
+            provider="scripted", script=[{"tool_calls": [{"name": "dawdle", "arguments": {}}]}] * 3
+        ),
+        tools=[dawdle],
+        budgets=Budgets(timeout_seconds=0.2),
+    )
+
+    async def main() -> list[Event]:
+        async with Runtime.open(store_url) as rt:
+            run = await rt.run(agent, "wait", tenant="acme")
+            return await _identical(rt, run.run_id)
+
+    (exceeded,) = _bodies(asyncio.run(main()), BudgetExceeded)
+    assert exceeded.budget == "timeout_seconds" and exceeded.used >= 0.2

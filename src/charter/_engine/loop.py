@@ -294,6 +294,7 @@ class RunDriver(UnknownOutcomes):
         """False (and the run escalated) when a budget is exhausted."""
         b, s = self.agent.budgets, self.state
         exhausted: tuple[str, float, float] | None = None
+        measured_at: float | None = None  # the clock reading a time budget was decided on
         if s.tool_calls > b.max_tool_calls:
             exhausted = ("max_tool_calls", b.max_tool_calls, s.tool_calls)
         elif not s.pending and s.step >= b.max_steps:
@@ -302,12 +303,16 @@ class RunDriver(UnknownOutcomes):
             exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
         elif b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
             exhausted = ("max_cost_usd", b.max_cost_usd, round(s.cost_usd, 9))
-        elif b.timeout_seconds and self._active_s() >= b.timeout_seconds:
-            exhausted = ("timeout_seconds", b.timeout_seconds, round(self._active_s(), 3))
+        elif b.timeout_seconds:
+            now = self.clock()
+            active = self._active_s(now)
+            if active >= b.timeout_seconds:
+                exhausted = ("timeout_seconds", b.timeout_seconds, round(active, 3))
+                measured_at = now
         if exhausted is None:
             return True
         name, limit, used = exhausted
-        self._append(BudgetExceeded(budget=name, limit=limit, used=used))
+        self._append(BudgetExceeded(budget=name, limit=limit, used=used, measured_at=measured_at))
         self._append(
             RunFinished(
                 status="escalated", reason=f"budget {name} exhausted: used {used:g} of {limit:g}"
@@ -315,10 +320,12 @@ class RunDriver(UnknownOutcomes):
         )
         return False
 
-    def _active_s(self) -> float:
-        """Work time so far: the committed total plus the time since this worker's last event."""
+    def _active_s(self, now: float | None = None) -> float:
+        """Work time so far: the committed total plus the time since this worker's last event
+        (by the clock reading ``now``, or read now)."""
         since = max(self.state.last_at, self._claimed_at)
-        return self.state.active_s + max(0.0, self.clock() - since)
+        now = self.clock() if now is None else now
+        return self.state.active_s + max(0.0, now - since)
 
     def _deadline(self) -> float | None:
         limit = self.agent.budgets.timeout_seconds

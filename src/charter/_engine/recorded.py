@@ -10,8 +10,13 @@ event it appended, :attr:`Cursor.pos`):
 * the inbox holds the messages the log shows taken right after that position;
 * tool calls get the outcome recorded for their call id (:class:`ReplayExecutor`); reconcile
   and preview hooks answer what the log recorded;
-* kill switches, counters (rate limits, spending) and approval decisions are what the log shows
-  the original saw there.
+* kill switches, counters (rate limits, spending) and approval decisions are what the fields
+  of the log's events say the original saw there (``KillSwitchSeen``, ``CounterReading``,
+  ``budget_exceeded``, ``approval_decided``); a time budget's check reads the clock reading
+  recorded on its ``budget_exceeded``.
+
+Nothing here reads a reason or a message: a log of an older Charter that keeps an answer only
+in prose raises :class:`~charter.errors.ReplayUnavailableError` where the replay needs it.
 
 Where the original worker stopped (a crash, a lost lease: the next drive starts with
 ``run_resumed``), :class:`Halt` ends the drive: at a commit past the drive's last event, or at a
@@ -142,6 +147,12 @@ class Cursor:
         return int(self.driver._seq) if self.driver is not None else self.drive.first - 1
 
     def now(self) -> float:
+        """The time of the loop's last event, or the reading a time budget was decided on."""
+        body = self.next() if self.driver is not None else None  # (None: the claim's time)
+        if isinstance(body, BudgetExceeded) and body.budget == "timeout_seconds":
+            if body.measured_at is None:
+                raise _older(self, self.pos + 1, "the clock reading its time budget ran out at")
+            return body.measured_at
         times = self.recording.times
         return times[max(0, min(self.pos, len(times)) - 1)]
 
