@@ -16,7 +16,9 @@
     ├── ForbiddenError                forbidden       9   e.g. approving one's own request
     ├── ReplayUnavailableError        replay_unavailable  10  a run that cannot be replayed or
     │                                                         rerun: its tools do not import
-    │                                                         here, or retention removed payloads
+    │                                                         here, retention removed payloads,
+    │                                                         or an older Charter kept an answer
+    │                                                         only as prose
     ├── IdempotencyConflictError      idempotency_conflict  11  a start's idempotency key
     │                                                         names a run of another request
     ├── ModelError                    model           7   the model provider failed or misbehaved
@@ -119,8 +121,10 @@ class ForbiddenError(CharterError):
 
 
 class ReplayUnavailableError(CharterError):
-    """A run cannot be replayed (or rerun) here: its tools do not import in this process, or
-    retention removed payloads the replay would need. Nothing was replayed or started."""
+    """A run cannot be replayed (or rerun) here: its tools do not import in this process,
+    retention removed payloads the replay would need, or it was recorded by an older Charter
+    whose log keeps an answer the replay needs only as prose. Nothing was replayed or started
+    (a replay stops where it meets such an answer)."""
 
     code = "replay_unavailable"
     exit_code = 10

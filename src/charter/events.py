@@ -139,6 +139,8 @@ class ModelResponded(_Redactable):
     """The sampling parameters of the call (temperature, max_output_tokens)."""
     cached: bool = False
     """Answered from the response cache: no call was made (usage, cost and latency are 0)."""
+    cache_key: str | None = None
+    """The response cache's key the answer was found under (set with ``cached``)."""
     finish_reason: str | None = None
     """Why the server says the accepted answer stopped (``stop``, ``tool_calls``...)."""
     attempts: int = 1
@@ -215,6 +217,28 @@ class ProvenanceRecord(_Body):
     untrusted_tools: tuple[str, ...] = ()
 
 
+class CounterReading(_Body):
+    """A shared counter as a decision read it, and the cap the decision held it against.
+
+    ``counter`` names it: a rate limit's label (``refunds-per-hour[tenant=acme,tool=refund]``)
+    or a daily spending cap (``per_agent_per_day_usd``). ``total``: the counter after this call
+    took its slot (a rate limit), or the money spent today (a spending cap); None: the store
+    refused the slot, as it would have passed ``cap``.
+    """
+
+    counter: str
+    total: float | None
+    cap: float
+
+
+class KillSwitchSeen(_Body):
+    """The kill switch a decision found covering the run: its scope and why it was set."""
+
+    tenant: str
+    agent: str
+    reason: str = ""
+
+
 class PolicyEvaluated(_Body):
     """The policy engine's decision on a proposed call, before anything runs."""
 
@@ -235,6 +259,13 @@ class PolicyEvaluated(_Body):
     (``refunds-per-hour[tenant=acme,tool=refund]``); a limit that denied it is in rule_ids."""
     provenance: ProvenanceRecord | None = None
     """The provenance of the call's data that the decision used."""
+    kill_switch: bool = False
+    """A kill switch covered the run's writes when this write was decided (what rules that
+    match on ``kill_switch`` saw)."""
+    counters: tuple[CounterReading, ...] = ()
+    """The shared counters the decision read, in the order it read them: each daily spending
+    cap checked for a call that costs money, then each timed rate limit it took a slot from.
+    (``run`` windows are counted from the run's own log, not read.)"""
 
 
 class ToolCallRejected(_Body):
@@ -244,6 +275,8 @@ class ToolCallRejected(_Body):
     call_id: str
     tool: str
     error: ErrorInfo
+    switch: KillSwitchSeen | None = None
+    """The kill switch that rejected the write (``error.code`` ``kill_switch``)."""
 
 
 class ToolCallStarted(_Body):
@@ -280,6 +313,8 @@ class ToolCallSucceeded(_Redactable):
     the tool itself did not run."""
     cached: bool = False
     """Served from the result cache (a ``cacheable`` read tool): no call was made."""
+    cache_key: str | None = None
+    """The result cache's key the output was found under (set with ``cached``)."""
 
 
 class ToolCallFailed(_Redactable):
@@ -361,6 +396,8 @@ class ToolCallBlocked(_Body):
     tool: str
     reason: str
     action: Literal["wait", "escalate"]
+    switch: KillSwitchSeen | None = None
+    """The switch that blocked it (None in older logs, where only ``reason`` said it)."""
 
 
 class FieldChange(_Body):
@@ -423,6 +460,9 @@ class BudgetExceeded(_Body):
     budget: str
     limit: float
     used: float
+    measured_at: float | None = None
+    """``timeout_seconds``: the clock reading the work time ``used`` was measured at (None in
+    older logs, and for the other budgets, which are counted from the log)."""
 
 
 class RunFinished(_Redactable):

@@ -65,7 +65,7 @@ IGNORED: dict[str, frozenset[str]] = {
     "tool_call_reconciled": frozenset({"fencing_token"}),
 }
 """Body fields left out of the comparison, by event type. Also left out: ``output.wake_at`` of
-a ``sleep`` call's result, and ``used`` of a ``timeout_seconds`` budget (both wall-clock).
+a ``sleep`` call's result (wall-clock).
 Fencing tokens are built from the lease epochs of the original claims, which a replay does
 not repeat."""
 
@@ -116,8 +116,6 @@ def comparable(event: Event) -> dict[str, Any]:
         output = body.get("output")
         if isinstance(output, dict):
             body["output"] = {k: v for k, v in output.items() if k != "wake_at"}
-    if event.type == "budget_exceeded" and body.get("budget") == "timeout_seconds":
-        body.pop("used", None)
     return body
 
 
@@ -227,6 +225,8 @@ async def replay_events(
             clock=cursor.now,
             rand=random.Random(0),
         )
+        driver.limiter.refresh_s = 0.0  # read each cap where the loop asks: served by position
+        scratch.spend_caps = {key: name for name, key, _ in driver.limiter.caps}
         cursor.driver = driver
         with contextlib.suppress(Halt):  # the original worker stopped there
             await driver.drive()

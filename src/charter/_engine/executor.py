@@ -50,6 +50,8 @@ class Outcome:
     """Served instead of calling the tool (a rerun): from a recording or a simulator."""
     cached: bool = False
     """Served from the result cache (a ``cacheable`` read tool): no call was made."""
+    cache_key: str | None = None
+    """The result cache's key it was served under (with ``cached``)."""
 
 
 def execution_of(tool: Tool) -> attempts.Execution:

@@ -24,7 +24,13 @@ from typing import Any
 
 from charter._engine.provenance import Assessment, ProvenanceTracker
 from charter.agents import Agent
-from charter.events import Event, PolicyEvaluated, ProvenanceRecord, RunStarted
+from charter.events import (
+    CounterReading,
+    Event,
+    PolicyEvaluated,
+    ProvenanceRecord,
+    RunStarted,
+)
 from charter.policy import Decision, PolicyInput
 from charter.tools import Tool
 
@@ -121,8 +127,16 @@ class Governor:
 
 
 def decision_event(
-    call_id: str, tool: str, decision: Decision, *, provenance: ProvenanceRecord | None = None
+    call_id: str,
+    tool: str,
+    decision: Decision,
+    *,
+    provenance: ProvenanceRecord | None = None,
+    kill_switch: bool = False,
+    limits: tuple[str, ...] = (),
+    counters: tuple[CounterReading, ...] = (),
 ) -> PolicyEvaluated:
+    """The ``policy_evaluated`` event of a decision, with what it was decided on."""
     return PolicyEvaluated(
         call_id=call_id,
         tool=tool,
@@ -135,6 +149,9 @@ def decision_event(
         approval=None if decision.approval is None else decision.to_dict()["approval"],
         error=decision.error,
         provenance=provenance,
+        kill_switch=kill_switch,
+        limits=limits,
+        counters=counters,
     )
 
 

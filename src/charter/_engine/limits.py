@@ -21,6 +21,7 @@ letting more through.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from charter._engine.state import RunState
 from charter.agents import Agent
 from charter.events import (
     BudgetExceeded,
+    CounterReading,
     Event,
     ModelCallFailed,
     ModelResponded,
@@ -66,6 +68,8 @@ class Limiter:
     ) -> None:
         self.store = store
         self._clock = clock
+        self.refresh_s = CAP_REFRESH_S
+        """How stale a cap's figure may be (a replay sets 0: its answers are per position)."""
         self._seen: dict[str, tuple[float, float]] = {}  # key -> (spent, read at)
         self.policy = agent.policy
         spending = None if self.policy is None else self.policy.document.spending
@@ -99,10 +103,16 @@ class Limiter:
                     spent, at = self._seen[key]
                     self._seen[key] = (spent + amount, at)
 
-    async def over_cap(self, *, fresh: bool = False) -> BudgetExceeded | None:
-        """The first daily spending cap already reached, if any (``fresh``: read it now)."""
+    async def over_cap(
+        self, *, fresh: bool = False, read: list[CounterReading] | None = None
+    ) -> BudgetExceeded | None:
+        """The first daily spending cap already reached, if any (``fresh``: read it now).
+
+        ``read`` gets each figure the answer was decided on, in order."""
         for name, key, cap in self.caps:
             used = await self._spent(key, fresh=fresh)
+            if read is not None:
+                read.append(CounterReading(counter=name, total=used, cap=cap))
             if used >= cap - _SLACK:
                 return BudgetExceeded(budget=name, limit=cap, used=round(used, 9))
         return None
@@ -111,7 +121,7 @@ class Limiter:
         """Today's spending on a counter, read at most every ``CAP_REFRESH_S`` unless fresh."""
         now = self._clock()
         seen = self._seen.get(key)
-        if fresh or seen is None or now - seen[1] >= CAP_REFRESH_S:
+        if fresh or seen is None or now - seen[1] >= self.refresh_s:
             seen = (await self.store.counter(key, window_s=DAY_S), now)
             self._seen[key] = seen
         return seen[0]
@@ -127,27 +137,33 @@ class Limiter:
 
     async def apply(
         self, governor: Governor, tool: Tool, decision: Decision, state: RunState
-    ) -> tuple[Decision, tuple[str, ...]]:
-        """The decision after limits and caps, and the limits the call was counted against."""
+    ) -> Counted:
+        """The decision after limits and caps, the limits the call was counted against, and
+        the counters read on the way."""
         if self.policy is None or decision.outcome == "deny":
-            return decision, ()
+            return Counted(decision)
+        read: list[CounterReading] = []
         if tool.cost_usd > 0 and self.caps:
-            exceeded = await self.over_cap(fresh=True)  # money is about to move: read it now
+            # money is about to move: read it now
+            exceeded = await self.over_cap(fresh=True, read=read)
             if exceeded is not None:
-                return _deny(decision, f"spending.{exceeded.budget}", self.describe(exceeded)), ()
+                denied = _deny(decision, f"spending.{exceeded.budget}", self.describe(exceeded))
+                return Counted(denied, counters=tuple(read))
         matches = self.policy.limits_for(governor._input(tool, decision.arguments))
         taken: list[LimitMatch] = []
         for match in matches:
-            refused = await self._take(match, state)
+            refused = await self._take(match, state, read)
             if refused is not None:
                 for done in taken:  # give back what this call took: it will not go on
                     await self.store.add(done.key, window_s=float(done.window_s or 0), amount=-1)
-                return _deny(decision, match.limit_id, refused), ()
+                return Counted(_deny(decision, match.limit_id, refused), counters=tuple(read))
             if match.window_s is not None:
                 taken.append(match)
-        return decision, tuple(m.label for m in matches)
+        return Counted(decision, tuple(m.label for m in matches), tuple(read))
 
-    async def _take(self, match: LimitMatch, state: RunState) -> str | None:
+    async def _take(
+        self, match: LimitMatch, state: RunState, read: list[CounterReading]
+    ) -> str | None:
         """Take one slot; the reason for refusing, or None when taken."""
         if match.error is not None:
             return f"policy evaluation error: limit {match.limit_id!r}: {match.error}"
@@ -156,9 +172,21 @@ class Limiter:
                 return None  # the fold counts it from the policy_evaluated event
         else:
             taken = await self.store.take(match.key, window_s=match.window_s, limit=match.max)
+            read.append(CounterReading(counter=match.label, total=taken, cap=match.max))
             if taken is not None:
                 return None
         return match.describe()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Counted:
+    """A decision after limits and caps, with what it was counted against and read."""
+
+    decision: Decision
+    limits: tuple[str, ...] = ()
+    """The labels of the limits the call was counted against (``policy_evaluated.limits``)."""
+    counters: tuple[CounterReading, ...] = ()
+    """The shared counters read for it, in order (``policy_evaluated.counters``)."""
 
 
 def _deny(decision: Decision, rule_id: str, reason: str) -> Decision:

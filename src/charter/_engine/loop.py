@@ -43,6 +43,7 @@ from charter.events import (
     ErrorInfo,
     Event,
     EventBody,
+    KillSwitchSeen,
     MessageReceived,
     ModelCallFailed,
     ModelResponded,
@@ -100,6 +101,13 @@ async def abandon(store: EngineStore, claim: Claim, worker: str, reason: str) ->
 
 KILL_SWITCH_RECHECK_S = 60.0
 """A run waiting for a kill switch also checks again this often (switching off wakes it)."""
+
+
+def switch_message(switch: KillSwitch) -> str:
+    """What the log and the model are told about a write a kill switch stopped (prose: the
+    switch itself is recorded as ``KillSwitchSeen``)."""
+    where = f"tenant {switch.tenant}, agent {switch.agent}"
+    return f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
 
 
 def idempotency_key(run_id: str, step: int, call_id: str) -> str:
@@ -286,6 +294,7 @@ class RunDriver(UnknownOutcomes):
         """False (and the run escalated) when a budget is exhausted."""
         b, s = self.agent.budgets, self.state
         exhausted: tuple[str, float, float] | None = None
+        measured_at: float | None = None  # the clock reading a time budget was decided on
         if s.tool_calls > b.max_tool_calls:
             exhausted = ("max_tool_calls", b.max_tool_calls, s.tool_calls)
         elif not s.pending and s.step >= b.max_steps:
@@ -294,12 +303,16 @@ class RunDriver(UnknownOutcomes):
             exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
         elif b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
             exhausted = ("max_cost_usd", b.max_cost_usd, round(s.cost_usd, 9))
-        elif b.timeout_seconds and self._active_s() >= b.timeout_seconds:
-            exhausted = ("timeout_seconds", b.timeout_seconds, round(self._active_s(), 3))
+        elif b.timeout_seconds:
+            now = self.clock()
+            active = self._active_s(now)
+            if active >= b.timeout_seconds:
+                exhausted = ("timeout_seconds", b.timeout_seconds, round(active, 3))
+                measured_at = now
         if exhausted is None:
             return True
         name, limit, used = exhausted
-        self._append(BudgetExceeded(budget=name, limit=limit, used=used))
+        self._append(BudgetExceeded(budget=name, limit=limit, used=used, measured_at=measured_at))
         self._append(
             RunFinished(
                 status="escalated", reason=f"budget {name} exhausted: used {used:g} of {limit:g}"
@@ -307,10 +320,12 @@ class RunDriver(UnknownOutcomes):
         )
         return False
 
-    def _active_s(self) -> float:
-        """Work time so far: the committed total plus the time since this worker's last event."""
+    def _active_s(self, now: float | None = None) -> float:
+        """Work time so far: the committed total plus the time since this worker's last event
+        (by the clock reading ``now``, or read now)."""
         since = max(self.state.last_at, self._claimed_at)
-        return self.state.active_s + max(0.0, self.clock() - since)
+        now = self.clock() if now is None else now
+        return self.state.active_s + max(0.0, now - since)
 
     def _deadline(self) -> float | None:
         limit = self.agent.budgets.timeout_seconds
@@ -374,6 +389,7 @@ class RunDriver(UnknownOutcomes):
                 model_version=step.version,
                 parameters=step.parameters,
                 cached=cached,
+                cache_key=key if cached else None,
                 **self._rejected.answered(response, step.spec, self._model_attempts),
                 **step.recorded(),
             )
@@ -474,11 +490,19 @@ class RunDriver(UnknownOutcomes):
         decision = self.governor.decide(tool, arguments, kill_switch=switched)
         if decision is None:
             return None
-        decision, counted = await self.limiter.apply(self.governor, tool, decision, self.state)
-        event = decision_event(
-            call_id, tool.name, decision, provenance=self.governor.last_provenance()
+        counted = await self.limiter.apply(self.governor, tool, decision, self.state)
+        decision = counted.decision
+        self._append(
+            decision_event(
+                call_id,
+                tool.name,
+                decision,
+                provenance=self.governor.last_provenance(),
+                kill_switch=switched,
+                limits=counted.limits,
+                counters=counted.counters,
+            )
         )
-        self._append(event.model_copy(update={"limits": counted}) if counted else event)
         if decision.outcome == "deny":
             return ErrorInfo(code="policy_denied", message=decision.reason)
         if decision.outcome == "require_approval":
@@ -598,15 +622,21 @@ class RunDriver(UnknownOutcomes):
 
     def _blocked(self, call: PendingCall, switch: KillSwitch) -> None:
         """Record a write the kill switch stopped: the run waits, escalates, or is told."""
-        where = f"tenant {switch.tenant}, agent {switch.agent}"
-        message = f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
+        message = switch_message(switch)
+        seen = KillSwitchSeen(tenant=switch.tenant, agent=switch.agent, reason=switch.reason)
         if switch.action == "reject":
             error = ErrorInfo(code="kill_switch", message=message)
-            self._append(ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error))
+            self._append(
+                ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error, switch=seen)
+            )
             return
         self._append(
             ToolCallBlocked(
-                call_id=call.call_id, tool=call.tool, reason=message, action=switch.action
+                call_id=call.call_id,
+                tool=call.tool,
+                reason=message,
+                action=switch.action,
+                switch=seen,
             )
         )
         if switch.action == "escalate":
@@ -685,7 +715,7 @@ class RunDriver(UnknownOutcomes):
         key = tool_key(tool, caller=self.governor.started, arguments=dict(call.arguments))
         hit, output = await caches.result(key)
         if hit:
-            return Outcome(ok=True, output=output, duration_ms=0.0, cached=True)
+            return Outcome(ok=True, output=output, duration_ms=0.0, cached=True, cache_key=key)
         outcome = await self._call_tool(tool, self._context(call, None), call)
         if outcome.ok and outcome.simulated is None:
             await caches.keep_result(key, tool, outcome.output)
@@ -718,6 +748,7 @@ class RunDriver(UnknownOutcomes):
                     untrusted=self.tools.get(call.tool).untrusted_output,
                     simulated=outcome.simulated,
                     cached=outcome.cached,
+                    cache_key=outcome.cache_key,
                     late=outcome.late,
                 )
             )

@@ -10,8 +10,13 @@ event it appended, :attr:`Cursor.pos`):
 * the inbox holds the messages the log shows taken right after that position;
 * tool calls get the outcome recorded for their call id (:class:`ReplayExecutor`); reconcile
   and preview hooks answer what the log recorded;
-* kill switches, counters (rate limits, spending) and approval decisions are what the log shows
-  the original saw there.
+* kill switches, counters (rate limits, spending) and approval decisions are what the fields
+  of the log's events say the original saw there (``KillSwitchSeen``, ``CounterReading``,
+  ``budget_exceeded``, ``approval_decided``); a time budget's check reads the clock reading
+  recorded on its ``budget_exceeded``.
+
+Nothing here reads a reason or a message: a log of an older Charter that keeps an answer only
+in prose raises :class:`~charter.errors.ReplayUnavailableError` where the replay needs it.
 
 Where the original worker stopped (a crash, a lost lease: the next drive starts with
 ``run_resumed``), :class:`Halt` ends the drive: at a commit past the drive's last event, or at a
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,11 +36,12 @@ from charter._engine.attempts import Overdue, OverdueHook
 from charter._engine.caching import encode_response
 from charter._engine.executor import Outcome
 from charter.agents import Agent
-from charter.errors import NotFoundError
+from charter.errors import NotFoundError, ReplayUnavailableError
 from charter.events import (
     ApprovalDecided,
     ApprovalRequested,
     BudgetExceeded,
+    CounterReading,
     ErrorInfo,
     Event,
     EventBody,
@@ -56,12 +61,10 @@ from charter.events import (
     ToolOutcomeUnknown,
 )
 from charter.models import ModelResponse
-from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch
+from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, KillSwitchAction
 from charter.tools import Reconciliation, Tool, ToolContext
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
-_SWITCH = re.compile(r"writes are switched off \(tenant (.*), agent (.*)\): (.*)", re.DOTALL)
-_SPENT = re.compile(r"spent \$([0-9.eE+-]+)")
 HOOK_TIMEOUT_S = 0.05
 """The replay's stand-in tools answer at once; this bounds the loop's waits on them (and the
 wait for a dead worker's call to time out, which the original already sat through)."""
@@ -144,6 +147,12 @@ class Cursor:
         return int(self.driver._seq) if self.driver is not None else self.drive.first - 1
 
     def now(self) -> float:
+        """The time of the loop's last event, or the reading a time budget was decided on."""
+        body = self.next() if self.driver is not None else None  # (None: the claim's time)
+        if isinstance(body, BudgetExceeded) and body.budget == "timeout_seconds":
+            if body.measured_at is None:
+                raise _older(self, self.pos + 1, "the clock reading its time budget ran out at")
+            return body.measured_at
         times = self.recording.times
         return times[max(0, min(self.pos, len(times)) - 1)]
 
@@ -167,6 +176,11 @@ class ScratchStore:
         self.halt_past_last = halt_past_last
         """False for the original's final drive of a run that parked or finished: events past
         its end are extra (a divergence), not a crash."""
+        self.spend_caps: dict[str, str] = {}
+        """Daily spending counters' keys -> the budget each is capped by (the loop's own
+        ``Limiter.caps``)."""
+        self._readings_at = 0  # the seq of the decision whose counters are being served
+        self._readings_served = 0
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         return self.events[after_seq:]
@@ -193,16 +207,22 @@ class ScratchStore:
         return found
 
     async def killswitches(self) -> list[KillSwitch]:
-        body = self.cursor.next()
+        """The switch the original found here, as its next event recorded it."""
+        seq, body = self.cursor.pos + 1, self.cursor.next()
+        if isinstance(body, PolicyEvaluated):  # the decision saw only whether one covered it
+            covered = KillSwitch(tenant="*", agent="*", since=0.0, reason="")
+            return [covered] if body.kill_switch else []
+        action: KillSwitchAction
         if isinstance(body, ToolCallBlocked):
-            tenant, agent, reason = _switch_parts(body.reason)
-            return [KillSwitch(tenant=tenant, agent=agent, since=0.0, reason=reason,
-                               action=body.action)]  # fmt: skip
-        if isinstance(body, ToolCallRejected) and body.error.code == "kill_switch":
-            tenant, agent, reason = _switch_parts(body.error.message)
-            return [KillSwitch(tenant=tenant, agent=agent, since=0.0, reason=reason,
-                               action="reject")]  # fmt: skip
-        return []
+            seen, action = body.switch, body.action
+        elif isinstance(body, ToolCallRejected) and body.error.code == "kill_switch":
+            seen, action = body.switch, "reject"
+        else:
+            return []
+        if seen is None:
+            raise _older(self.cursor, seq, "the kill switch that stopped a write")
+        return [KillSwitch(tenant=seen.tenant, agent=seen.agent, since=0.0, reason=seen.reason,
+                           action=action)]  # fmt: skip
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord:
         try:
@@ -238,50 +258,67 @@ class ScratchStore:
     # -- caches: what the original's next event shows ----------------------------------------
 
     async def cache_get(self, key: str, *, now: float) -> str | None:
-        """A model answer the original took from the response cache, else a miss.
+        """A model answer the original took from the response cache under this key, else a
+        miss (an older log, which kept no key, is served by the hit alone).
 
         Tool results are always a miss here: :class:`ReplayExecutor` serves the recorded
-        outcome, with the ``cached`` mark the original recorded.
+        outcome, with the ``cached`` mark and key the original recorded.
         """
         body = self.cursor.next()
-        if isinstance(body, ModelResponded) and body.cached:
-            response = ModelResponse(content=body.content, tool_calls=body.tool_calls,
-                                     usage=body.usage, model=body.model)  # fmt: skip
-            return encode_response(response)
-        return None
+        if not isinstance(body, ModelResponded) or not body.cached:
+            return None
+        if body.cache_key is not None and body.cache_key != key:
+            return None  # the replay asked another question: the comparison reports it
+        response = ModelResponse(content=body.content, tool_calls=body.tool_calls,
+                                 usage=body.usage, model=body.model)  # fmt: skip
+        return encode_response(response)
 
     async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
         return None  # a replay writes nothing
 
-    # -- counters: what the original's decision there shows ----------------------------------
+    # -- counters: the figures the original's decision there recorded -------------------------
 
     async def take(
         self, key: str, *, window_s: float, limit: float, amount: float = 1.0
     ) -> float | None:
-        body = self.cursor.next()
-        denied = isinstance(body, PolicyEvaluated) and body.outcome == "deny" and body.rule_ids
-        if denied and isinstance(body, PolicyEvaluated) and f'"{body.rule_ids[-1]}"' in key:
-            return None  # the original was refused by this limit
-        return amount
+        reading = self._reading("a rate limit's count")
+        return amount if reading is None else reading.total
 
     async def add(self, key: str, *, window_s: float, amount: float) -> float:
         return amount
 
     async def counter(self, key: str, *, window_s: float) -> float:
         body = self.cursor.next()
-        if isinstance(body, BudgetExceeded) and body.budget.endswith("_per_day_usd"):
-            return body.used
-        if isinstance(body, PolicyEvaluated) and any(
-            r.startswith("spending.") for r in body.rule_ids
-        ):
-            found = _SPENT.search(body.reason)
-            return float(found.group(1)) if found else float("inf")
-        return 0.0
+        if isinstance(body, BudgetExceeded):  # a model step stopped by a daily cap
+            return body.used if self.spend_caps.get(key) == body.budget else 0.0
+        reading = self._reading("a spending figure")
+        if reading is None or reading.total is None:
+            return 0.0
+        return reading.total
+
+    def _reading(self, what: str) -> CounterReading | None:
+        """The next counter the decision at the cursor read (``policy_evaluated.counters``,
+        served in the order it read them); None where it read none: the call went on, or (no
+        decision follows) the loop is not deciding on a call (a model step under its caps)."""
+        seq, body = self.cursor.pos + 1, self.cursor.next()
+        if not isinstance(body, PolicyEvaluated):
+            return None
+        if not body.counters and body.outcome == "deny":
+            raise _older(self.cursor, seq, what)  # which counter refused it is only prose
+        served = self._readings_served if self._readings_at == seq else 0
+        self._readings_at, self._readings_served = seq, served + 1
+        return body.counters[served] if served < len(body.counters) else None
 
 
-def _switch_parts(message: str) -> tuple[str, str, str]:
-    found = _SWITCH.match(message)
-    return (found.group(1), found.group(2), found.group(3)) if found else ("*", "*", message)
+def _older(cursor: Cursor, seq: int, what: str) -> ReplayUnavailableError:
+    """A log of an older Charter, which kept an answer the replay needs only as text."""
+    run_id = cursor.recording.events[0].run_id
+    kind = cursor.recording.events[seq - 1].type
+    return ReplayUnavailableError(
+        f"cannot replay run {run_id}: it was recorded by an older Charter, whose log keeps"
+        f" {what} only as text (event {seq}, {kind})",
+        hint="replay it with the Charter version that recorded it",
+    )
 
 
 class ReplayExecutor:
@@ -327,7 +364,7 @@ class ReplayExecutor:
                 if isinstance(body, ToolCallSucceeded):
                     return Outcome(ok=True, output=body.output, attempts=body.attempts,
                                    duration_ms=body.duration_ms, late=body.late,
-                                   cached=body.cached)  # fmt: skip
+                                   cached=body.cached, cache_key=body.cache_key)  # fmt: skip
                 return Outcome(ok=False, error=body.error, attempts=body.attempts,
                                duration_ms=body.duration_ms, late=body.late)  # fmt: skip
             unknown = isinstance(body, ToolOutcomeUnknown) and body.call_id == ctx.call_id

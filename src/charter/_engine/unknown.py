@@ -51,6 +51,11 @@ def fencing_token(epoch: int, rounds: int) -> int:
     return (epoch << 20) | rounds
 
 
+def _recorded(cause: Cause) -> Literal["recovery", "timeout", "connection"]:
+    """The cause as ``tool_outcome_unknown`` records it (a crashed tool process: connection)."""
+    return "connection" if cause == "crashed" else cause
+
+
 MAX_RECALLS = 3
 """Unknown outcomes of one idempotent write settled by calling it again before escalating."""
 
@@ -79,7 +84,7 @@ class UnknownOutcomes:
         the key against every earlier attempt; else escalate. Never guess."""
         tool = self.tools.get(call.tool)
         key = call.idempotency_key or ""
-        recorded_cause = "connection" if cause == "crashed" else cause
+        recorded_cause = _recorded(cause)
         if tool.idempotent:
             if call.rounds >= MAX_RECALLS:
                 self._note_unknown(call, key, "escalate", recorded_cause)
@@ -127,7 +132,8 @@ class UnknownOutcomes:
             )
         elif verdict.applied is False and verdict.fenced:
             outcome = await self._invoke(call, key)
-            if outcome.unknown:
+            if outcome.unknown:  # on record as data, not only in the escalation's reason
+                self._note_unknown(call, key, "escalate", _recorded(outcome.cause or "timeout"))
                 self._escalate_unknown(call, "its outcome is unknown again after reconciliation")
             else:
                 self._record_outcome(call, outcome)
