@@ -33,8 +33,7 @@ from typing import Any
 
 from _report import emit, print_table
 from charter.demo import load_demo_agent
-from charter.models import Message, ModelRequest, ModelSpec, ToolSpec
-from charter.models import _local_engine as engine
+from charter.models import Message, ModelRequest, ModelSpec, ToolSpec, _local_engine as engine
 from charter.models._local import LocalModel
 from charter.testing.systems import CUSTOMERS, TICKETS
 

@@ -38,6 +38,7 @@ import yaml
 from charter.errors import ConfigError
 from charter.events import (
     REMOVABLE,
+    REMOVED as REMOVED,
     REMOVED_KEY,
     SCHEMA_VERSION,
     find_leaves,
@@ -45,7 +46,6 @@ from charter.events import (
     parse_payload,
     payload_digest,
 )
-from charter.events import REMOVED as REMOVED
 from charter.store import AuditEntry, Store
 
 _SWEEP_LIMIT = 10_000_000  # one pass; batching by key is future work

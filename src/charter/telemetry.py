@@ -35,8 +35,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import context as otel_context, trace
 from opentelemetry.trace import (
     NonRecordingSpan,
     ProxyTracerProvider,

@@ -19,8 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from tests.helpers.cli import run_charter
 from tests.helpers.models import Recording
 from tests.helpers.strategies import body_strategy

@@ -6,8 +6,7 @@ import json
 from typing import Any, get_args
 
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from tests.helpers.strategies import body_strategy, event_chains
 
 from charter.events import (

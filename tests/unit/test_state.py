@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from tests.helpers.strategies import event_chains, seal_chain
 
 from charter._engine.state import RunState, fold, fold_all

@@ -24,8 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from charter import telemetry
-from charter._engine import answers
-from charter._engine import approvals as held
+from charter._engine import answers, approvals as held
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
 from charter._engine.context import Conversation

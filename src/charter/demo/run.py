@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charter.agents import Agent
-from charter.demo import load_demo_agent
-from charter.demo import tools as demo_tools
+from charter.demo import load_demo_agent, tools as demo_tools
 from charter.errors import ForbiddenError
 from charter.events import (
     ApprovalDecided,

@@ -39,8 +39,15 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _audit, _cache, _counters, _opening, _run_keys, _stats
-from charter.store import _postgres_approvals as _approvals
+from charter.store import (
+    _audit,
+    _cache,
+    _counters,
+    _opening,
+    _postgres_approvals as _approvals,
+    _run_keys,
+    _stats,
+)
 from charter.store._base import (
     ApprovalRecord,
     Claim,

@@ -31,8 +31,14 @@ from charter.errors import (
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
 from charter.stats import StatsReport
-from charter.store import _audit, _cache, _opening, _run_keys, _stats
-from charter.store import _sqlite_approvals as _approvals
+from charter.store import (
+    _audit,
+    _cache,
+    _opening,
+    _run_keys,
+    _sqlite_approvals as _approvals,
+    _stats,
+)
 from charter.store._base import (
     ApprovalRecord,
     Claim,
