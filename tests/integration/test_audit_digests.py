@@ -200,21 +200,34 @@ KEPT_FIELD_EDITS: dict[str, _Edit] = {
 }
 
 
-@pytest.mark.parametrize("edit", KEPT_FIELD_EDITS, ids=str)
+def _verify_lines(tmp_path: Path, url: str) -> dict[str, str]:
+    """``audit verify --all`` (exit 1 expected): each broken run's line, by run id."""
+    done = _charter(tmp_path, url, "audit", "verify", "--all")
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BROKEN ")]
+    return {line.split()[1]: line for line in lines}
+
+
 def test_after_real_retention_a_changed_kept_field_is_detected(
-    store_url: str, tmp_path: Path, edit: str
+    store_url: str, tmp_path: Path
 ) -> None:
-    run_id = _finished_run(store_url)
+    """Each edit on a run of its own (one retention pass and one verify for all of them)."""
+    runs = {edit: _finished_run(store_url) for edit in KEPT_FIELD_EDITS}
     _retain(tmp_path, store_url, *ALL_KINDS)
     _assert_ok(tmp_path, store_url)
-    type_, nth, change = KEPT_FIELD_EDITS[edit]
-    seq, _, data = _event(store_url, run_id, type_, nth)
-    assert "$removed" in data, "retention left this event whole: the test proves nothing"
+    where = {}
+    for edit, run_id in runs.items():
+        type_, nth, change = KEPT_FIELD_EDITS[edit]
+        seq, _, data = _event(store_url, run_id, type_, nth)
+        assert "$removed" in data, f"{edit}: retention left this event whole"
+        change(data)
+        _write(store_url, run_id, seq, data)
+        where[edit] = seq
 
-    change(data)
-    _write(store_url, run_id, seq, data)
-
-    _assert_broken(tmp_path, store_url, run_id, seq, "does not match")
+    broken = _verify_lines(tmp_path, store_url)
+    for edit, run_id in runs.items():
+        line = broken.get(run_id, "")
+        assert f"at event {where[edit]}:" in line and "does not match" in line, (edit, broken)
 
 
 def test_real_retention_verifies_pass_after_pass_and_the_marker_merges(
@@ -279,19 +292,24 @@ MARKER_LIES: dict[str, tuple[str, Callable[[Json], None], str]] = {
 }
 
 
-@pytest.mark.parametrize("lie", MARKER_LIES, ids=str)
-def test_a_marker_that_does_not_match_the_event_is_a_break(
-    store_url: str, tmp_path: Path, lie: str
-) -> None:
-    run_id = _finished_run(store_url)
+def test_a_marker_that_does_not_match_the_event_is_a_break(store_url: str, tmp_path: Path) -> None:
+    """Each lie on a run of its own (one retention pass and one verify for all of them)."""
+    runs = {lie: _finished_run(store_url) for lie in MARKER_LIES}
     _retain(tmp_path, store_url, *ALL_KINDS)
-    type_, change, why = MARKER_LIES[lie]
-    seq, _, data = _event(store_url, run_id, type_)
+    where = {}
+    for lie, run_id in runs.items():
+        type_, change, _ = MARKER_LIES[lie]
+        seq, _, data = _event(store_url, run_id, type_)
+        change(data)
+        _write(store_url, run_id, seq, data)
+        where[lie] = seq
 
-    change(data)
-    _write(store_url, run_id, seq, data)
-
-    _assert_broken(tmp_path, store_url, run_id, seq, "retention marker", why)
+    broken = _verify_lines(tmp_path, store_url)
+    for lie, run_id in runs.items():
+        line = broken.get(run_id, "")
+        why = MARKER_LIES[lie][2]
+        assert f"at event {where[lie]}:" in line, (lie, broken)
+        assert "retention marker" in line and why in line, (lie, line)
 
 
 # -- schema-1 events keep the old rule ---------------------------------------------------------
