@@ -164,9 +164,9 @@ def problem(imp: Import) -> str | None:
         and LAYERS[high][0] != ENGINE_CLIENTS
     ):
         return "only the runtime layer reaches into the engine; use a public name"
-    if LAYERS[high][0] == "cli" and _private(imp.imported.removeprefix("charter.cli.")):
-        if not imp.imported.startswith("charter.cli."):
-            return "the CLI imports nothing private from other packages"
+    outside_cli = not imp.imported.startswith("charter.cli.")
+    if LAYERS[high][0] == "cli" and outside_cli and _private(imp.imported):
+        return "the CLI imports nothing private from other packages"
     return None
 
 
