@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -28,6 +26,7 @@ from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
 from charter.audit import AuditReport, anchor, audit
+from charter.clock import Clock, new_run_id, wall_clock
 from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
@@ -61,11 +60,6 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def new_run_id(clock: Callable[[], float] = time.time) -> str:
-    """Time-ordered and unique: 12 hex digits of milliseconds, 8 random."""
-    return f"run_{int(clock() * 1000):012x}{secrets.token_hex(4)}"
-
-
 class Runtime:
     """Starts runs, delivers messages, works runs and reads their logs."""
 
@@ -73,7 +67,7 @@ class Runtime:
         self,
         *,
         store: Store,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall_clock,
         environment: str = "dev",
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
     ) -> None:

@@ -48,6 +48,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from charter.clock import trace_id_for
 from charter.events import PolicyEvaluated
 
 if TYPE_CHECKING:
@@ -94,11 +95,6 @@ def _ids(run_id: str) -> tuple[int, int]:
     trace_id = int.from_bytes(digest[:16], "big") or 1
     span_id = int.from_bytes(digest[16:24], "big") or 1
     return trace_id, span_id
-
-
-def trace_id_for(run_id: str) -> str:
-    """The run's trace id, 32 hex digits: the first 128 bits of ``sha256(run_id)``."""
-    return trace.format_trace_id(_ids(run_id)[0])
 
 
 def _root(run_id: str) -> otel_context.Context:

@@ -84,7 +84,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("charter.telemetry", "charter._engine.loop"): "issue 11: an engine observer",
     ("charter.telemetry", "charter._engine.state"): "issue 11: an engine observer",
     ("charter.testing.redteam", "charter.demo.tools"): "issue 11: the world interface",
-    ("charter.tools", "charter.telemetry"): "issue 11: trace ids next to ids",
 }
 
 

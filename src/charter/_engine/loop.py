@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import random
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +35,7 @@ from charter._engine.routing import RoutedStep, StepRoutes
 from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fold_all
 from charter._engine.unknown import UnknownOutcomes, fencing_token
 from charter.agents import Agent
+from charter.clock import Clock, Random, new_random, wall_clock
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
     BudgetExceeded,
@@ -78,7 +77,7 @@ async def abandon(store: Store, claim: Claim, worker: str, reason: str) -> None:
     finished = Event.seal(
         run_id=claim.run_id,
         seq=events[-1].seq + 1,
-        at=time.time(),
+        at=wall_clock(),
         body=RunFinished(status="failed", reason=reason),
         prev_hash=events[-1].hash,
     )
@@ -119,8 +118,8 @@ class RunDriver(UnknownOutcomes):
         worker: str,
         executor: ToolExecutor,
         faults: Faults,
-        clock: Callable[[], float] = time.time,
-        rand: random.Random | None = None,
+        clock: Clock = wall_clock,
+        rand: Random | None = None,
         lease_valid: Callable[[], bool] = lambda: True,
         lease_until: Callable[[], float] | None = None,
     ) -> None:
@@ -136,7 +135,7 @@ class RunDriver(UnknownOutcomes):
         self.executor = executor
         self.faults = faults
         self.clock = clock
-        self.rand = rand or random.Random()
+        self.rand = rand or new_random()
         self.run_id = record.run_id
         self.tools = agent.registry()
         self.tool_specs: tuple[ToolSpec, ...] = ()

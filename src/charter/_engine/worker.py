@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +19,7 @@ from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver, abandon
 from charter.agents import Agent
+from charter.clock import Clock, jitter, new_worker_id, wall_clock
 from charter.errors import CharterError, ConflictError, LeaseLost, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
@@ -30,10 +28,6 @@ from charter.store import Claim, RunRecord, Store, WorkerInfo
 log = logging.getLogger("charter.worker")
 
 Resolver = Callable[[RunRecord], Awaitable[tuple[Agent, Model]]]
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -73,7 +67,7 @@ class Outage:
         if self.limit_s is not None and now - self.started >= self.limit_s:
             raise exc
         self.attempts += 1
-        delay = min(30.0, 0.5 * 2 ** (self.attempts - 1)) * random.uniform(0.75, 1.25)
+        delay = min(30.0, 0.5 * 2 ** (self.attempts - 1)) * jitter(0.75, 1.25)
         log.warning("database unusable (%s); retrying in %.1fs", exc, delay)
         await asyncio.sleep(delay)
 
@@ -93,7 +87,7 @@ class Worker:
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
         executor: ToolExecutor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall_clock,
     ) -> None:
         self.store = store
         self.resolve = resolve
