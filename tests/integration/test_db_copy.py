@@ -14,8 +14,7 @@ from typing import Any
 
 from tests.helpers.cli import run_charter
 
-from charter.store import MemoryItem, WorkerInfo, open_store
-from charter.store._copy import copy_store
+from charter.store import MemoryItem, WorkerInfo, copy_store, open_store
 
 NOT_COPIED = ("charter_migrations", "workers")
 """The documented exclusions (docs/architecture.md, `db copy`): the target's own schema

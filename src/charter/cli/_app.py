@@ -12,8 +12,6 @@ from typing import Any, TypeVar
 
 import click
 
-from charter._engine.faults import FAULT_POINTS, Faults
-from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._audit import audit_group
@@ -45,6 +43,7 @@ from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime, tool_registry
 from charter.store import redact
+from charter.worker import FAULT_POINTS, Faults, Outage, WorkerOptions, WorkerReport
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")

@@ -11,9 +11,7 @@ import click
 from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
 from charter.cli._render import clock_time, echo_json, table
 from charter.clock import wall_clock
-from charter.store import KillSwitchAction, open_store, redact
-from charter.store._copy import copy_store
-from charter.store._opening import Mode
+from charter.store import KillSwitchAction, Mode, copy_store, open_store, redact
 
 
 @click.group("workers")

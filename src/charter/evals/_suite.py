@@ -11,10 +11,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from charter._engine.faults import FAULT_POINTS
 from charter._yaml_lines import locate
 from charter.errors import ConfigError
 from charter.testing.faults import ToolFault
+from charter.worker import FAULT_POINTS
 
 SuiteKind = Literal["regression", "redteam", "reliability"]
 

@@ -34,6 +34,7 @@ from charter.store._base import (
     Store,
     WorkerInfo,
 )
+from charter.store._copy import CopyReport, copy_store
 from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore, redact
 from charter.store._sqlite import SQLiteStore
@@ -48,11 +49,13 @@ __all__ = [
     "AuditRecord",
     "Claim",
     "Commit",
+    "CopyReport",
     "EventRow",
     "InboxMessage",
     "KillSwitch",
     "KillSwitchAction",
     "MemoryItem",
+    "Mode",
     "NewRun",
     "PostgresStore",
     "RoleGrant",
@@ -61,6 +64,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "WorkerInfo",
+    "copy_store",
     "open_store",
     "redact",
 ]
