@@ -36,9 +36,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "charter.stats",  # the report's value types; the stores fill them
         ),
     ),
-    ("contracts", ("charter.tools", "charter.policy", "charter.models", "charter.agents")),
+    (
+        "contracts",
+        ("charter.tools", "charter.policy", "charter.models", "charter.agents", "charter.observer"),
+    ),
     ("store", ("charter.store",)),
-    ("telemetry", ("charter.telemetry",)),  # spans for the engine's steps; the engine calls it
+    ("telemetry", ("charter.telemetry",)),  # the engine's default observer: spans
     ("engine", ("charter._engine",)),
     (
         "runtime",
@@ -75,9 +78,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("charter.evals._runner", "charter.demo.tools"): "issue 11: the world interface",
     ("charter.evals._suite", "charter.testing.faults"): "issue 11: the world interface",
     ("charter.evals._suite", "charter.testing.redteam"): "issue 11: the world interface",
-    ("charter.telemetry", "charter._engine.executor"): "issue 11: an engine observer",
-    ("charter.telemetry", "charter._engine.loop"): "issue 11: an engine observer",
-    ("charter.telemetry", "charter._engine.state"): "issue 11: an engine observer",
     ("charter.testing.redteam", "charter.demo.tools"): "issue 11: the world interface",
 }
 

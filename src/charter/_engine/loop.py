@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from charter import telemetry
-from charter._engine import answers
+from charter._engine import answers, observed
 from charter._engine import approvals as held
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
@@ -59,6 +59,7 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
+from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord, Store
@@ -122,6 +123,7 @@ class RunDriver(UnknownOutcomes):
         rand: Random | None = None,
         lease_valid: Callable[[], bool] = lambda: True,
         lease_until: Callable[[], float] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.lease_valid = lease_valid
@@ -134,6 +136,8 @@ class RunDriver(UnknownOutcomes):
         self.worker = worker
         self.executor = executor
         self.faults = faults
+        self.observer = observer or telemetry.TRACING
+        """Told what happens, in plain values (``charter.observer``); tracing by default."""
         self.clock = clock
         self.rand = rand or new_random()
         self.run_id = record.run_id
@@ -162,7 +166,7 @@ class RunDriver(UnknownOutcomes):
 
     # -- the loop -----------------------------------------------------------------------------
 
-    @telemetry.run_span
+    @observed.run
     async def drive(self) -> RunState:
         """Work the run until it parks (waits) or finishes; return its state."""
         await self._load()
@@ -317,7 +321,7 @@ class RunDriver(UnknownOutcomes):
 
     # -- the model ----------------------------------------------------------------------------
 
-    @telemetry.step_span
+    @observed.step
     async def _model_step(self) -> None:
         if not await self._within_day_caps():
             return
@@ -398,7 +402,7 @@ class RunDriver(UnknownOutcomes):
         status = "escalated" if exc.retryable else "failed"
         self._append(RunFinished(status=status, reason=f"model call failed{waited}: {exc}"))
 
-    @telemetry.chat_span
+    @observed.model_call
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
         """Ask the model chosen for this step (``self._step``), retrying transient errors."""
         model = self.model if self._step is None else self._step.model
@@ -461,7 +465,7 @@ class RunDriver(UnknownOutcomes):
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
 
-    @telemetry.decision_hook
+    @observed.decision
     async def _govern(
         self, call_id: str, tool: Tool, arguments: dict[str, Any]
     ) -> ErrorInfo | None:
@@ -633,7 +637,7 @@ class RunDriver(UnknownOutcomes):
             self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
             self._append(RunWaiting(waiting_for="message", call_id=call.call_id))
 
-    @telemetry.tool_span
+    @observed.tool_call
     async def _invoke(
         self, call: PendingCall, key: str | None = None, watch: bool = False
     ) -> Outcome:

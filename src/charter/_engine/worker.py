@@ -23,6 +23,7 @@ from charter.clock import Clock, jitter, new_worker_id, wall_clock
 from charter.errors import CharterError, ConflictError, LeaseLost, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
+from charter.observer import Observer
 from charter.store import Claim, RunRecord, Store, WorkerInfo
 
 log = logging.getLogger("charter.worker")
@@ -49,6 +50,8 @@ class WorkerOptions:
     tool_slots_per_tenant: int = 16
     """Tool attempts of one tenant this worker runs at once (hung ones included), so that one
     tenant's stuck tools cannot take every thread; each tool also has ``max_concurrency``."""
+    observer: Observer | None = None
+    """Told what each run does, in plain values (``charter.observer``); None: tracing."""
 
 
 class Outage:
@@ -214,6 +217,7 @@ class Worker:
                 worker=self.worker_id,
                 executor=self.executor,
                 faults=self.options.faults,
+                observer=self.options.observer,
                 clock=self.clock,
                 lease_valid=lambda: self.clock() < self._lease_until.get(run_id, 0.0),
                 lease_until=lambda: self._lease_until.get(run_id, 0.0),
