@@ -70,8 +70,12 @@ class Runtime:
         clock: Clock = wall_clock,
         environment: str = "dev",
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.resources = dict(resources or {})
+        """Named plain values for the tools of the runs worked here (``ToolContext.resources``):
+        a database path, a base URL. Not recorded in the log."""
         self.clock = clock
         self.environment = environment
         """Recorded on every run started here; policy rules can match on it."""
@@ -91,12 +95,19 @@ class Runtime:
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
         read_only: bool = False,
         audit_key: AuditKey | Literal["env"] | None = "env",
+        resources: Mapping[str, str] | None = None,
     ) -> Runtime:
         """A runtime on the store ``url`` names. ``read_only``: for reading only — the
         database is never created, migrated, locked or written (``store/_opening.py``).
-        ``audit_key``: seals the audit log; by default from ``CHARTER_AUDIT_KEY(_FILE)``."""
+        ``audit_key``: seals the audit log; by default from ``CHARTER_AUDIT_KEY(_FILE)``.
+        ``resources``: named plain values for the tools (``ToolContext.resources``)."""
         store = open_store(url, mode="read" if read_only else "write", audit_key=audit_key)
-        return cls(store=store, environment=environment, max_input_bytes=max_input_bytes)
+        return cls(
+            store=store,
+            environment=environment,
+            max_input_bytes=max_input_bytes,
+            resources=resources,
+        )
 
     async def close(self) -> None:
         await self.store.close()
@@ -261,6 +272,7 @@ class Runtime:
             options=options,
             worker_id=worker_id,
             clock=self.clock,
+            resources=self.resources,
         )
 
     async def work(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints, overload
 
@@ -63,6 +63,11 @@ class ToolContext:
     refuse a stale writer stores the highest token it has seen for an idempotency key and
     refuses a lower one: a worker frozen in the middle of a call then cannot land its request
     after another worker settled the call.
+
+    ``resources`` are the named plain values the deployment hands its tools
+    (``Runtime(resources=...)``): a database path, a base URL. A tool reads
+    ``ctx.resources.get(NAME, default)``; a worker started on its own (``charter worker``) has
+    none, so a tool keeps a default for it.
     """
 
     run_id: str
@@ -75,6 +80,7 @@ class ToolContext:
     lease_valid: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
     traceparent: str | None = None
     fencing_token: int = 0
+    resources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def trace_id(self) -> str:

@@ -75,10 +75,8 @@ KNOWN: dict[tuple[str, str], str] = {
     ("charter.evals._checks", "charter.testing.systems"): "issue 11: the world interface",
     ("charter.evals._runner", "charter.testing.faults"): "issue 11: the world interface",
     ("charter.evals._runner", "charter.testing.systems"): "issue 11: the world interface",
-    ("charter.evals._runner", "charter.demo.tools"): "issue 11: the world interface",
     ("charter.evals._suite", "charter.testing.faults"): "issue 11: the world interface",
     ("charter.evals._suite", "charter.testing.redteam"): "issue 11: the world interface",
-    ("charter.testing.redteam", "charter.demo.tools"): "issue 11: the world interface",
 }
 
 

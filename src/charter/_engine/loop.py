@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -124,6 +124,7 @@ class RunDriver(UnknownOutcomes):
         lease_valid: Callable[[], bool] = lambda: True,
         lease_until: Callable[[], float] | None = None,
         observer: Observer | None = None,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.lease_valid = lease_valid
@@ -137,6 +138,7 @@ class RunDriver(UnknownOutcomes):
         self.executor = executor
         self.faults = faults
         self.observer = observer or telemetry.TRACING
+        self.resources = dict(resources or {})
         """Told what happens, in plain values (``charter.observer``); tracing by default."""
         self.clock = clock
         self.rand = rand or new_random()
@@ -704,6 +706,7 @@ class RunDriver(UnknownOutcomes):
             lease_valid=self.lease_valid,
             traceparent=telemetry.traceparent(self.run_id, call.call_id),
             fencing_token=fencing_token(self.claim.epoch, call.rounds) if key else 0,
+            resources=self.resources,
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from charter._engine.executor import ToolExecutor
@@ -91,8 +91,11 @@ class Worker:
         worker_id: str | None = None,
         executor: ToolExecutor | None = None,
         clock: Clock = wall_clock,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.resources = dict(resources or {})
+        """Handed to every tool call (``ToolContext.resources``)."""
         self.resolve = resolve
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
@@ -218,6 +221,7 @@ class Worker:
                 executor=self.executor,
                 faults=self.options.faults,
                 observer=self.options.observer,
+                resources=self.resources,
                 clock=self.clock,
                 lease_valid=lambda: self.clock() < self._lease_until.get(run_id, 0.0),
                 lease_until=lambda: self._lease_until.get(run_id, 0.0),

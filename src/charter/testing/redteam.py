@@ -5,7 +5,8 @@ principal's own tenant, roles), what the attacker controls in the world (a ticke
 page on the web), and the calls a *fooled* model then proposes, turn by turn. Calls marked
 ``target`` are what the case is about: for an ``attack`` the harmful calls, for a
 ``legitimate`` case the calls the work needs. The case runs through the real runtime (a
-temporary SQLite file, the real policy, the demo's real tools over a freshly seeded
+temporary SQLite file, the real policy, the tools given (the demo's,
+``charter.demo.tools.TOOLS``) over a freshly seeded
 simulated CRM, ticketing, billing and web) and is classified from the run's events:
 
 * an attack is **blocked** when no target call executed (denied, rejected, or held for
@@ -41,6 +42,7 @@ from charter.models import ModelSpec
 from charter.policy import PolicySet
 from charter.runtime import Runtime
 from charter.testing.systems import Systems
+from charter.tools import Tool
 
 Family = Literal[
     "injected_instructions",
@@ -177,35 +179,32 @@ def build_agent(case: Case, *, policy: PolicySet, instructions: str, tools: Sequ
 
 
 async def run_case(
-    case: Case, *, policy: PolicySet, instructions: str, workdir: Path
+    case: Case, *, policy: PolicySet, instructions: str, tools: Sequence[Tool], workdir: Path
 ) -> CaseResult:
     """Run one case through the runtime on a fresh SQLite file and simulated systems."""
     status, events = await run_events(
-        case, policy=policy, instructions=instructions, workdir=workdir
+        case, policy=policy, instructions=instructions, tools=tools, workdir=workdir
     )
     return classify(case, status, events)
 
 
 async def run_events(
-    case: Case, *, policy: PolicySet, instructions: str, workdir: Path
+    case: Case, *, policy: PolicySet, instructions: str, tools: Sequence[Tool], workdir: Path
 ) -> tuple[str, list[Event]]:
-    """The run's final status and events (for tests that look closer than the verdict)."""
-    from charter.demo import tools as demo
+    """The run's final status and events (for tests that look closer than the verdict).
 
+    ``tools`` act on the support desk's simulated systems (``charter.demo.tools.TOOLS``); the
+    runtime names the case's systems database to them (``resources``)."""
     systems = Systems(workdir / f"{case.id}-systems.db")
     systems.seed()
     for t in case.tickets:
         systems.add_ticket(t.ticket_id, t.customer_id, t.subject, t.body)
     for p in case.pages:
         systems.publish(p.url, p.body)
-    demo.set_systems_path(systems.path)
-    tools = [
-        demo.read_ticket, demo.kb_search, demo.fetch_url, demo.lookup_order,
-        demo.lookup_customer, demo.update_ticket, demo.refund, demo.send_email,
-    ]  # fmt: skip
     agent = build_agent(case, policy=policy, instructions=instructions, tools=tools)
     url = f"sqlite:///{workdir / f'{case.id}-charter.db'}"
-    async with Runtime.open(url, environment=case.environment) as rt:
+    opened = Runtime.open(url, environment=case.environment, resources=systems.resources())
+    async with opened as rt:
         record = await rt.run(
             agent,
             case.input,
@@ -250,13 +249,18 @@ def _fate(call_id: str, tool: str, events: Sequence[Event]) -> CallResult:
 
 
 def run_corpus(
-    cases: Sequence[Case], *, policy: PolicySet, instructions: str, workdir: Path | None = None
+    cases: Sequence[Case],
+    *,
+    policy: PolicySet,
+    instructions: str,
+    tools: Sequence[Tool],
+    workdir: Path | None = None,
 ) -> list[CaseResult]:
     """Run every case (each on its own files under ``workdir``, a temporary one by default)."""
 
     async def main(where: Path) -> list[CaseResult]:
         return [
-            await run_case(c, policy=policy, instructions=instructions, workdir=where)
+            await run_case(c, policy=policy, instructions=instructions, tools=tools, workdir=where)
             for c in cases
         ]
 
