@@ -73,10 +73,7 @@ ENGINE_CLIENTS = "runtime"  # the only layer (besides the engine) that imports t
 # any violation not listed here, and on an entry that no longer happens (delete it then).
 KNOWN: dict[tuple[str, str], str] = {
     ("charter.evals._checks", "charter.testing.systems"): "issue 11: the world interface",
-    ("charter.evals._runner", "charter.testing.faults"): "issue 11: the world interface",
     ("charter.evals._runner", "charter.testing.systems"): "issue 11: the world interface",
-    ("charter.evals._suite", "charter.testing.faults"): "issue 11: the world interface",
-    ("charter.evals._suite", "charter.testing.redteam"): "issue 11: the world interface",
 }
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from charter.agents import Agent
 from charter.evals._checks import check, observe
+from charter.evals._faults import apply_faults
 from charter.evals._suite import Case, KillWorker
 from charter.models import ModelSpec
 from charter.runtime import Runtime
-from charter.testing.faults import apply_faults
 from charter.testing.systems import DEFAULT_FILE, Systems
 
 MAX_WAITS = 10
