@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from charter.demo.tools import TOOLS
 from charter.policy import PolicySet
 from charter.testing.redteam import CaseResult, load_corpus, rates, run_corpus
 
@@ -38,7 +39,7 @@ def main() -> int:
     options = parser.parse_args()
     cases = load_corpus(options.cases.glob("*.yaml"))
     policy = PolicySet.load(options.policy)
-    results = run_corpus(cases, policy=policy, instructions=INSTRUCTIONS.read_text())
+    results = run_corpus(cases, policy=policy, instructions=INSTRUCTIONS.read_text(), tools=TOOLS)
     summary = rates(results)
     if options.json:
         report = {

@@ -7,7 +7,6 @@ whose database is ``charter-demo-systems.db`` in the working directory, seeded o
 
 from pathlib import Path
 
-from charter.demo import tools as _demo
 from charter.demo.tools import (
     fetch_url,
     kb_search,
@@ -18,10 +17,10 @@ from charter.demo.tools import (
     send_email,
     update_ticket,
 )
-from charter.testing.systems import Systems
+from charter.testing.systems import DEFAULT_FILE, Systems
 
-if not Path(_demo.SYSTEMS_PATH).exists():
-    Systems(_demo.SYSTEMS_PATH).seed()
+if not Path(DEFAULT_FILE).exists():
+    Systems(DEFAULT_FILE).seed()
 
 __all__ = [
     "fetch_url",

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from charter._engine.state import RunState, fold_all
+from charter.clock import wall_clock
 from charter.errors import ConfigError
 from charter.events import FINAL_STATUSES, GENESIS_HASH, ChainBreak, verify_chain
 from charter.retention import REMOVED
@@ -314,7 +314,7 @@ async def anchor(store: Store, *, key: AuditKey | None = None) -> dict[str, Any]
             runs[rec.run_id] = {"seq": rec.data["seq"], "hash": rec.data["hash"]}
     return {
         "format": ANCHOR_FORMAT,
-        "made_at": time.time(),
+        "made_at": wall_clock(),
         "key_id": key.key_id if key else None,
         "audit_log": {"seq": last.seq, "hash": last.hash, "mac": last.mac},
         "runs": runs,

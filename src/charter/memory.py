@@ -7,10 +7,9 @@ the run store; search and access rules come later behind the same interface.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
+from charter.clock import Clock, wall_clock
 from charter.store import MemoryItem, Store
 
 
@@ -31,7 +30,7 @@ class Memory(Protocol):
 class StoreMemory:
     """Memory kept in the run store; entries are visible only to their own tenant."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, *, clock: Clock = wall_clock) -> None:
         self._store = store
         self._clock = clock
 

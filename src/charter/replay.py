@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -47,6 +46,7 @@ from charter._engine.recorded import (
     replay_agent,
 )
 from charter.agents import Agent
+from charter.clock import new_random
 from charter.errors import ReplayUnavailableError, ToolImportError
 from charter.events import FINAL_STATUSES, Event, RunStarted, removal
 from charter.models import ReplayModel
@@ -223,7 +223,7 @@ async def replay_events(
             executor=executor,
             faults=Faults(),
             clock=cursor.now,
-            rand=random.Random(0),
+            rand=new_random(0),
         )
         driver.limiter.refresh_s = 0.0  # read each cap where the loop asks: served by position
         scratch.spend_caps = {key: name for name, key, _ in driver.limiter.caps}

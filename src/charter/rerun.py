@@ -32,7 +32,6 @@ import dataclasses
 import importlib
 import inspect
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver
 from charter._engine.state import RunState, fold, fold_all
 from charter.agents import Agent, load_agent
+from charter.clock import new_run_id, wall_clock
 from charter.errors import CharterError, ConfigError, ToolError
 from charter.events import (
     GENESIS_HASH,
@@ -62,7 +62,7 @@ from charter.events import (
 )
 from charter.models import ModelSpec, build_model
 from charter.replay import check_whole, stored_agent
-from charter.runtime import Runtime, new_run_id
+from charter.runtime import Runtime
 from charter.store import Commit, NewRun, Store
 from charter.tools import Tool, ToolContext
 
@@ -225,7 +225,7 @@ class _RerunStore:
             finished = Event.seal(
                 run_id=commit.run_id,
                 seq=last.seq + 1,
-                at=time.time(),
+                at=wall_clock(),
                 body=RunFinished(status="cancelled", reason=why),
                 prev_hash=last.hash,
             )

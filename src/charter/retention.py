@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from charter.clock import wall_clock
 from charter.errors import ConfigError
 from charter.events import (
     REMOVABLE,
@@ -171,7 +171,7 @@ async def apply(
 ) -> RetentionReport:
     """Remove (or count, ``dry_run``) every expired payload the policy names; a run that
     removed anything is recorded in the audit log with its ``actor``."""
-    now = time.time() if now is None else now
+    now = wall_clock() if now is None else now
     removed: dict[str, int] = {}
     overridden = sorted(policy.tenants)
     for kind in KINDS:

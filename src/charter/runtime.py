@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -28,6 +26,7 @@ from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
 from charter.audit import AuditReport, anchor, audit
+from charter.clock import Clock, new_run_id, wall_clock
 from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
@@ -61,11 +60,6 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def new_run_id(clock: Callable[[], float] = time.time) -> str:
-    """Time-ordered and unique: 12 hex digits of milliseconds, 8 random."""
-    return f"run_{int(clock() * 1000):012x}{secrets.token_hex(4)}"
-
-
 class Runtime:
     """Starts runs, delivers messages, works runs and reads their logs."""
 
@@ -73,11 +67,15 @@ class Runtime:
         self,
         *,
         store: Store,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall_clock,
         environment: str = "dev",
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.resources = dict(resources or {})
+        """Named plain values for the tools of the runs worked here (``ToolContext.resources``):
+        a database path, a base URL. Not recorded in the log."""
         self.clock = clock
         self.environment = environment
         """Recorded on every run started here; policy rules can match on it."""
@@ -97,12 +95,19 @@ class Runtime:
         max_input_bytes: int | None = DEFAULT_MAX_INPUT_BYTES,
         read_only: bool = False,
         audit_key: AuditKey | Literal["env"] | None = "env",
+        resources: Mapping[str, str] | None = None,
     ) -> Runtime:
         """A runtime on the store ``url`` names. ``read_only``: for reading only — the
         database is never created, migrated, locked or written (``store/_opening.py``).
-        ``audit_key``: seals the audit log; by default from ``CHARTER_AUDIT_KEY(_FILE)``."""
+        ``audit_key``: seals the audit log; by default from ``CHARTER_AUDIT_KEY(_FILE)``.
+        ``resources``: named plain values for the tools (``ToolContext.resources``)."""
         store = open_store(url, mode="read" if read_only else "write", audit_key=audit_key)
-        return cls(store=store, environment=environment, max_input_bytes=max_input_bytes)
+        return cls(
+            store=store,
+            environment=environment,
+            max_input_bytes=max_input_bytes,
+            resources=resources,
+        )
 
     async def close(self) -> None:
         await self.store.close()
@@ -267,6 +272,7 @@ class Runtime:
             options=options,
             worker_id=worker_id,
             clock=self.clock,
+            resources=self.resources,
         )
 
     async def work(

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from charter.clock import wall_clock
 from charter.errors import ConfigError
 
 __all__ = [
@@ -170,4 +170,4 @@ def parse_since(text: str, *, now: float | None = None) -> float | None:
             f"--since {text!r} is not a duration: use a number and a unit (30m, 24h, 7d, 2w) or all"
         )
     seconds = float(found.group(1)) * _UNIT_S[found.group(2)]
-    return (time.time() if now is None else now) - seconds
+    return (wall_clock() if now is None else now) - seconds

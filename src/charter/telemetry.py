@@ -5,7 +5,8 @@ every hook below checks one global and calls straight through: no span, no attri
 Install one yourself, or let the ``charter`` command do it from the standard ``OTEL_*``
 variables (:func:`configure_from_env`, needs the ``charter[otel]`` extra).
 
-Spans, one trace per run:
+Tracing is an observer (:mod:`charter.observer`): the engine tells :data:`TRACING` what
+happens in plain values and it makes spans from them. Spans, one trace per run:
 
 * ``invoke_agent {agent}`` — one per claim of the run (a worker driving it until it parks,
   finishes or loses its lease). Its parent is the run's *virtual root*: a remote span context
@@ -27,13 +28,10 @@ cost). Prompts and tool payloads are never put on spans.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import weakref
-from collections.abc import Awaitable, Callable
 from contextvars import Token
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from opentelemetry import context as otel_context, trace
 from opentelemetry.trace import (
@@ -47,16 +45,22 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from charter.clock import trace_id_for
 from charter.events import PolicyEvaluated
-
-if TYPE_CHECKING:
-    from charter._engine.executor import Outcome
-    from charter._engine.loop import RunDriver
-    from charter._engine.state import PendingCall, RunState
-    from charter.models import ModelRequest, ModelResponse
-    from charter.tools import Tool
+from charter.observer import (
+    ModelAnswered,
+    ModelCalled,
+    ModelFailed,
+    RunClaimed,
+    RunEnded,
+    Scope,
+    ToolCalled,
+    ToolEnded,
+)
 
 __all__ = [
+    "TRACING",
+    "Tracing",
     "configure_from_env",
     "enabled",
     "trace_id_for",
@@ -64,8 +68,6 @@ __all__ = [
 ]
 
 _TRACER_NAME = "charter"
-T = TypeVar("T")
-_Method = Callable[..., Awaitable[T]]
 
 
 def enabled() -> bool:
@@ -93,11 +95,6 @@ def _ids(run_id: str) -> tuple[int, int]:
     trace_id = int.from_bytes(digest[:16], "big") or 1
     span_id = int.from_bytes(digest[16:24], "big") or 1
     return trace_id, span_id
-
-
-def trace_id_for(run_id: str) -> str:
-    """The run's trace id, 32 hex digits: the first 128 bits of ``sha256(run_id)``."""
-    return trace.format_trace_id(_ids(run_id)[0])
 
 
 def _root(run_id: str) -> otel_context.Context:
@@ -158,14 +155,12 @@ def configure_from_env() -> bool:
     return True
 
 
-# -- hooks on RunDriver methods (decorators: the loop's bodies stay untouched) ----------------
+# -- the engine's observer: spans from the plain values the engine reports -----------------
 #
-# They run several times a step, so they are lean (bench/tracing_overhead.py measures them):
-# one provider check that also yields the tracer, spans started with ``start_span`` and made
+# It runs several times a step, so it is lean (bench/tracing_overhead.py measures it): one
+# provider check that also yields the tracer, spans started with ``start_span`` and made
 # current with one ``attach`` (no context-manager layers), each span's attributes built in one
 # dict at its start and one at its end.
-
-_decisions: weakref.WeakKeyDictionary[Any, dict[str, PolicyEvaluated]] = weakref.WeakKeyDictionary()
 
 
 def _start(
@@ -175,217 +170,177 @@ def _start(
     *,
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
-) -> tuple[Span, Token[otel_context.Context]]:
+) -> _SpanScope:
     """Start a span and make it the current one (what ``start_as_current_span`` does)."""
     span = tracer.start_span(name, context, kind, attributes)
-    return span, otel_context.attach(trace.set_span_in_context(span))
+    return _SpanScope(span, otel_context.attach(trace.set_span_in_context(span)))
 
 
-def _end(span: Span, token: Token[otel_context.Context]) -> None:
-    otel_context.detach(token)
-    span.end()
+class _SpanScope:
+    """One span, current from its start until ``close``."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span, token: Token[otel_context.Context]) -> None:
+        self.span = span
+        self.token = token
+
+    def ended(self, result: RunEnded | ModelAnswered | ModelFailed | ToolEnded) -> None:
+        span = self.span
+        if isinstance(result, ToolEnded):
+            span.set_attributes(_tool_end_attrs(result))
+            if result.error_message is not None:
+                span.set_status(Status(StatusCode.ERROR, result.error_message))
+        elif isinstance(result, ModelAnswered):
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": result.model,
+                    "gen_ai.usage.input_tokens": result.input_tokens,
+                    "gen_ai.usage.output_tokens": result.output_tokens,
+                    "gen_ai.response.finish_reasons": (result.finish_reason,),
+                    "charter.tool_calls": result.tool_calls,
+                    "charter.cost_usd": result.cost_usd,
+                    "charter.retries": result.retries,
+                }
+            )
+        elif isinstance(result, ModelFailed):
+            span.set_attributes(
+                {
+                    "charter.retries": result.retries,
+                    "gen_ai.usage.input_tokens": result.input_tokens,
+                    "gen_ai.usage.output_tokens": result.output_tokens,
+                    "charter.cost_usd": result.cost_usd,
+                }
+            )
+        else:
+            done: dict[str, Any] = {
+                "charter.run.status": result.status,
+                "charter.run.steps": result.steps,
+                "charter.run.tool_calls": result.tool_calls,
+                "charter.usage.tokens": result.tokens,
+                "charter.cost_usd": result.cost_usd,
+            }
+            if result.reason:
+                done["charter.run.reason"] = result.reason
+            span.set_attributes(done)
+
+    def failed(self, exc: Exception) -> None:
+        span = self.span
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.set_attribute("error.type", getattr(exc, "code", type(exc).__name__))
+
+    def close(self) -> None:
+        otel_context.detach(self.token)
+        self.span.end()
 
 
-def _fail(span: Span, exc: Exception) -> None:
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-    span.set_attribute("error.type", getattr(exc, "code", type(exc).__name__))
+class _NoScope:
+    """What the tracer's hooks return when tracing went off between check and call."""
+
+    def ended(self, result: RunEnded | ModelAnswered | ModelFailed | ToolEnded) -> None:
+        pass
+
+    def failed(self, exc: Exception) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
-def run_span(fn: _Method[RunState]) -> _Method[RunState]:
-    """``invoke_agent``: around ``RunDriver.drive`` (one claim of the run)."""
+_NO_SCOPE = _NoScope()
 
-    @functools.wraps(fn)
-    async def drive(self: RunDriver) -> RunState:
+
+class Tracing:
+    """The engine's default :class:`~charter.observer.Observer`: OpenTelemetry spans, one
+    trace per run, when a tracer provider is installed; otherwise one check per hook."""
+
+    def enabled(self) -> bool:
+        return _tracer() is not None
+
+    def run_claimed(self, run: RunClaimed) -> Scope:
+        """``invoke_agent {agent}``: one claim of the run, under the run's virtual root."""
         tracer = _tracer()
         if tracer is None:
-            return await fn(self)
+            return _NO_SCOPE
         attrs = {
             "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": self.agent.name,
-            "gen_ai.conversation.id": self.run_id,
-            "charter.run_id": self.run_id,
-            "charter.tenant": self.record.tenant,
-            "gen_ai.agent.version": self.agent.version,
-            "charter.principal": self.record.principal,
-            "charter.worker": self.worker,
-            "charter.claim.epoch": self.claim.epoch,
-            "charter.claim.previous_status": self.claim.previous_status or "",
+            "gen_ai.agent.name": run.agent_name,
+            "gen_ai.conversation.id": run.run_id,
+            "charter.run_id": run.run_id,
+            "charter.tenant": run.tenant,
+            "gen_ai.agent.version": run.agent_version,
+            "charter.principal": run.principal,
+            "charter.worker": run.worker,
+            "charter.claim.epoch": run.epoch,
+            "charter.claim.previous_status": run.previous_status or "",
         }
-        name = f"invoke_agent {self.agent.name}"
-        span, token = _start(tracer, name, attrs, context=_root(self.run_id))
-        try:
-            state = await fn(self)
-            done: dict[str, Any] = {
-                "charter.run.status": state.status,
-                "charter.run.steps": state.step,
-                "charter.run.tool_calls": state.tool_calls,
-                "charter.usage.tokens": state.tokens,
-                "charter.cost_usd": state.cost_usd,
-            }
-            if state.reason:
-                done["charter.run.reason"] = state.reason
-            span.set_attributes(done)
-            return state
-        except Exception as exc:
-            _fail(span, exc)
-            raise
-        finally:
-            _end(span, token)
+        name = f"invoke_agent {run.agent_name}"
+        return _start(tracer, name, attrs, context=_root(run.run_id))
 
-    return drive
-
-
-def step_span(fn: _Method[None]) -> _Method[None]:
-    """``charter.step``: around ``RunDriver._model_step`` (the model call and its tool calls)."""
-
-    @functools.wraps(fn)
-    async def model_step(self: RunDriver) -> None:
+    def step_started(self, run_id: str, step: int) -> Scope:
+        """``charter.step``: the model call and the tool calls it proposed."""
         tracer = _tracer()
         if tracer is None:
-            return await fn(self)
-        attrs = {"gen_ai.conversation.id": self.run_id, "charter.step": self.state.step + 1}
-        span, token = _start(tracer, "charter.step", attrs)
-        try:
-            return await fn(self)
-        except Exception as exc:
-            _fail(span, exc)
-            raise
-        finally:
-            _end(span, token)
+            return _NO_SCOPE
+        attrs = {"gen_ai.conversation.id": run_id, "charter.step": step}
+        return _start(tracer, "charter.step", attrs)
 
-    return model_step
-
-
-def chat_span(fn: _Method[ModelResponse]) -> _Method[ModelResponse]:
-    """``chat {model}``: around ``RunDriver._call_model``."""
-
-    @functools.wraps(fn)
-    async def call_model(self: RunDriver, request: ModelRequest) -> ModelResponse:
+    def model_called(self, call: ModelCalled) -> Scope:
+        """``chat {model}`` (retries inside it; the span ends with the response)."""
         tracer = _tracer()
         if tracer is None:
-            return await fn(self, request)
-        routed = self._step
-        spec = self.agent.model if routed is None else routed.spec
-        model = self.model if routed is None else routed.model
+            return _NO_SCOPE
         attrs = {
             "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": model.provider,
-            "gen_ai.request.model": spec.name,
-            "gen_ai.conversation.id": self.run_id,
-            "charter.step": request.step + 1,
+            "gen_ai.provider.name": call.provider,
+            "gen_ai.request.model": call.model,
+            "gen_ai.conversation.id": call.run_id,
+            "charter.step": call.step,
         }
-        span, token = _start(tracer, f"chat {spec.name}", attrs, kind=SpanKind.CLIENT)
-        try:
-            response = await fn(self, request)
-            usage = response.usage + self._rejected.usage  # every answered attempt's
-            finish = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
-            span.set_attributes(
-                {
-                    "gen_ai.response.model": response.model,
-                    "gen_ai.usage.input_tokens": usage.input_tokens,
-                    "gen_ai.usage.output_tokens": usage.output_tokens,
-                    "gen_ai.response.finish_reasons": (finish,),
-                    "charter.tool_calls": len(response.tool_calls),
-                    "charter.cost_usd": spec.cost_usd(response.usage) + self._rejected.cost_usd,
-                    "charter.retries": max(0, self._model_attempts - 1),
-                }
-            )
-            return response
-        except Exception as exc:
-            spent = self._rejected.usage  # refused answers still cost tokens
-            span.set_attributes(
-                {
-                    "charter.retries": max(0, self._model_attempts - 1),
-                    "gen_ai.usage.input_tokens": spent.input_tokens,
-                    "gen_ai.usage.output_tokens": spent.output_tokens,
-                    "charter.cost_usd": self._rejected.cost_usd,
-                }
-            )
-            _fail(span, exc)
-            raise
-        finally:
-            _end(span, token)
+        return _start(tracer, f"chat {call.model}", attrs, kind=SpanKind.CLIENT)
 
-    return call_model
+    def policy_decided(self, decision: PolicyEvaluated) -> None:
+        """An event on the current (step) span."""
+        trace.get_current_span().add_event(
+            "charter.policy_evaluated",
+            {
+                "gen_ai.tool.call.id": decision.call_id,
+                "gen_ai.tool.name": decision.tool,
+                "charter.policy.outcome": decision.outcome,
+                "charter.policy.rule_ids": decision.rule_ids,
+            },
+        )
 
-
-def decision_hook(fn: _Method[Any]) -> _Method[Any]:
-    """Around ``RunDriver._govern``: keep the decision for the tool span, note it on the step."""
-
-    @functools.wraps(fn)
-    async def govern(self: RunDriver, call_id: str, *args: Any) -> Any:
-        result = await fn(self, call_id, *args)
-        if _tracer() is None:
-            return result
-        for event in reversed(self._unflushed):
-            body = event.body
-            if isinstance(body, PolicyEvaluated) and body.call_id == call_id:
-                _decisions.setdefault(self, {})[call_id] = body
-                trace.get_current_span().add_event(
-                    "charter.policy_evaluated",
-                    {
-                        "gen_ai.tool.call.id": call_id,
-                        "gen_ai.tool.name": body.tool,
-                        "charter.policy.outcome": body.outcome,
-                        "charter.policy.rule_ids": body.rule_ids,
-                    },
-                )
-                break
-        return result
-
-    return govern
-
-
-def tool_span(fn: _Method[Outcome]) -> _Method[Outcome]:
-    """``execute_tool {tool}``: around ``RunDriver._invoke``."""
-
-    @functools.wraps(fn)
-    async def invoke(
-        self: RunDriver, call: PendingCall, key: str | None = None, watch: bool = False
-    ) -> Outcome:
+    def tool_called(self, call: ToolCalled) -> Scope:
+        """``execute_tool {tool}``: with its policy decision, idempotency key, attempts."""
         tracer = _tracer()
         if tracer is None:
-            return await fn(self, call, key, watch)
-        tool = self.tools.find(call.tool)
-        span, token = _start(
-            tracer, f"execute_tool {call.tool}", _tool_attrs(self, call, key, tool)
-        )
-        try:
-            outcome = await fn(self, call, key, watch)
-            span.set_attributes(_outcome_attrs(outcome, tool))
-            if outcome.error is not None:
-                span.set_status(Status(StatusCode.ERROR, outcome.error.message))
-            return outcome
-        except Exception as exc:
-            _fail(span, exc)
-            raise
-        finally:
-            _end(span, token)
-
-    return invoke
+            return _NO_SCOPE
+        return _start(tracer, f"execute_tool {call.tool}", _tool_attrs(call))
 
 
-def _tool_attrs(
-    driver: RunDriver, call: PendingCall, key: str | None, tool: Tool | None
-) -> dict[str, Any]:
+TRACING = Tracing()
+"""The tracing observer every ``RunDriver`` uses unless it is given another."""
+
+
+def _tool_attrs(call: ToolCalled) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call.tool,
         "gen_ai.tool.call.id": call.call_id,
         "gen_ai.tool.type": "function",
-        "gen_ai.conversation.id": driver.run_id,
-        "charter.step": driver.state.step,
+        "gen_ai.conversation.id": call.run_id,
+        "charter.step": call.step,
         "charter.tool.effect": call.effect,
     }
-    if tool is not None:
-        attrs["charter.tool.version"] = tool.version
-    if key is not None:
-        attrs["charter.idempotency_key"] = key
+    if call.version is not None:
+        attrs["charter.tool.version"] = call.version
+    if call.idempotency_key is not None:
+        attrs["charter.idempotency_key"] = call.idempotency_key
     if call.approval_id is not None:
         attrs["charter.approval.id"] = call.approval_id
-    decisions = _decisions.get(driver)
-    decision = None if decisions is None else decisions.get(call.call_id)
+    decision = call.decision
     if decision is not None:
         attrs["charter.policy.outcome"] = decision.outcome
         attrs["charter.policy.rule_ids"] = decision.rule_ids
@@ -394,18 +349,13 @@ def _tool_attrs(
     return attrs
 
 
-def _outcome_attrs(outcome: Outcome, tool: Tool | None) -> dict[str, Any]:
-    made = outcome.attempts
-    if outcome.error is not None and outcome.error.code == "circuit_open":
-        made -= 1
+def _tool_end_attrs(ended: ToolEnded) -> dict[str, Any]:
     attrs: dict[str, Any] = {
-        "charter.tool.attempts": outcome.attempts,
-        "charter.retries": max(0, outcome.attempts - 1),
-        "charter.tool.outcome": "unknown"
-        if outcome.unknown
-        else ("succeeded" if outcome.ok else "failed"),
-        "charter.cost_usd": round((tool.cost_usd if tool else 0.0) * made, 12),
+        "charter.tool.attempts": ended.attempts,
+        "charter.retries": max(0, ended.attempts - 1),
+        "charter.tool.outcome": ended.outcome,
+        "charter.cost_usd": ended.cost_usd,
     }
-    if outcome.error is not None:
-        attrs["error.type"] = outcome.error.code
+    if ended.error_code is not None:
+        attrs["error.type"] = ended.error_code
     return attrs

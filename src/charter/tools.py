@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
+from charter.clock import trace_id_for
 from charter.errors import ConfigError, LeaseLost, NotFoundError, ToolImportError
 
 Effect = Literal["read", "write", "control"]
@@ -55,13 +56,18 @@ class ToolContext:
 
     ``traceparent`` is the W3C trace context of the call (its ``execute_tool`` span when
     tracing is on): an HTTP tool sends it as the ``traceparent`` header so that the external
-    side effect carries the run's trace id (:func:`charter.telemetry.trace_id_for`).
+    side effect carries the run's trace id (:func:`charter.clock.trace_id_for`).
 
     ``fencing_token`` grows with every attempt that may follow an unknown outcome of this call
     (it is built from the run's lease epoch and the settlement round). A system that can
     refuse a stale writer stores the highest token it has seen for an idempotency key and
     refuses a lower one: a worker frozen in the middle of a call then cannot land its request
     after another worker settled the call.
+
+    ``resources`` are the named plain values the deployment hands its tools
+    (``Runtime(resources=...)``): a database path, a base URL. A tool reads
+    ``ctx.resources.get(NAME, default)``; a worker started on its own (``charter worker``) has
+    none, so a tool keeps a default for it.
     """
 
     run_id: str
@@ -74,11 +80,12 @@ class ToolContext:
     lease_valid: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
     traceparent: str | None = None
     fencing_token: int = 0
+    resources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def trace_id(self) -> str:
         """The run's trace id: 32 hex digits, the first 128 bits of ``sha256(run_id)``."""
-        return _trace_id_for(self.run_id)
+        return trace_id_for(self.run_id)
 
     def ensure_lease(self) -> None:
         """Raise :class:`~charter.errors.LeaseLost` unless this worker still owns the run.
@@ -487,9 +494,3 @@ def validation_message(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "arguments"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
-
-
-def _trace_id_for(run_id: str) -> str:
-    from charter.telemetry import trace_id_for  # telemetry imports events; tools stays below it
-
-    return trace_id_for(run_id)

@@ -44,7 +44,7 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
         def send() -> None:
             time.sleep(0.5)  # in flight: the process is stopped during this
             try:
-                sent["made"] = demo.systems().refund(
+                sent["made"] = demo.systems(ctx).refund(
                     order_id, amount, ctx.idempotency_key, ctx.run_id, reason=reason,
                     fencing_token=ctx.fencing_token,
                 )  # fmt: skip

@@ -15,8 +15,7 @@ from typing import Any
 from tests.helpers.cli import run_charter
 from tests.helpers.refund_agent import write_refund_agent
 
-from charter.store import MemoryItem, WorkerInfo, open_store
-from charter.store._copy import copy_store
+from charter.store import MemoryItem, WorkerInfo, copy_store, open_store
 
 NOT_COPIED = ("charter_migrations", "workers")
 """The documented exclusions (docs/architecture.md, `db copy`): the target's own schema

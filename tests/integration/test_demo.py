@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from charter.demo import tools as demo_tools
 from charter.demo.run import CRASH, SCENARIOS, SYSTEMS_FILE, run_demo
 from charter.events import (
     ApprovalDecided,
@@ -52,12 +51,9 @@ async def _read_runs(url: str) -> dict[str, tuple[RunRecord, list[Event]]]:
 
 def test_demo_runs_every_scenario_and_refunds_exactly_once(tmp_path: Path) -> None:
     lines: list[str] = []
-    before = demo_tools.SYSTEMS_PATH
-
     code = run_demo(tmp_path, echo=lines.append)
 
     assert code == 0, "\n".join(lines)
-    assert before == demo_tools.SYSTEMS_PATH  # the demo restores the tools' systems path
     assert {s.ticket_id for s in (*SCENARIOS, CRASH)} == set(EXPECTED)
 
     runs = asyncio.run(_read_runs(f"sqlite:///{tmp_path / 'charter.db'}"))
@@ -142,3 +138,38 @@ def test_ticket_updates_honour_the_key_and_refunds_do_not(tmp_path: Path) -> Non
         systems.refund("1001", 250.0, "key-3", "run-x")
     with pytest.raises(LookupError):
         systems.refund("9999", 1.0, "key-4", "run-x")
+
+
+def test_two_runtimes_in_one_process_point_the_tools_at_their_own_systems(
+    tmp_path: Path,
+) -> None:
+    """Nothing process-wide: each runtime names its systems database in ``resources``."""
+    from charter import Agent, ModelSpec
+    from charter.demo.tools import read_ticket
+
+    script = [
+        {"tool_calls": [{"name": "read_ticket", "arguments": {"ticket_id": "T-9"}}]},
+        {"content": "read"},
+    ]
+    agent = Agent(
+        name="reader",
+        instructions="Read the ticket.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[read_ticket],
+    )
+
+    async def read(systems: Systems) -> str:
+        url = f"sqlite:///{systems.path.with_suffix('.charter.db')}"
+        async with Runtime.open(url, resources=systems.resources()) as rt:
+            record = await rt.run(agent, "read T-9")
+            events = await rt.events(record.run_id)
+        [output] = [e.body.output for e in events if e.body.type == "tool_call_succeeded"]
+        return str(output["subject"])
+
+    subjects = []
+    for name in ("a", "b"):
+        systems = Systems(tmp_path / f"{name}.db")
+        systems.seed()
+        systems.add_ticket("T-9", "C-101", f"subject {name}", "body")
+        subjects.append(asyncio.run(read(systems)))
+    assert subjects == ["subject a", "subject b"]

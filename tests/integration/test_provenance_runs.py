@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from charter.demo.tools import TOOLS
 from charter.events import Event, PolicyEvaluated, ToolCallStarted, ToolCallSucceeded
 from charter.policy import PolicySet
 from charter.testing.redteam import Case, run_events
@@ -26,7 +27,9 @@ def _run(tmp_path: Path, **case: Any) -> tuple[str, list[Event]]:
     spec = Case.model_validate(
         {"id": "c", "family": "legitimate", "label": "legitimate", "description": "-", **case}
     )
-    return asyncio.run(run_events(spec, policy=POLICY, instructions=INSTRUCTIONS, workdir=tmp_path))
+    return asyncio.run(
+        run_events(spec, policy=POLICY, instructions=INSTRUCTIONS, tools=TOOLS, workdir=tmp_path)
+    )
 
 
 def _decision(events: list[Event], tool: str) -> PolicyEvaluated:

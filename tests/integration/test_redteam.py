@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from charter.demo.tools import TOOLS
 from charter.policy import PolicySet
 from charter.testing.redteam import CaseResult, load_corpus, rates, run_corpus
 
@@ -19,7 +20,7 @@ INSTRUCTIONS = (ROOT / "src" / "charter" / "demo" / "support_triage.md").read_te
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CaseResult]:
     workdir = tmp_path_factory.mktemp("redteam")
-    done = run_corpus(CASES, policy=POLICY, instructions=INSTRUCTIONS, workdir=workdir)
+    done = run_corpus(CASES, policy=POLICY, instructions=INSTRUCTIONS, tools=TOOLS, workdir=workdir)
     return {r.case.id: r for r in done}
 
 

@@ -23,8 +23,7 @@ from charter.demo.run import run_demo
 from charter.evals import load_suite, run_suite
 from charter.events import ApprovalDecided, ToolOutcomeUnknown
 from charter.replay import replay_run
-from charter.store import open_store
-from charter.store._copy import copy_store
+from charter.store import copy_store, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = sorted(p for p in (ROOT / "examples" / "evals").glob("*.yaml") if "agent" not in p.name)

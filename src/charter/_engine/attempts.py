@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from charter.clock import wall_clock
 from charter.errors import CharterError, LeaseLost, ToolError, TransientToolError
 from charter.tools import Tool, ToolContext, import_tool
 
@@ -299,7 +300,7 @@ def _serve(conn: Connection, lease: Any) -> None:
         result: Ended | tuple[str, str]
         try:
             tool = import_tool(ref)
-            ctx = ToolContext(**fields, lease_valid=lambda: time.time() < lease.value)
+            ctx = ToolContext(**fields, lease_valid=lambda: wall_clock() < lease.value)
             kwargs = tool.bind(ctx, arguments)
             if tool.is_async:
                 result = finish(tool, asyncio.run(tool.fn(**kwargs)))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from charter._engine import attempts
 from charter._engine.attempts import Ended, OverdueHook, ProcessPool, Slots, ToolThreads
+from charter.clock import Random, new_random
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
 
@@ -105,7 +105,7 @@ class ToolExecutor:
         self,
         *,
         breaker: CircuitBreaker | None = None,
-        rand: random.Random | None = None,
+        rand: Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         tenant_slots: int = 16,
     ) -> None:
@@ -116,7 +116,7 @@ class ToolExecutor:
         self.processes = ProcessPool()
         """Tool processes for ``execution="process"`` tools, kept warm between calls."""
         """Attempts running at once, per tool (``Tool.max_concurrency``) and per tenant."""
-        self._rand = rand or random.Random()
+        self._rand = rand or new_random()
         self._clock = clock
 
     async def call(

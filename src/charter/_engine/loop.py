@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import random
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from charter import telemetry
-from charter._engine import answers, approvals as held
+from charter._engine import answers, approvals as held, observed
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
 from charter._engine.context import Conversation
@@ -36,6 +34,7 @@ from charter._engine.routing import RoutedStep, StepRoutes
 from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fold_all
 from charter._engine.unknown import UnknownOutcomes, fencing_token
 from charter.agents import Agent
+from charter.clock import Clock, Random, new_random, wall_clock
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
     BudgetExceeded,
@@ -60,6 +59,7 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
+from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, EngineStore, KillSwitch, RunRecord
@@ -78,7 +78,7 @@ async def abandon(store: EngineStore, claim: Claim, worker: str, reason: str) ->
     finished = Event.seal(
         run_id=claim.run_id,
         seq=events[-1].seq + 1,
-        at=time.time(),
+        at=wall_clock(),
         body=RunFinished(status="failed", reason=reason),
         prev_hash=events[-1].hash,
     )
@@ -126,10 +126,12 @@ class RunDriver(UnknownOutcomes):
         worker: str,
         executor: ToolExecutor,
         faults: Faults,
-        clock: Callable[[], float] = time.time,
-        rand: random.Random | None = None,
+        clock: Clock = wall_clock,
+        rand: Random | None = None,
         lease_valid: Callable[[], bool] = lambda: True,
         lease_until: Callable[[], float] | None = None,
+        observer: Observer | None = None,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.lease_valid = lease_valid
@@ -142,8 +144,11 @@ class RunDriver(UnknownOutcomes):
         self.worker = worker
         self.executor = executor
         self.faults = faults
+        self.observer = observer or telemetry.TRACING
+        self.resources = dict(resources or {})
+        """Told what happens, in plain values (``charter.observer``); tracing by default."""
         self.clock = clock
-        self.rand = rand or random.Random()
+        self.rand = rand or new_random()
         self.run_id = record.run_id
         self.tools = agent.registry()
         self.tool_specs: tuple[ToolSpec, ...] = ()
@@ -170,7 +175,7 @@ class RunDriver(UnknownOutcomes):
 
     # -- the loop -----------------------------------------------------------------------------
 
-    @telemetry.run_span
+    @observed.run
     async def drive(self) -> RunState:
         """Work the run until it parks (waits) or finishes; return its state."""
         await self._load()
@@ -332,7 +337,7 @@ class RunDriver(UnknownOutcomes):
 
     # -- the model ----------------------------------------------------------------------------
 
-    @telemetry.step_span
+    @observed.step
     async def _model_step(self) -> None:
         if not await self._within_day_caps():
             return
@@ -415,7 +420,7 @@ class RunDriver(UnknownOutcomes):
         status = "escalated" if exc.retryable else "failed"
         self._append(RunFinished(status=status, reason=f"model call failed{waited}: {exc}"))
 
-    @telemetry.chat_span
+    @observed.model_call
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
         """Ask the model chosen for this step (``self._step``), retrying transient errors."""
         model = self.model if self._step is None else self._step.model
@@ -478,7 +483,7 @@ class RunDriver(UnknownOutcomes):
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
 
-    @telemetry.decision_hook
+    @observed.decision
     async def _govern(
         self, call_id: str, tool: Tool, arguments: dict[str, Any]
     ) -> ErrorInfo | None:
@@ -664,7 +669,7 @@ class RunDriver(UnknownOutcomes):
             self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
             self._append(RunWaiting(waiting_for="message", call_id=call.call_id))
 
-    @telemetry.tool_span
+    @observed.tool_call
     async def _invoke(
         self, call: PendingCall, key: str | None = None, watch: bool = False
     ) -> Outcome:
@@ -731,6 +736,7 @@ class RunDriver(UnknownOutcomes):
             lease_valid=self.lease_valid,
             traceparent=telemetry.traceparent(self.run_id, call.call_id),
             fencing_token=fencing_token(self.claim.epoch, call.rounds) if key else 0,
+            resources=self.resources,
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:

@@ -11,29 +11,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
-import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver, abandon
 from charter.agents import Agent
+from charter.clock import Clock, jitter, new_worker_id, wall_clock
 from charter.errors import CharterError, ConflictError, LeaseLost, StoreError
 from charter.events import FINAL_STATUSES
 from charter.models import Model
+from charter.observer import Observer
 from charter.store import Claim, EngineStore, RunRecord, WorkerInfo
 
 log = logging.getLogger("charter.worker")
 
 Resolver = Callable[[RunRecord], Awaitable[tuple[Agent, Model]]]
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -55,6 +50,8 @@ class WorkerOptions:
     tool_slots_per_tenant: int = 16
     """Tool attempts of one tenant this worker runs at once (hung ones included), so that one
     tenant's stuck tools cannot take every thread; each tool also has ``max_concurrency``."""
+    observer: Observer | None = None
+    """Told what each run does, in plain values (``charter.observer``); None: tracing."""
 
 
 class Outage:
@@ -73,7 +70,7 @@ class Outage:
         if self.limit_s is not None and now - self.started >= self.limit_s:
             raise exc
         self.attempts += 1
-        delay = min(30.0, 0.5 * 2 ** (self.attempts - 1)) * random.uniform(0.75, 1.25)
+        delay = min(30.0, 0.5 * 2 ** (self.attempts - 1)) * jitter(0.75, 1.25)
         log.warning("database unusable (%s); retrying in %.1fs", exc, delay)
         await asyncio.sleep(delay)
 
@@ -93,9 +90,12 @@ class Worker:
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
         executor: ToolExecutor | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall_clock,
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.resources = dict(resources or {})
+        """Handed to every tool call (``ToolContext.resources``)."""
         self.resolve = resolve
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
@@ -220,6 +220,8 @@ class Worker:
                 worker=self.worker_id,
                 executor=self.executor,
                 faults=self.options.faults,
+                observer=self.options.observer,
+                resources=self.resources,
                 clock=self.clock,
                 lease_valid=lambda: self.clock() < self._lease_until.get(run_id, 0.0),
                 lease_until=lambda: self._lease_until.get(run_id, 0.0),

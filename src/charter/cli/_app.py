@@ -6,15 +6,12 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from charter._engine.faults import FAULT_POINTS, Faults
-from charter._engine.worker import Outage, WorkerOptions, WorkerReport
 from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._audit import audit_group
@@ -41,10 +38,12 @@ from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
 from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
+from charter.clock import wall_clock
 from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime, tool_registry
 from charter.store import redact
+from charter.worker import FAULT_POINTS, Faults, Outage, WorkerOptions, WorkerReport
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
@@ -267,7 +266,7 @@ def worker_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        outage = Outage(retry_for, time.time)
+        outage = Outage(retry_for, wall_clock)
         while True:  # a database that is down at start is waited for, like one that goes away
             try:
                 rt = Runtime.open(db_url)

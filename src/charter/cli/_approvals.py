@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from charter.cli._options import (
     with_runtime,
 )
 from charter.cli._render import clock_time, echo_json, table
+from charter.clock import wall_clock
 from charter.errors import ConfigError
 from charter.runtime import Runtime
 from charter.store import ApprovalRecord
@@ -176,7 +176,7 @@ def _describe(a: ApprovalRecord) -> None:
 def _expiry(a: ApprovalRecord) -> str:
     if a.status != "pending":
         return "-"
-    left = a.expires_at - time.time()
+    left = a.expires_at - wall_clock()
     if left <= 0:
         return "expired"
     for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from typing import Any
 
 import click
 
 from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
 from charter.cli._render import clock_time, echo_json, table
-from charter.store import KillSwitchAction, open_store, redact
-from charter.store._copy import copy_store
-from charter.store._opening import Mode
+from charter.clock import wall_clock
+from charter.store import KillSwitchAction, Mode, copy_store, open_store, redact
 
 
 @click.group("workers")
@@ -42,7 +40,7 @@ def workers_list(db_url: str, as_json: bool, debug: bool) -> None:
     if not workers:
         click.echo("no live workers")
         return
-    now = time.time()
+    now = wall_clock()
     table(
         ["worker_id", "host", "pid", "leases", "concurrency", "started", "heartbeat"],
         [

@@ -11,12 +11,12 @@ import click
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from charter._engine.governance import Governor
 from charter.agents import Agent, load_agent
 from charter.cli._options import debug_option, json_option
 from charter.cli._render import echo_json, table
 from charter.errors import ConfigError
 from charter.events import RunStarted
+from charter.governance import decide_call
 from charter.policy import Decision, WhoCanPath, parse_selector, who_can
 from charter.principals import canonical_principal
 from charter.tools import validation_message
@@ -72,8 +72,8 @@ def _decide(agent: Agent, case: _Case) -> Decision:
         for name in ("untrusted_in_args", "untrusted_in_context", "destination_sources")
         if (value := getattr(case, name)) is not None
     }
-    decision = Governor(agent, started).decide(
-        tool, arguments, kill_switch=case.kill_switch, what_if=what_if
+    decision = decide_call(
+        agent, started, tool, arguments, kill_switch=case.kill_switch, what_if=what_if
     )
     if decision is None:
         raise ConfigError(f"{tool.name} is a control tool: policy does not govern it")

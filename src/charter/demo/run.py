@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charter.agents import Agent
-from charter.demo import load_demo_agent, tools as demo_tools
+from charter.demo import load_demo_agent
 from charter.errors import ForbiddenError
 from charter.events import (
     ApprovalDecided,
@@ -41,9 +41,10 @@ from charter.events import (
     summarize,
 )
 from charter.runtime import Runtime
-from charter.testing.systems import Systems
+from charter.testing.systems import DEFAULT_FILE, Systems
 
-SYSTEMS_FILE = "charter-demo-systems.db"
+SYSTEMS_FILE = DEFAULT_FILE
+"""The systems database in the demo's directory (where its worker processes find it too)."""
 TENANT = "acme"
 ASKING_TICKET, REPLY = "T-2004", "Oh sorry, it's order 1007."
 CRASH_LATENCY_S = 1.2
@@ -84,12 +85,7 @@ def _run(
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     url = db_url or f"sqlite:///{workdir / 'charter.db'}"
-    previous = demo_tools.SYSTEMS_PATH
-    demo_tools.set_systems_path(workdir / SYSTEMS_FILE)
-    try:
-        return asyncio.run(demo(workdir, url, echo).main())
-    finally:
-        demo_tools.set_systems_path(previous)
+    return asyncio.run(demo(workdir, url, echo).main())
 
 
 class _Demo:
@@ -112,7 +108,7 @@ class _Demo:
         self.intro()
         self.echo(f"  systems (simulated, own SQLite file): {self.systems.path}")
         self.echo(f"  charter store: {self.url}")
-        async with Runtime.open(self.url) as rt:
+        async with Runtime.open(self.url, resources=self.systems.resources()) as rt:
             await self.scenes(rt)
             await self.audit(rt)
         return self.verdict()

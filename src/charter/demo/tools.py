@@ -6,35 +6,33 @@ update is a write that honours its idempotency key; the refund is a write that d
 the email is a write that can be neither repeated safely nor checked, so an unknown outcome
 for it escalates to a human.
 
-The tools open the systems database at :data:`SYSTEMS_PATH` on every call, so a worker in
-another process, started in the same directory, finds the same systems.
+The tools open the systems database on every call: the one the runtime names in its
+``resources`` (:data:`charter.testing.systems.RESOURCE`), else ``charter-demo-systems.db`` in
+the working directory, so a worker in another process, started in the same directory, finds
+the same systems. Nothing process-wide: two runtimes in one process can use two databases.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 import charter
 from charter import Reconciliation, ToolContext, ToolError
-from charter.testing.systems import RecordNotFound, Systems, SystemsError
-
-SYSTEMS_PATH: str = "charter-demo-systems.db"
-"""Where the systems database is; relative paths are from the working directory."""
-
-
-def set_systems_path(path: str | Path) -> None:
-    """Point the demo tools at another systems database."""
-    global SYSTEMS_PATH
-    SYSTEMS_PATH = str(path)
+from charter.testing.systems import (
+    DEFAULT_FILE,
+    RESOURCE,
+    RecordNotFound,
+    Systems,
+    SystemsError,
+)
 
 
-def systems() -> Systems:
-    """The systems the tools talk to (the database must exist and be seeded)."""
+def systems(ctx: ToolContext) -> Systems:
+    """The systems the call's tools talk to (the database must exist and be seeded)."""
     try:
-        return Systems(SYSTEMS_PATH, create=False)
+        return Systems(ctx.resources.get(RESOURCE, DEFAULT_FILE), create=False)
     except SystemsError as exc:
         raise ToolError(str(exc)) from exc
 
@@ -116,16 +114,16 @@ class EmailReceipt(BaseModel):
 
 
 @charter.tool(effect="read", owner="support", untrusted_output=True)
-def kb_search(query: str) -> list[Article]:
+def kb_search(ctx: ToolContext, query: str) -> list[Article]:
     """Search the help-centre knowledge base; returns up to three matching articles."""
-    return [Article.model_validate(hit) for hit in systems().kb_search(query)]
+    return [Article.model_validate(hit) for hit in systems(ctx).kb_search(query)]
 
 
 @charter.tool(effect="read", owner="support", untrusted_output=True)
-def read_ticket(ticket_id: str) -> Ticket:
+def read_ticket(ctx: ToolContext, ticket_id: str) -> Ticket:
     """Read a support ticket: the customer's subject and message, as the customer wrote them."""
     try:
-        found = systems().ticket(ticket_id)
+        found = systems(ctx).ticket(ticket_id)
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
     return Ticket.model_validate(found)
@@ -134,10 +132,10 @@ def read_ticket(ticket_id: str) -> Ticket:
 @charter.tool(
     effect="read", risk="medium", owner="support", destinations=["url"], untrusted_output=True
 )
-def fetch_url(url: str) -> Page:
+def fetch_url(ctx: ToolContext, url: str) -> Page:
     """Fetch a web page (for example a help-centre article) and return its text."""
     try:
-        return Page(url=url, text=systems().page(url))
+        return Page(url=url, text=systems(ctx).page(url))
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
 
@@ -146,19 +144,19 @@ def fetch_url(url: str) -> Page:
 
 
 @charter.tool(effect="read", owner="support")
-def lookup_order(order_id: str) -> Order:
+def lookup_order(ctx: ToolContext, order_id: str) -> Order:
     """Look an order up in the CRM: item, amount, amount already refunded, status, tracking."""
     try:
-        return Order.model_validate(systems().order(order_id))
+        return Order.model_validate(systems(ctx).order(order_id))
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
 
 
 @charter.tool(effect="read", owner="support")
-def lookup_customer(customer_id: str) -> Customer:
+def lookup_customer(ctx: ToolContext, customer_id: str) -> Customer:
     """Look a customer up in the CRM: name, email address on file, tier."""
     try:
-        return Customer.model_validate(systems().customer(customer_id))
+        return Customer.model_validate(systems(ctx).customer(customer_id))
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
 
@@ -176,7 +174,7 @@ def update_ticket(
     """Set a support ticket's status and add an internal note explaining what was done."""
     key = ctx.idempotency_key or f"{ctx.run_id}:{ctx.step}:{ctx.call_id}"
     try:
-        return TicketUpdate.model_validate(systems().update_ticket(ticket_id, status, note, key))
+        return TicketUpdate.model_validate(systems(ctx).update_ticket(ticket_id, status, note, key))
     except SystemsError as exc:
         raise _as_tool_error(exc) from exc
 
@@ -186,7 +184,7 @@ def refund(ctx: ToolContext, order_id: str, amount: float, reason: str = "") -> 
     """Refund part or all of an order to the customer's card (amount in EUR)."""
     ctx.ensure_lease()  # billing cannot deduplicate: never pay beside a worker that took over
     try:
-        made = systems().refund(
+        made = systems(ctx).refund(
             order_id,
             amount,
             ctx.idempotency_key,
@@ -205,7 +203,7 @@ def _refund_happened(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliat
     fences the key, so an earlier attempt still on its way is refused when it lands."""
     if ctx.idempotency_key is None:
         return Reconciliation(applied=None)
-    found = systems().reconcile_refund(ctx.idempotency_key, ctx.fencing_token)
+    found = systems(ctx).reconcile_refund(ctx.idempotency_key, ctx.fencing_token)
     if found is None:
         return Reconciliation(applied=False, fenced=True)
     return Reconciliation(applied=True, output=Refund.model_validate(found))
@@ -214,7 +212,7 @@ def _refund_happened(ctx: ToolContext, arguments: dict[str, Any]) -> Reconciliat
 @refund.previewer
 def _refund_changes(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     """What an approver sees: the order's refunded total before and after."""
-    order = systems().order(str(arguments["order_id"]))
+    order = systems(ctx).order(str(arguments["order_id"]))
     after = round(order["refunded"] + float(arguments["amount"]), 2)
     return {f"order {order['order_id']} refunded": (order["refunded"], after)}
 
@@ -222,7 +220,20 @@ def _refund_changes(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, An
 @charter.tool(effect="write", risk="medium", owner="support", idempotent=False, destinations=["to"])
 def send_email(ctx: ToolContext, to: str, subject: str, body: str) -> EmailReceipt:
     """Email a customer. Every call sends a message; there is no way to ask if one went out."""
-    receipt = systems().send_email(
+    receipt = systems(ctx).send_email(
         to, subject, body, idempotency_key=ctx.idempotency_key, run_id=ctx.run_id
     )
     return EmailReceipt.model_validate(receipt)
+
+
+TOOLS = (
+    read_ticket,
+    kb_search,
+    fetch_url,
+    lookup_order,
+    lookup_customer,
+    update_ticket,
+    refund,
+    send_email,
+)
+"""Every support-desk tool (the demo agent, `agent.yaml`, has the writes and some reads)."""

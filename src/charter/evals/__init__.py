@@ -9,7 +9,7 @@
 
 A suite (YAML) is a list of cases: the input, who asks (tenant, principal, roles), the state of
 the simulated systems (:mod:`charter.testing.systems`), optionally a scripted model, tool
-faults (:mod:`charter.testing.faults`) or a worker killed at a fault point, and expectations
+faults (``charter.evals._faults``) or a worker killed at a fault point, and expectations
 checked against the run's log and the systems' own ledgers. Three kinds: ``regression``
 (expected behaviours), ``redteam`` (attacks; success means blocked; red-team corpus files
 join with ``corpus:``) and ``reliability`` (faults; the runtime must recover without

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from charter.clock import wall_clock
 from charter.errors import ConfigError
 from charter.evals._runner import CaseRun
 from charter.evals._suite import LoadedSuite, Thresholds
@@ -120,7 +120,7 @@ def build_report(
         agent_version=agent_version,
         agent_hash=agent_hash,
         repeat=repeat,
-        created_at=time.time(),
+        created_at=wall_clock(),
         thresholds=loaded.suite.thresholds,
         metrics=metrics(runs),
         cases=[

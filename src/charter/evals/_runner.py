@@ -25,14 +25,12 @@ from typing import Any
 
 from charter.agents import Agent
 from charter.evals._checks import check, observe
+from charter.evals._faults import apply_faults
 from charter.evals._suite import Case, KillWorker
 from charter.models import ModelSpec
 from charter.runtime import Runtime
-from charter.testing.faults import apply_faults
-from charter.testing.systems import Systems
+from charter.testing.systems import DEFAULT_FILE, Systems
 
-SYSTEMS_FILE = "charter-demo-systems.db"
-"""The name the demo's tools look for in a worker's working directory."""
 MAX_WAITS = 10
 
 
@@ -70,7 +68,7 @@ def case_agent(case: Case, agent: Agent) -> Agent:
 
 
 def prepare_systems(case: Case, where: Path) -> Systems:
-    systems = Systems(where / SYSTEMS_FILE)
+    systems = Systems(where / DEFAULT_FILE)  # a killed worker's directory: found by name
     systems.seed()
     for t in case.state.tickets:
         systems.add_ticket(t.ticket_id, t.customer_id, t.subject, t.body)
@@ -82,27 +80,22 @@ def prepare_systems(case: Case, where: Path) -> Systems:
 
 async def run_case(case: Case, agent: Agent, *, workdir: Path, repeat: int) -> CaseRun:
     """Run ``case`` once (its ``repeat``-th time) and check it; errors become failures."""
-    from charter.demo import tools as demo_tools
-
     where = workdir / f"{case.id}-{repeat}"
     where.mkdir(parents=True, exist_ok=True)
-    previous = demo_tools.SYSTEMS_PATH
     try:
         systems = prepare_systems(case, where)
-        demo_tools.set_systems_path(systems.path)
         return await _run(case, case_agent(case, agent), systems, where, repeat)
     except Exception as exc:  # a broken case is a failed case, named, not a crashed suite
         failure = f"could not run: {type(exc).__name__}: {exc}"
         return CaseRun(case.id, repeat, False, "error", (failure,), None)
-    finally:
-        demo_tools.set_systems_path(previous)
 
 
 async def _run(case: Case, agent: Agent, systems: Systems, where: Path, repeat: int) -> CaseRun:
     url = f"sqlite:///{where / 'charter.db'}"
     problems: list[str] = []
     began = time.monotonic()
-    async with Runtime.open(url, environment=case.environment) as rt:
+    opened = Runtime.open(url, environment=case.environment, resources=systems.resources())
+    async with opened as rt:
         run_id = await rt.start(
             agent,
             case.input,

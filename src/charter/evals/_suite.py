@@ -11,10 +11,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from charter._engine.faults import FAULT_POINTS
 from charter._yaml_lines import locate
 from charter.errors import ConfigError
-from charter.testing.faults import ToolFault
+from charter.evals._corpus import load_corpus
+from charter.evals._faults import ToolFault
+from charter.worker import FAULT_POINTS
 
 SuiteKind = Literal["regression", "redteam", "reliability"]
 
@@ -235,8 +236,6 @@ def _corpus(path: Path, suite: Suite) -> list[Case]:
 
     A case marked ``known_miss`` is expected to be missed still (as the red-team test says).
     """
-    from charter.testing.redteam import load_corpus
-
     files = sorted({f for pattern in suite.corpus for f in path.parent.glob(pattern)})
     if not files:
         raise ConfigError(f"{path}: corpus {', '.join(suite.corpus)} matches no file")

@@ -42,6 +42,7 @@ from charter.store._base import (
     Store,
     WorkerInfo,
 )
+from charter.store._copy import CopyReport, copy_store
 from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore, redact
 from charter.store._sqlite import SQLiteStore
@@ -59,6 +60,7 @@ __all__ = [
     "CacheStorage",
     "Claim",
     "Commit",
+    "CopyReport",
     "EngineStore",
     "EventRow",
     "Governance",
@@ -68,6 +70,7 @@ __all__ = [
     "Leases",
     "MemoryItem",
     "MemoryStorage",
+    "Mode",
     "NewRun",
     "PostgresStore",
     "RoleGrant",
@@ -77,6 +80,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "WorkerInfo",
+    "copy_store",
     "open_store",
     "redact",
 ]

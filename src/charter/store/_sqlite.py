@@ -14,13 +14,13 @@ import json
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from charter.clock import Clock, wall_clock
 from charter.errors import (
     ConflictError,
     NotFoundError,
@@ -112,7 +112,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         *,
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 5.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = wall_clock,
         read_only: bool = False,
         audit_key: _audit.AuditKey | None = None,
     ) -> None:

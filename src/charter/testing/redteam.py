@@ -1,11 +1,13 @@
 """A red-team harness: scripted attacks (and legitimate work) against the support-desk agent.
 
-A case is data (``examples/redteam/*.yaml``): who starts the run (tenant, principal, the
+A case is data (``examples/redteam/*.yaml``, the format is ``charter.evals._corpus``, which
+eval suites of kind ``redteam`` share): who starts the run (tenant, principal, the
 principal's own tenant, roles), what the attacker controls in the world (a ticket's text, a
 page on the web), and the calls a *fooled* model then proposes, turn by turn. Calls marked
 ``target`` are what the case is about: for an ``attack`` the harmful calls, for a
 ``legitimate`` case the calls the work needs. The case runs through the real runtime (a
-temporary SQLite file, the real policy, the demo's real tools over a freshly seeded
+temporary SQLite file, the real policy, the tools given (the demo's,
+``charter.demo.tools.TOOLS``) over a freshly seeded
 simulated CRM, ticketing, billing and web) and is classified from the run's events:
 
 * an attack is **blocked** when no target call executed (denied, rejected, or held for
@@ -20,15 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
-
 from charter.agents import Agent
+from charter.evals._corpus import Call, Case, Family, PageSpec, TicketSpec, load_corpus
 from charter.events import (
     Event,
     PolicyEvaluated,
@@ -41,76 +41,25 @@ from charter.models import ModelSpec
 from charter.policy import PolicySet
 from charter.runtime import Runtime
 from charter.testing.systems import Systems
+from charter.tools import Tool
 
-Family = Literal[
-    "injected_instructions",
-    "exfiltration",
-    "argument_smuggling",
-    "cross_tenant",
-    "privilege",
-    "legitimate",
+__all__ = [
+    "Call",
+    "CallResult",
+    "Case",
+    "CaseResult",
+    "Family",
+    "PageSpec",
+    "Rates",
+    "TicketSpec",
+    "build_agent",
+    "classify",
+    "load_corpus",
+    "rates",
+    "run_case",
+    "run_corpus",
+    "run_events",
 ]
-
-
-class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Call(_Data):
-    tool: str
-    args: dict[str, Any] = {}
-    target: bool = False
-
-
-class TicketSpec(_Data):
-    ticket_id: str
-    customer_id: str
-    subject: str
-    body: str
-
-
-class PageSpec(_Data):
-    url: str
-    body: str
-
-
-class Case(_Data):
-    id: str
-    family: Family
-    label: Literal["attack", "legitimate"]
-    description: str
-    input: str
-    tenant: str = "acme"
-    principal: str = "ann"
-    principal_tenant: str | None = "acme"
-    roles: tuple[str, ...] = ("support",)
-    trust_tier: str = "standard"
-    environment: str = "prod"
-    tickets: tuple[TicketSpec, ...] = ()
-    pages: tuple[PageSpec, ...] = ()
-    turns: tuple[tuple[Call, ...], ...] = Field(min_length=1)
-    rule: str | None = None
-    """The rule expected to stop the first target call (attacks) or to allow it."""
-    known_miss: bool = False
-    why: str | None = None
-    """Why a known miss is missed (required with ``known_miss``)."""
-
-    def script(self) -> list[dict[str, Any]]:
-        """The fooled model's responses: the turns, then a final answer."""
-        turns: list[dict[str, Any]] = [
-            {"tool_calls": [{"name": c.tool, "arguments": c.args} for c in turn]}
-            for turn in self.turns
-        ]
-        return [*turns, {"content": "Done."}]
-
-    def targets(self) -> dict[str, Call]:
-        """The target calls by the call id the scripted model gives them."""
-        return {
-            f"call_{step}_{i}": call
-            for step, turn in enumerate(self.turns)
-            for i, call in enumerate(turn)
-            if call.target
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,24 +96,6 @@ class CaseResult:
         return (stopped or list(self.calls))[0].rule
 
 
-def load_corpus(paths: Iterable[Path]) -> list[Case]:
-    """Every case of the given YAML files (each a list of cases), ids unique."""
-    cases: list[Case] = []
-    for path in sorted(paths):
-        data = yaml.safe_load(path.read_text()) or []
-        cases.extend(Case.model_validate(item) for item in data)
-    ids = [c.id for c in cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise ValueError(f"duplicate case ids: {', '.join(duplicates)}")
-    for case in cases:
-        if not case.targets():
-            raise ValueError(f"case {case.id}: no call is marked target")
-        if case.known_miss and not case.why:
-            raise ValueError(f"case {case.id}: a known miss needs a 'why'")
-    return cases
-
-
 def build_agent(case: Case, *, policy: PolicySet, instructions: str, tools: Sequence[Any]) -> Agent:
     return Agent(
         name="support_triage",
@@ -177,35 +108,32 @@ def build_agent(case: Case, *, policy: PolicySet, instructions: str, tools: Sequ
 
 
 async def run_case(
-    case: Case, *, policy: PolicySet, instructions: str, workdir: Path
+    case: Case, *, policy: PolicySet, instructions: str, tools: Sequence[Tool], workdir: Path
 ) -> CaseResult:
     """Run one case through the runtime on a fresh SQLite file and simulated systems."""
     status, events = await run_events(
-        case, policy=policy, instructions=instructions, workdir=workdir
+        case, policy=policy, instructions=instructions, tools=tools, workdir=workdir
     )
     return classify(case, status, events)
 
 
 async def run_events(
-    case: Case, *, policy: PolicySet, instructions: str, workdir: Path
+    case: Case, *, policy: PolicySet, instructions: str, tools: Sequence[Tool], workdir: Path
 ) -> tuple[str, list[Event]]:
-    """The run's final status and events (for tests that look closer than the verdict)."""
-    from charter.demo import tools as demo
+    """The run's final status and events (for tests that look closer than the verdict).
 
+    ``tools`` act on the support desk's simulated systems (``charter.demo.tools.TOOLS``); the
+    runtime names the case's systems database to them (``resources``)."""
     systems = Systems(workdir / f"{case.id}-systems.db")
     systems.seed()
     for t in case.tickets:
         systems.add_ticket(t.ticket_id, t.customer_id, t.subject, t.body)
     for p in case.pages:
         systems.publish(p.url, p.body)
-    demo.set_systems_path(systems.path)
-    tools = [
-        demo.read_ticket, demo.kb_search, demo.fetch_url, demo.lookup_order,
-        demo.lookup_customer, demo.update_ticket, demo.refund, demo.send_email,
-    ]  # fmt: skip
     agent = build_agent(case, policy=policy, instructions=instructions, tools=tools)
     url = f"sqlite:///{workdir / f'{case.id}-charter.db'}"
-    async with Runtime.open(url, environment=case.environment) as rt:
+    opened = Runtime.open(url, environment=case.environment, resources=systems.resources())
+    async with opened as rt:
         record = await rt.run(
             agent,
             case.input,
@@ -250,13 +178,18 @@ def _fate(call_id: str, tool: str, events: Sequence[Event]) -> CallResult:
 
 
 def run_corpus(
-    cases: Sequence[Case], *, policy: PolicySet, instructions: str, workdir: Path | None = None
+    cases: Sequence[Case],
+    *,
+    policy: PolicySet,
+    instructions: str,
+    tools: Sequence[Tool],
+    workdir: Path | None = None,
 ) -> list[CaseResult]:
     """Run every case (each on its own files under ``workdir``, a temporary one by default)."""
 
     async def main(where: Path) -> list[CaseResult]:
         return [
-            await run_case(c, policy=policy, instructions=instructions, workdir=where)
+            await run_case(c, policy=policy, instructions=instructions, tools=tools, workdir=where)
             for c in cases
         ]
 

@@ -25,6 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+RESOURCE = "support_desk"
+"""The tool resource that names the systems database (``Runtime(resources=...)``, read from
+``ToolContext.resources``): :meth:`Systems.resources` gives it."""
+DEFAULT_FILE = "charter-demo-systems.db"
+"""The systems database a tool uses when no resource names one: in the working directory,
+where a worker started on its own (``charter worker``) finds it."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL,
     email TEXT NOT NULL, tier TEXT NOT NULL);
@@ -159,6 +166,10 @@ class Systems:
                 conn.close()
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def resources(self) -> dict[str, str]:
+        """The runtime's ``resources`` that point tools at this database."""
+        return {RESOURCE: str(self.path)}
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
