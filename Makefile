@@ -24,7 +24,8 @@ test: $(BIN)/charter model
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 bench: $(BIN)/charter
 	$(BIN)/python bench/step_overhead.py

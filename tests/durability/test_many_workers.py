@@ -175,6 +175,7 @@ def _server_up_again(pg_databases: PostgresDatabases) -> None:
             pg_databases._session = None
 
 
+@pytest.mark.serial
 @pytest.mark.skipif(
     shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"),
     reason="restarts the PostgreSQL server on this machine: needs pg_ctlcluster",

@@ -15,12 +15,14 @@ def run_charter(
     """`python -m charter ARGS` in ``cwd``, with this interpreter's import path and ``env``
     added to the environment.
 
-    CHARTER_DB, OPENAI_API_KEY and the audit key variables are removed first, so that the
-    caller's environment cannot leak in.
+    CHARTER_DB, OPENAI_API_KEY, the audit key variables and the terminal's settings
+    (COLUMNS, LINES, NO_COLOR, FORCE_COLOR: pytest-xdist's workers set COLUMNS) are removed
+    first, so that the caller's environment cannot leak in.
     """
     extra = env
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for name in ("CHARTER_DB", "OPENAI_API_KEY", "CHARTER_AUDIT_KEY", "CHARTER_AUDIT_KEY_FILE"):
+    leaks = ("CHARTER_DB", "OPENAI_API_KEY", "CHARTER_AUDIT_KEY", "CHARTER_AUDIT_KEY_FILE")
+    for name in (*leaks, "COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR"):
         env.pop(name, None)
     env.update(extra or {})
     return subprocess.run(
