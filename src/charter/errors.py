@@ -225,6 +225,9 @@ class TransientToolError(ToolError):
 
 
 class CircuitOpenError(ToolError):
+    """A tool failed repeatedly and its circuit is open: the call was refused without being
+    made. Its ``code`` is what the executor records for such a refusal."""
+
     code = "circuit_open"
 
 

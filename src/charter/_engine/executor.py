@@ -27,6 +27,7 @@ from typing import Any, Literal
 from charter._engine import attempts
 from charter._engine.attempts import Ended, OverdueHook, ProcessPool, Slots, ToolThreads
 from charter.clock import Random, new_random
+from charter.errors import CircuitOpenError
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
 
@@ -141,7 +142,7 @@ class ToolExecutor:
             attempt += 1
             if self.breaker.is_open(tool.name):
                 error = ErrorInfo(
-                    code="circuit_open",
+                    code=CircuitOpenError.code,
                     message=f"{tool.name} failed repeatedly; calls are paused for a cool-down",
                     retryable=True,
                 )

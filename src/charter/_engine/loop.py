@@ -35,7 +35,7 @@ from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fol
 from charter._engine.unknown import UnknownOutcomes, fencing_token
 from charter.agents import Agent
 from charter.clock import Clock, Random, new_random, wall_clock
-from charter.errors import LeaseLost, ModelError
+from charter.errors import CircuitOpenError, LeaseLost, ModelError
 from charter.events import (
     BudgetExceeded,
     ErrorInfo,
@@ -789,6 +789,6 @@ def _tool_cost(tool: Tool | None, outcome: Outcome) -> float:
     if tool is None or not tool.cost_usd or outcome.cached:
         return 0.0
     made = outcome.attempts
-    if outcome.error is not None and outcome.error.code == "circuit_open":
+    if outcome.error is not None and outcome.error.code == CircuitOpenError.code:
         made -= 1
     return round(tool.cost_usd * made, 12)
