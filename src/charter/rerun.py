@@ -39,7 +39,8 @@ from typing import Any, cast
 
 import yaml
 
-from charter._engine.executor import Outcome, ToolExecutor
+from charter._engine.decider import Outcome
+from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver
 from charter._engine.state import RunState, fold, fold_all

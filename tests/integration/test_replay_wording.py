@@ -19,7 +19,7 @@ import pytest
 from tests.helpers.cli import run_charter
 
 from charter import Agent, Budgets, ModelSpec, Runtime, ToolContext, tool
-from charter._engine import loop
+from charter._engine import decider
 from charter._engine.limits import DAY_S, Limiter, spend_key
 from charter.errors import ReplayUnavailableError
 from charter.events import (
@@ -37,7 +37,6 @@ from charter.events import (
 from charter.models import ModelRequest, ModelResponse, ScriptedModel
 from charter.policy import PolicySet
 from charter.replay import replay_run
-from charter.store import KillSwitch
 from charter.tools import Reconciliation, RetryPolicy
 
 CREDITED: list[str] = []
@@ -88,13 +87,13 @@ def _agent(
 def reworded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop's prose, reworded for recording and replay alike: nothing parses it now."""
 
-    def switch_message(switch: KillSwitch) -> str:
+    def switch_message(switch: KillSwitchSeen) -> str:
         return f"[{switch.reason}] halted for {switch.agent}@{switch.tenant}"
 
     def describe(self: Limiter, exceeded: BudgetExceeded) -> str:
         return f"over {exceeded.budget}: {exceeded.used} > {exceeded.limit}"
 
-    monkeypatch.setattr(loop, "switch_message", switch_message)
+    monkeypatch.setattr(decider, "switch_message", switch_message)
     monkeypatch.setattr(Limiter, "describe", describe)
     CREDITED.clear()
 

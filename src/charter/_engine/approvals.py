@@ -2,7 +2,8 @@
 
 The loop holds a call that policy sends to a human: it files an :class:`ApprovalRecord` with
 the ``approval_requested`` event (one transaction), waits, and on waking turns the stored
-decision into events here: ``approval_decided``, then, for a denial or an expiry, the structured
+decision into the answer the log records, ``approval_decided``; the decider
+(:func:`charter._engine.decider.after_decision`) adds, for a denial or an expiry, the structured
 rejection the model sees (or an escalation, when the rule says so).
 """
 
@@ -15,16 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from charter._engine.state import PendingCall
-from charter.events import (
-    ApprovalDecided,
-    ApprovalRequested,
-    ErrorInfo,
-    EventBody,
-    FieldChange,
-    RunFinished,
-    ToolCallRejected,
-    arguments_hash,
-)
+from charter.events import ApprovalDecided, ApprovalRequested, FieldChange, arguments_hash
 from charter.policy import Decision
 from charter.store import ApprovalRecord
 from charter.tools import Tool, ToolContext
@@ -114,11 +106,12 @@ def request(
     return event, record
 
 
-def outcome(call: PendingCall, record: ApprovalRecord) -> list[EventBody]:
-    """The events that take a decided request into the run's log."""
+def decided(call: PendingCall, record: ApprovalRecord) -> ApprovalDecided:
+    """The stored decision on a held call, as the answer the log records (the decider turns it
+    into events: :func:`charter._engine.decider.after_decision`)."""
     assert record.status in ("granted", "denied", "expired"), record.status
     assert record.decided_at is not None
-    decided = ApprovalDecided(
+    return ApprovalDecided(
         approval_id=record.approval_id,
         call_id=call.call_id,
         decision=record.status,
@@ -126,29 +119,4 @@ def outcome(call: PendingCall, record: ApprovalRecord) -> list[EventBody]:
         decided_at=record.decided_at,
         note=record.note,
         arguments_hash=record.arguments_hash,
-    )
-    if record.status == "granted":
-        return [decided]
-    if record.status == "denied":
-        why = f": {record.note}" if record.note else ""
-        message = f"{record.decided_by} ({record.role}) denied this {call.tool} call{why}"
-        return [decided, _rejected(call, "approval_denied", message)]
-    message = f"nobody with role {record.role} decided this {call.tool} call before it expired"
-    if record.on_expiry == "escalate":
-        reason = f"approval {record.approval_id} expired: {message}; a human must take over"
-        return [decided, RunFinished(status="escalated", reason=reason)]
-    return [decided, _rejected(call, "approval_expired", message)]
-
-
-def mismatch(call: PendingCall) -> ToolCallRejected | None:
-    """A granted call whose arguments are not the ones the grant is bound to never runs."""
-    if call.approved_hash is None or call.approved_hash == arguments_hash(call.arguments):
-        return None
-    message = "the arguments differ from the ones approved; the call was not executed"
-    return _rejected(call, "approval_mismatch", message)
-
-
-def _rejected(call: PendingCall, code: str, message: str) -> ToolCallRejected:
-    return ToolCallRejected(
-        call_id=call.call_id, tool=call.tool, error=ErrorInfo(code=code, message=message)
     )

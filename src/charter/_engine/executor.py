@@ -21,38 +21,15 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from charter._engine import attempts
 from charter._engine.attempts import Ended, OverdueHook, ProcessPool, Slots, ToolThreads
+from charter._engine.decider import Outcome
 from charter.clock import Random, new_random
 from charter.errors import CircuitOpenError
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
-
-UnknownCause = Literal["timeout", "connection", "crashed"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ok: bool
-    output: Any = None
-    error: ErrorInfo | None = None
-    attempts: int = 1
-    duration_ms: float = 0.0
-    unknown: bool = False
-    """A write whose effect may or may not have happened (its attempt has ended)."""
-    cause: UnknownCause | None = None
-    """Why an unknown outcome is unknown."""
-    late: bool = False
-    """The result came from an attempt that ran past its timeout and was waited for."""
-    simulated: Literal["recording", "simulator"] | None = None
-    """Served instead of calling the tool (a rerun): from a recording or a simulator."""
-    cached: bool = False
-    """Served from the result cache (a ``cacheable`` read tool): no call was made."""
-    cache_key: str | None = None
-    """The result cache's key it was served under (with ``cached``)."""
 
 
 def execution_of(tool: Tool) -> attempts.Execution:

@@ -1,8 +1,11 @@
-"""The run loop: work one claimed run until it waits, finishes, or loses its lease.
+"""The effect shell: work one claimed run until it waits, finishes, or loses its lease.
 
-Each turn: check budgets, build the bounded working context, ask the model, validate each
-proposed call against its contract, execute, and commit the step's events with the run's new
-state in one transaction. Commit points, and what a crash between them means:
+The decider (:mod:`charter._engine.decider`, pure) says what the run does next and turns each
+answer into events; this shell performs the effects (the store, the model, tools, counters,
+the clock), hands the answers back, appends the events and commits them. Each turn: check
+budgets, build the bounded working context, ask the model, validate each proposed call
+against its contract, execute, and commit the step's events with the run's new state in one
+transaction. Commit points, and what a crash between them means:
 
 * A step whose calls are all reads commits once: the model response, the proposals and the read
   results together. A crash before that commit repeats the (never committed) model call.
@@ -22,22 +25,31 @@ from typing import Any
 from pydantic import ValidationError
 
 from charter import telemetry
-from charter._engine import answers, approvals as held, observed
+from charter._engine import answers, approvals as held, decider, observed
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
 from charter._engine.context import Conversation
-from charter._engine.executor import Outcome, ToolExecutor, execution_of
+from charter._engine.decider import (
+    AskModel,
+    Outcome,
+    Park,
+    RunCalls,
+    Settle,
+    TakeDecisions,
+    fencing_token,
+    idempotency_key,
+)
+from charter._engine.executor import ToolExecutor, execution_of
 from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
 from charter._engine.limits import Limiter
 from charter._engine.routing import RoutedStep, StepRoutes
-from charter._engine.state import OUTAGE_CODES, PendingCall, RunState, fold, fold_all
-from charter._engine.unknown import UnknownOutcomes, fencing_token
+from charter._engine.state import PendingCall, RunState, fold, fold_all
+from charter._engine.unknown import UnknownOutcomes
 from charter.agents import Agent
 from charter.clock import Clock, Random, new_random, wall_clock
-from charter.errors import CircuitOpenError, LeaseLost, ModelError
+from charter.errors import LeaseLost, ModelError
 from charter.events import (
-    BudgetExceeded,
     ErrorInfo,
     Event,
     EventBody,
@@ -49,16 +61,12 @@ from charter.events import (
     RunFinished,
     RunResumed,
     RunStarted,
-    RunWaiting,
-    ToolCallBlocked,
-    ToolCallFailed,
     ToolCallOverdue,
     ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
-    ToolCallSucceeded,
 )
-from charter.models import Model, ModelRequest, ModelResponse, ModelSpec, ToolSpec
+from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
@@ -96,22 +104,6 @@ async def abandon(store: EngineStore, claim: Claim, worker: str, reason: str) ->
             release=True,
         )
     )
-
-
-KILL_SWITCH_RECHECK_S = 60.0
-"""A run waiting for a kill switch also checks again this often (switching off wakes it)."""
-
-
-def switch_message(switch: KillSwitch) -> str:
-    """What the log and the model are told about a write a kill switch stopped (prose: the
-    switch itself is recorded as ``KillSwitchSeen``)."""
-    where = f"tenant {switch.tenant}, agent {switch.agent}"
-    return f"writes are switched off ({where}): {switch.reason or 'kill switch'}"
-
-
-def idempotency_key(run_id: str, step: int, call_id: str) -> str:
-    """Stable across retries and crashes: derived from run, step and call, never from time."""
-    return f"{run_id}:{step}:{call_id}"
 
 
 class RunDriver(UnknownOutcomes):
@@ -181,24 +173,26 @@ class RunDriver(UnknownOutcomes):
         await self._load()
         await self._resume()
         while True:
-            if self.state.finished or self.state.status == "waiting":
-                if self._unflushed:
-                    await self._flush()
-                else:  # claimed but nothing to do (e.g. woken with no message): let go
-                    await self.store.release(self.worker, self.run_id, self.claim.epoch)
-                return self.state
-            started = [p for p in self.state.pending if p.stage == "started"]
-            held = [p for p in self.state.pending if p.stage == "held"]
-            if started:
-                await self._settle_unknown(started[0], cause="recovery")
-            elif held and len(held) == len(self.state.pending):
-                await self._take_decisions(held)
-            elif not self._check_budgets():
-                pass  # the budget check appended the escalation
-            elif self.state.pending:
-                await self._execute_pending()
-            else:
-                await self._model_step()
+            now = self._time_budget_reading()
+            decision = decider.next_effect(
+                self.state, self.agent.budgets, active_s=self._active_s(now), now=now
+            )
+            self._append_all(decision.events)  # a budget exhausted: the run escalates
+            match decision.effect:
+                case Park():
+                    if self._unflushed:
+                        await self._flush()
+                    else:  # claimed but nothing to do (e.g. woken with no message): let go
+                        await self.store.release(self.worker, self.run_id, self.claim.epoch)
+                    return self.state
+                case Settle(call=call):
+                    await self._settle_unknown(call, cause="recovery")
+                case TakeDecisions(calls=calls):
+                    await self._take_decisions(calls)
+                case RunCalls():
+                    await self._execute_pending()
+                case AskModel():
+                    await self._model_step()
             if self._unflushed:
                 await self._flush()
                 self.faults.hit("after_commit")
@@ -258,16 +252,15 @@ class RunDriver(UnknownOutcomes):
         if self.governor is not None:
             self.governor.observe(event)
 
+    def _append_all(self, bodies: tuple[EventBody, ...]) -> None:
+        for body in bodies:
+            self._append(body)
+
     async def _flush(self) -> None:
         if not self._unflushed:
             return
         state = self.state
-        parked = state.finished or state.status == "waiting"
-        ready_at: float | None = self._ready_at
-        if state.finished or state.waiting_for == "message":
-            ready_at = None
-        elif state.waiting_for in ("timer", "approval", "kill_switch"):
-            ready_at = state.wake_at
+        ready_at, parked = decider.parking(state, self._ready_at)
         commit = Commit(
             run_id=self.run_id,
             worker=self.worker,
@@ -296,40 +289,21 @@ class RunDriver(UnknownOutcomes):
 
     def _check_budgets(self) -> bool:
         """False (and the run escalated) when a budget is exhausted."""
-        b, s = self.agent.budgets, self.state
-        exhausted: tuple[str, float, float] | None = None
-        measured_at: float | None = None  # the clock reading a time budget was decided on
-        if s.tool_calls > b.max_tool_calls:
-            exhausted = ("max_tool_calls", b.max_tool_calls, s.tool_calls)
-        elif not s.pending and s.step >= b.max_steps:
-            exhausted = ("max_steps", b.max_steps, s.step)
-        elif not s.pending and b.max_tokens_total and s.tokens >= b.max_tokens_total:
-            exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
-        elif b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
-            exhausted = ("max_cost_usd", b.max_cost_usd, round(s.cost_usd, 9))
-        elif b.timeout_seconds:
-            now = self.clock()
-            active = self._active_s(now)
-            if active >= b.timeout_seconds:
-                exhausted = ("timeout_seconds", b.timeout_seconds, round(active, 3))
-                measured_at = now
-        if exhausted is None:
-            return True
-        name, limit, used = exhausted
-        self._append(BudgetExceeded(budget=name, limit=limit, used=used, measured_at=measured_at))
-        self._append(
-            RunFinished(
-                status="escalated", reason=f"budget {name} exhausted: used {used:g} of {limit:g}"
-            )
+        now = self._time_budget_reading()
+        exhausted = decider.over_budget(
+            self.state, self.agent.budgets, active_s=self._active_s(now), now=now
         )
-        return False
+        self._append_all(exhausted)
+        return not exhausted
+
+    def _time_budget_reading(self) -> float | None:
+        """The clock, read for a run with a time budget only (the decider records it)."""
+        return self.clock() if self.agent.budgets.timeout_seconds else None
 
     def _active_s(self, now: float | None = None) -> float:
-        """Work time so far: the committed total plus the time since this worker's last event
-        (by the clock reading ``now``, or read now)."""
-        since = max(self.state.last_at, self._claimed_at)
+        """Work time so far (by the clock reading ``now``, or read now)."""
         now = self.clock() if now is None else now
-        return self.state.active_s + max(0.0, now - since)
+        return decider.active_s(self.state, claimed_at=self._claimed_at, now=now)
 
     def _deadline(self) -> float | None:
         limit = self.agent.budgets.timeout_seconds
@@ -376,7 +350,17 @@ class RunDriver(UnknownOutcomes):
             )
             if exc.retryable and not self._check_budgets():
                 return  # refused answers spent the budget: the escalation names it
-            self._after_model_failure(exc, step.spec)
+            self._append_all(
+                decider.after_model_failure(
+                    self.state,
+                    code=exc.code,
+                    retryable=exc.retryable,
+                    message=str(exc),
+                    outage_waits=step.spec.outage_waits,
+                    outage_wait_s=step.spec.outage_wait_s,
+                    now=self.clock(),
+                )
+            )
             return
         if not cached:
             await self.routes.keep(key, response)
@@ -399,8 +383,8 @@ class RunDriver(UnknownOutcomes):
             )
         )
         if not response.tool_calls:
-            if not await self._take_messages():  # new messages get an answer first
-                self._append(RunFinished(status="succeeded", output=response.content))
+            taken = await self._take_messages()
+            self._append_all(decider.after_answer(response.content, new_messages=taken))
             return
         for call in response.tool_calls:
             await self._propose(call)
@@ -408,17 +392,6 @@ class RunDriver(UnknownOutcomes):
             await self._request_approvals()
         if self._check_budgets() and any(p.stage == "proposed" for p in self.state.pending):
             await self._execute_pending()
-
-    def _after_model_failure(self, exc: ModelError, spec: ModelSpec) -> None:
-        """Wait an outage out on a timer (a few times in a row), else escalate or fail."""
-        outages = self.state.model_outages  # counts the failure just recorded
-        if exc.code in OUTAGE_CODES and outages <= spec.outage_waits:
-            delay = min(3600.0, spec.outage_wait_s * 2 ** (outages - 1))
-            self._append(RunWaiting(waiting_for="timer", wake_at=self.clock() + delay))
-            return
-        waited = f" (after waiting {outages - 1} time(s))" if outages > 1 else ""
-        status = "escalated" if exc.retryable else "failed"
-        self._append(RunFinished(status=status, reason=f"model call failed{waited}: {exc}"))
 
     @observed.model_call
     async def _call_model(self, request: ModelRequest) -> ModelResponse:
@@ -540,7 +513,7 @@ class RunDriver(UnknownOutcomes):
             self._filed.append(record)
         self._needs_approval.clear()
 
-    async def _take_decisions(self, calls: list[PendingCall]) -> None:
+    async def _take_decisions(self, calls: tuple[PendingCall, ...]) -> None:
         """Record the decisions made on held calls; wait for the rest (or their expiry)."""
         undecided: list[float] = []
         for call in calls:
@@ -553,21 +526,19 @@ class RunDriver(UnknownOutcomes):
             if record.status == "pending":
                 undecided.append(record.expires_at)
                 continue
-            for body in held.outcome(call, record):
-                self._append(body)
-        if len(undecided) == len(calls):
-            # Wake at the first expiry; a decision wakes the run sooner. Not before a moment
-            # from now: this worker's clock may run ahead of the store's.
-            wake_at = max(min(undecided), self.clock() + 1.0)
-            self._append(
-                RunWaiting(waiting_for="approval", call_id=calls[0].call_id, wake_at=wake_at)
+            self._append_all(
+                decider.after_decision(
+                    call, held.decided(call, record), role=record.role, on_expiry=record.on_expiry
+                )
             )
+        if len(undecided) == len(calls):
+            self._append(decider.await_decisions(calls[0], undecided, now=self.clock()))
 
     # -- tools --------------------------------------------------------------------------------
 
     async def _execute_pending(self) -> None:
         for call in self.state.pending:
-            rejected = held.mismatch(call) if call.stage == "proposed" else None
+            rejected = decider.mismatch(call) if call.stage == "proposed" else None
             if rejected is not None:
                 self._append(rejected)
         pending = [p for p in self.state.pending if p.stage == "proposed"]
@@ -586,14 +557,15 @@ class RunDriver(UnknownOutcomes):
             if self.state.finished or self.state.status == "waiting":
                 return
             if call.effect == "control":
-                self._control(call)
+                self._append_all(decider.control(call, now=self.clock()))
             else:
                 await self._write(call)
 
     async def _write(self, call: PendingCall) -> None:
         switch = await self._killswitch()
         if switch is not None:  # checked at the last moment: it stops runs in flight too
-            self._blocked(call, switch)
+            seen = KillSwitchSeen(tenant=switch.tenant, agent=switch.agent, reason=switch.reason)
+            self._append_all(decider.blocked(call, seen, switch.action, now=self.clock()))
             return
         key = idempotency_key(self.run_id, self.state.step, call.call_id)
         tool = self.tools.get(call.tool)
@@ -624,50 +596,11 @@ class RunDriver(UnknownOutcomes):
     def _pending(self, call_id: str) -> PendingCall:
         return next(p for p in self.state.pending if p.call_id == call_id)
 
-    def _blocked(self, call: PendingCall, switch: KillSwitch) -> None:
-        """Record a write the kill switch stopped: the run waits, escalates, or is told."""
-        message = switch_message(switch)
-        seen = KillSwitchSeen(tenant=switch.tenant, agent=switch.agent, reason=switch.reason)
-        if switch.action == "reject":
-            error = ErrorInfo(code="kill_switch", message=message)
-            self._append(
-                ToolCallRejected(call_id=call.call_id, tool=call.tool, error=error, switch=seen)
-            )
-            return
-        self._append(
-            ToolCallBlocked(
-                call_id=call.call_id,
-                tool=call.tool,
-                reason=message,
-                action=switch.action,
-                switch=seen,
-            )
-        )
-        if switch.action == "escalate":
-            reason = f"write call {call.call_id} ({call.tool}) blocked: {message}"
-            self._append(RunFinished(status="escalated", reason=reason))
-        else:  # the call stays pending; switching off wakes the run, which checks again
-            wake_at = self.clock() + KILL_SWITCH_RECHECK_S
-            self._append(
-                RunWaiting(waiting_for="kill_switch", call_id=call.call_id, wake_at=wake_at)
-            )
-
     async def _killswitch(self) -> KillSwitch | None:
         for switch in await self.store.killswitches():
             if switch.covers(self.record.tenant, self.agent.name):
                 return switch
         return None
-
-    def _control(self, call: PendingCall) -> None:
-        if call.tool == "sleep":
-            wake_at = self.clock() + float(call.arguments.get("seconds", 0))  # type: ignore[arg-type]
-            output: dict[str, Any] = {"wake_at": wake_at}
-            self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
-            self._append(RunWaiting(waiting_for="timer", call_id=call.call_id, wake_at=wake_at))
-        else:
-            output = {"status": "asked; the reply will follow as a user message"}
-            self._append(ToolCallSucceeded(call_id=call.call_id, tool=call.tool, output=output))
-            self._append(RunWaiting(waiting_for="message", call_id=call.call_id))
 
     @observed.tool_call
     async def _invoke(
@@ -740,37 +673,7 @@ class RunDriver(UnknownOutcomes):
         )
 
     def _record_outcome(self, call: PendingCall, outcome: Outcome) -> None:
-        cost = _tool_cost(self.tools.find(call.tool), outcome)
-        if outcome.ok:
-            self._append(
-                ToolCallSucceeded(
-                    call_id=call.call_id,
-                    tool=call.tool,
-                    output=outcome.output,
-                    attempts=outcome.attempts,
-                    duration_ms=round(outcome.duration_ms, 3),
-                    cost_usd=cost,
-                    untrusted=self.tools.get(call.tool).untrusted_output,
-                    simulated=outcome.simulated,
-                    cached=outcome.cached,
-                    cache_key=outcome.cache_key,
-                    late=outcome.late,
-                )
-            )
-        else:
-            assert outcome.error is not None
-            self._append(
-                ToolCallFailed(
-                    call_id=call.call_id,
-                    tool=call.tool,
-                    error=outcome.error,
-                    attempts=outcome.attempts,
-                    duration_ms=round(outcome.duration_ms, 3),
-                    cost_usd=cost,
-                    simulated=outcome.simulated,
-                    late=outcome.late,
-                )
-            )
+        self._append(decider.after_outcome(call, self.tools.find(call.tool), outcome))
 
     # -- limits and spending (see _engine/limits.py) --------------------------------------------
 
@@ -779,16 +682,5 @@ class RunDriver(UnknownOutcomes):
         exceeded = await self.limiter.over_cap()
         if exceeded is None:
             return True
-        self._append(exceeded)
-        self._append(RunFinished(status="escalated", reason=self.limiter.describe(exceeded)))
+        self._append_all(decider.over_cap(exceeded, self.limiter.describe(exceeded)))
         return False
-
-
-def _tool_cost(tool: Tool | None, outcome: Outcome) -> float:
-    """The tool's price for each attempt made (a circuit-open refusal made no call)."""
-    if tool is None or not tool.cost_usd or outcome.cached:
-        return 0.0
-    made = outcome.attempts
-    if outcome.error is not None and outcome.error.code == CircuitOpenError.code:
-        made -= 1
-    return round(tool.cost_usd * made, 12)

@@ -27,7 +27,7 @@ from charter.observer import (
 )
 
 if TYPE_CHECKING:
-    from charter._engine.executor import Outcome
+    from charter._engine.decider import Outcome
     from charter._engine.loop import RunDriver
     from charter._engine.state import PendingCall, RunState
 

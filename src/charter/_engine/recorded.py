@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 
 from charter._engine.attempts import Overdue, OverdueHook
 from charter._engine.caching import encode_response
-from charter._engine.executor import Outcome
+from charter._engine.decider import Outcome
 from charter.agents import Agent
 from charter.errors import NotFoundError, ReplayUnavailableError
 from charter.events import (
