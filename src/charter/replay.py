@@ -6,9 +6,10 @@
     if not report.identical:
         print(report.divergence.seq, report.divergence.original, report.divergence.replayed)
 
-The real run loop (:class:`~charter._engine.loop.RunDriver`) works the run again, once per
-drive of the original (its first claim, then one per ``run_resumed``), over an in-memory
-scratch store seeded with the run's first two events (``run_started`` and the input). Model
+The real effect shell (:class:`~charter._engine.loop.RunDriver`) and the same decider work the
+run again, once per drive of the original (its first claim, then one per ``run_resumed``),
+through a port that keeps commits in memory, seeded with the run's first two events
+(``run_started`` and the input), and answers from the log. Model
 responses, tool outcomes, reconcile and preview answers, inbox messages, approval decisions,
 kill switches and shared counters are served from the log (:mod:`charter._engine.recorded`);
 nothing outside the process is called or written.
@@ -32,17 +33,16 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver
 from charter._engine.recorded import (
     Cursor,
     Halt,
+    RecordedPort,
     Recording,
     ReplayExecutor,
-    ScratchStore,
     replay_agent,
 )
 from charter.agents import Agent
@@ -202,9 +202,9 @@ async def replay_events(
     """
     recording = Recording(events)
     cursor = Cursor(recording)
-    scratch = ScratchStore(cursor, halt_past_last=True)
+    scratch = RecordedPort(cursor, halt_past_last=True)
     model = ReplayModel(recording.model)
-    executor = cast(ToolExecutor, ReplayExecutor(cursor))
+    executor = ReplayExecutor(cursor)
     twin = replay_agent(agent, cursor)
     record = _record(recording.events[0])
     checked = 2
@@ -214,7 +214,7 @@ async def replay_events(
         scratch.halt_past_last = in_flight or not final
         scratch.apply_decisions(recording.decisions(drive))
         driver = RunDriver(
-            store=cast(Store, scratch),
+            store=scratch,
             record=record,
             claim=Claim(record.run_id, number, drive.previous_status, None),
             agent=twin,
@@ -239,7 +239,7 @@ async def replay_events(
 
 
 def _report(
-    recording: Recording, scratch: ScratchStore, drives: int, found: Divergence | None
+    recording: Recording, scratch: RecordedPort, drives: int, found: Divergence | None
 ) -> ReplayReport:
     return ReplayReport(
         run_id=recording.events[0].run_id,

@@ -35,12 +35,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal
 
 import yaml
 
 from charter._engine.decider import Outcome
-from charter._engine.executor import ToolExecutor
 from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver
 from charter._engine.state import RunState, fold, fold_all
@@ -64,7 +63,7 @@ from charter.events import (
 from charter.models import ModelSpec, build_model
 from charter.replay import check_whole, stored_agent
 from charter.runtime import Runtime
-from charter.store import Commit, NewRun, Store
+from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, NewRun, Store
 from charter.tools import Tool, ToolContext
 
 Simulator = Callable[[dict[str, Any]], Any]
@@ -197,17 +196,45 @@ class RerunExecutor:
         return Outcome(ok=True, output=output, simulated="simulator")
 
 
-class _RerunStore:
-    """The real store, except: a rerun never parks where nothing could wake it, and shared
-    counters are neither taken nor charged."""
+class RerunPort:
+    """The effect shell's port for a rerun (:class:`~charter._engine.ports.RunPort`): the real
+    store, except that a rerun never parks where nothing could wake it, and shared counters
+    are neither taken nor charged."""
 
-    def __init__(self, store: Store, served: _Served, messages_left: Callable[[], int]) -> None:
+    def __init__(self, store: Store, messages_left: Callable[[], int]) -> None:
         self._store = store
-        self._served = served
         self._messages_left = messages_left
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        return await self._store.load_events(run_id, after_seq=after_seq)
+
+    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+        await self._store.release(worker, run_id, epoch)
+
+    async def pending_messages(self, run_id: str) -> list[InboxMessage]:
+        return await self._store.pending_messages(run_id)
+
+    async def killswitches(self) -> list[KillSwitch]:
+        return await self._store.killswitches()
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord:
+        return await self._store.get_approval(approval_id)
+
+    async def decide_approval(
+        self,
+        approval_id: str,
+        *,
+        decision: Literal["granted", "denied", "expired"],
+        by: str | None,
+        note: str | None,
+    ) -> tuple[ApprovalRecord, bool]:
+        return await self._store.decide_approval(approval_id, decision=decision, by=by, note=note)
+
+    async def cache_get(self, key: str, *, now: float) -> str | None:
+        return await self._store.cache_get(key, now=now)
+
+    async def cache_put(self, key: str, value: str, *, kind: str, now: float, ttl_s: float) -> None:
+        await self._store.cache_put(key, value, kind=kind, now=now, ttl_s=ttl_s)
 
     async def take(self, key: str, *, window_s: float, limit: float, amount: float = 1.0) -> float:
         return amount
@@ -269,16 +296,16 @@ async def rerun(
         )
     new_id = await _start(rt, events[0], agent, rerun_of=run_id)
     messages = list(served.messages)
-    wrapped = cast(Store, _RerunStore(store, served, lambda: len(messages)))
+    port = RerunPort(store, lambda: len(messages))
     twin = dataclasses.replace(agent, tools=[_no_effects(t, served) for t in agent.tools])
     model = build_model(agent.model)
-    executor = cast(ToolExecutor, RerunExecutor(served, simulators))
+    executor = RerunExecutor(served, simulators)
     worker = f"rerun:{new_id}"
     while True:
         claims = await store.claim(worker, lease_s=300.0, limit=1, run_id=new_id)
         if not claims:
             break
-        driver = RunDriver(store=wrapped, record=await store.get_run(new_id), claim=claims[0],
+        driver = RunDriver(store=port, record=await store.get_run(new_id), claim=claims[0],
                            agent=twin, model=model, worker=worker, executor=executor,
                            faults=Faults())  # fmt: skip
         try:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from charter._engine.governance import Governor
+from charter._engine.ports import Counters
 from charter._engine.state import RunState
 from charter.agents import Agent
 from charter.events import (
@@ -39,7 +40,6 @@ from charter.events import (
     ToolCallSucceeded,
 )
 from charter.policy import Decision, LimitMatch
-from charter.store import Governance
 from charter.tools import Tool
 
 DAY_S = 86_400.0
@@ -61,7 +61,7 @@ class Limiter:
     def __init__(
         self,
         *,
-        store: Governance,
+        store: Counters,
         agent: Agent,
         tenant: str,
         clock: Callable[[], float] = time.monotonic,

@@ -39,10 +39,11 @@ from charter._engine.decider import (
     fencing_token,
     idempotency_key,
 )
-from charter._engine.executor import ToolExecutor, execution_of
+from charter._engine.executor import execution_of
 from charter._engine.faults import Faults, kill_self
 from charter._engine.governance import Governor, decision_event
 from charter._engine.limits import Limiter
+from charter._engine.ports import Executor, RunPort
 from charter._engine.routing import RoutedStep, StepRoutes
 from charter._engine.state import PendingCall, RunState, fold, fold_all
 from charter._engine.unknown import UnknownOutcomes
@@ -70,11 +71,11 @@ from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
-from charter.store import ApprovalRecord, Claim, Commit, EngineStore, KillSwitch, RunRecord
+from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord
 from charter.tools import Tool, ToolContext, validation_message
 
 
-async def abandon(store: EngineStore, claim: Claim, worker: str, reason: str) -> None:
+async def abandon(store: RunPort, claim: Claim, worker: str, reason: str) -> None:
     """End a run this worker cannot work (its agent cannot be built, or the engine failed).
 
     The run is marked ``failed`` with the reason, so no worker claims it again in a loop.
@@ -110,13 +111,13 @@ class RunDriver(UnknownOutcomes):
     def __init__(
         self,
         *,
-        store: EngineStore,
+        store: RunPort,
         record: RunRecord,
         claim: Claim,
         agent: Agent,
         model: Model,
         worker: str,
-        executor: ToolExecutor,
+        executor: Executor,
         faults: Faults,
         clock: Clock = wall_clock,
         rand: Random | None = None,

@@ -1,6 +1,7 @@
 """A recorded run, served back to the real run loop: the parts of ``charter replay``.
 
-The replay drives the real :class:`~charter._engine.loop.RunDriver` once per *drive* of the
+The replay drives the real effect shell (:class:`~charter._engine.loop.RunDriver`) through
+:class:`RecordedPort`, once per *drive* of the
 original (the first claim, then one per ``run_resumed``). Everything the loop asks the outside
 world is answered from the log, by the loop's position in it (the sequence number of the last
 event it appended, :attr:`Cursor.pos`):
@@ -160,14 +161,11 @@ class Cursor:
         return self.recording.at(self.pos + offset)
 
 
-class ScratchStore:
-    """The store a replay drives the loop over: in memory, seeded with the run's first events.
-
-    It implements what the run loop asks of a :class:`~charter.store.Store`; the rest of the
-    protocol is not needed (the replay claims nothing and reads no other run).
+class RecordedPort:
+    """The port a replay drives the effect shell through (:class:`~charter._engine.ports.
+    RunPort`, in full): commits are kept in memory, seeded with the run's first events, and
+    every answer is the one the log recorded at the shell's position.
     """
-
-    url = "memory://replay"
 
     def __init__(self, cursor: Cursor, *, halt_past_last: bool) -> None:
         self.cursor = cursor
