@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
 from charter import telemetry
-from charter._engine import answers, approvals as held, decider, observed
+from charter._engine import answers, approvals as held, decider, gates, observed
 from charter._engine.attempts import Overdue
 from charter._engine.caching import tool_key
 from charter._engine.context import Conversation
@@ -63,7 +60,6 @@ from charter.events import (
     RunResumed,
     RunStarted,
     ToolCallOverdue,
-    ToolCallProposed,
     ToolCallRejected,
     ToolCallStarted,
 )
@@ -72,7 +68,7 @@ from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
 from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord
-from charter.tools import Tool, ToolContext, validation_message
+from charter.tools import Tool, ToolContext
 
 
 async def abandon(store: RunPort, claim: Claim, worker: str, reason: str) -> None:
@@ -418,42 +414,11 @@ class RunDriver(UnknownOutcomes):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _propose(self, call: ProposedCall) -> None:
-        tool = self.tools.find(call.name)
-        effect = tool.effect if tool else "unknown"
-        step = self.state.step
-        error: ErrorInfo | None = None
-        try:
-            arguments = json.loads(call.arguments or "{}")
-        except json.JSONDecodeError as exc:
-            arguments = None
-            error = ErrorInfo(
-                code="malformed_arguments", message=f"arguments are not valid JSON: {exc}"
-            )
-        if error is None and not isinstance(arguments, dict):
-            arguments = None
-            error = ErrorInfo(code="malformed_arguments", message="arguments must be a JSON object")
-        if error is None and tool is None:
-            names = ", ".join(t.name for t in self.tools) or "none"
-            error = ErrorInfo(
-                code="unknown_tool", message=f"no tool named {call.name!r}; tools: {names}"
-            )
-        if error is None and tool is not None and arguments is not None:
-            try:
-                arguments = tool.validate(arguments)
-            except ValidationError as exc:
-                error = ErrorInfo(code="invalid_arguments", message=validation_message(exc))
-        self._append(
-            ToolCallProposed(
-                step=step,
-                call_id=call.call_id,
-                tool=call.name,
-                effect=effect,
-                arguments=arguments,
-                tool_version=tool.version if tool else None,
-            )
-        )
-        if error is None and tool is not None and arguments is not None:
-            error = await self._govern(call.call_id, tool, arguments)
+        """Take a proposed call through the gates (``_engine/gates.py``), in order."""
+        proposed, checked, error = gates.schema(call, self.tools, step=self.state.step)
+        self._append(proposed)
+        if checked is not None:
+            error = await self._govern(checked.call_id, checked.tool, checked.arguments)
         if error is not None:
             self._append(ToolCallRejected(call_id=call.call_id, tool=call.name, error=error))
 
@@ -461,7 +426,8 @@ class RunDriver(UnknownOutcomes):
     async def _govern(
         self, call_id: str, tool: Tool, arguments: dict[str, Any]
     ) -> ErrorInfo | None:
-        """Ask policy; record its decision; return the error the model gets for a denial."""
+        """The policy gate (with the kill switch as its input), then limits and spending;
+        record the decision; return the error the model gets for a denial."""
         assert self.governor is not None
         switched = self.governor.policy is not None and tool.effect == "write"
         switched = switched and await self._killswitch() is not None
@@ -481,11 +447,10 @@ class RunDriver(UnknownOutcomes):
                 counters=counted.counters,
             )
         )
-        if decision.outcome == "deny":
-            return ErrorInfo(code="policy_denied", message=decision.reason)
-        if decision.outcome == "require_approval":
+        then, error = gates.verdict(decision)
+        if then == "hold":
             self._needs_approval.append((call_id, decision))
-        return None
+        return error
 
     # -- approvals ----------------------------------------------------------------------------
 
