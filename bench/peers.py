@@ -46,14 +46,18 @@ commits on power loss, not on a process crash). What each one commits per step:
   connections saw. DBOS's background threads (queue and notification pollers) run during the
   measurement and count in its CPU.
 
-Measured per system: wall (``time.perf_counter``) and CPU (``time.process_time``: every thread
-of this process, so Charter's SQLite writer thread and DBOS's pollers count) of the work phase
-only (the run, not opening the store, registering or launching), after an untimed warm-up run
-of each system; write commits per step (Charter: its writer's transactions; LangGraph:
-``put`` and ``put_writes`` calls; DBOS: SQLAlchemy commit events whose connection changed a
-row, i.e. not its read-only look-ups, which are counted apart);
-storage: main file + ``-wal`` after a ``PRAGMA wal_checkpoint(TRUNCATE)`` on a fresh
-connection once the system has closed, also less the same system's empty store (schema only).
+Measured per system, after an untimed 20-step warm-up run of each:
+
+* wall (``time.perf_counter``) and CPU (``time.process_time``: every thread of this process,
+  so Charter's SQLite writer thread and DBOS's pollers count) of the work phase only (the run;
+  not opening the store, compiling the graph or launching DBOS);
+* write commits per step (Charter: its writer's transactions; LangGraph: ``put`` and
+  ``put_writes`` calls; DBOS: SQLAlchemy commit events whose connection changed a row, i.e.
+  not its read-only look-ups, which are counted apart);
+* storage: main file + ``-wal`` after a ``PRAGMA wal_checkpoint(TRUNCATE)`` on a fresh
+  connection once the system has closed; per step, less the same system's empty store;
+* the share of the machine's CPU that other processes used during each measured phase
+  (``/proc/stat``): on a shared machine it says how far to trust a row, wall time above all.
 
 ``--repeats`` rounds, each on fresh files, the systems in a rotated order each round; the
 figures are the medians, and the ratios (peer ÷ Charter) are of medians from this one run. All
@@ -81,6 +85,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from charter import Runtime
+from scale_out import machine_busy_s
 from step_overhead import (
     MESSAGE_BYTES,
     CommitCounter,
@@ -171,21 +176,37 @@ def storage(path: Path, empty_bytes: int | None, steps: int) -> dict[str, Any]:
     }
 
 
-def timed(work: Callable[[], Any]) -> tuple[Any, float, float]:
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    out = work()
-    return out, time.perf_counter() - wall0, time.process_time() - cpu0
+class Phase:
+    """Wall and CPU time of a work phase, and the share of the machine's CPU that other
+    processes used meanwhile (``/proc/stat``; None where there is none)."""
+
+    wall = cpu = 0.0
+    others: float | None = None
+
+    def __enter__(self) -> Phase:
+        self._busy = machine_busy_s()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+        busy = machine_busy_s()
+        if busy is not None and self._busy is not None and self.wall > 0:
+            cores = os.cpu_count() or 1
+            self.others = max(0.0, (busy - self._busy - self.cpu) / (self.wall * cores))
 
 
-def per_step(steps: int, wall: float, cpu: float, writes: int | None) -> dict[str, Any]:
+def per_step(steps: int, phase: Phase, writes: int | None) -> dict[str, Any]:
     return {
         "steps": steps,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "wall_ms_per_step": wall / steps * 1000 if steps else None,
-        "cpu_ms_per_step": cpu / steps * 1000 if steps else None,
+        "wall_s": phase.wall,
+        "cpu_s": phase.cpu,
+        "wall_ms_per_step": phase.wall / steps * 1000 if steps else None,
+        "cpu_ms_per_step": phase.cpu / steps * 1000 if steps else None,
         "commits": writes,
         "commits_per_step": writes / steps if writes is not None and steps else None,
+        "others_cpu_share": phase.others,
     }
 
 
@@ -199,15 +220,14 @@ async def _charter_run(path: Path, steps: int) -> dict[str, Any]:
     try:
         run_id = await rt.start(agent, "benchmark input")
         tx0, _ = counter.snapshot()
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        await rt.work(run_id=run_id)
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        with Phase() as phase:
+            await rt.work(run_id=run_id)
         tx1, _ = counter.snapshot()
         record = await rt.get_run(run_id)
     finally:
         await rt.close()
     done = int(record.state.get("step", 0))
-    out = per_step(done, wall, cpu, tx1 - tx0 if counter.available else None)
+    out = per_step(done, phase, tx1 - tx0 if counter.available else None)
     conn = sqlite3.connect(path)
     try:
         types = conn.execute(
@@ -308,7 +328,8 @@ def run_langgraph(path: Path, steps: int, *, history: bool = False) -> dict[str,
             saver.conn.execute("PRAGMA journal_mode").fetchone()[0],
             SYNCHRONOUS[saver.conn.execute("PRAGMA synchronous").fetchone()[0]],
         )
-        final, wall, cpu = timed(lambda: app.invoke(start, config, durability="sync"))
+        with Phase() as phase:
+            final = app.invoke(start, config, durability="sync")
         commits = saver.commits
     conn = sqlite3.connect(path)
     try:
@@ -319,7 +340,7 @@ def run_langgraph(path: Path, steps: int, *, history: bool = False) -> dict[str,
     finally:
         conn.close()
     done = int(final["step"])
-    out = per_step(done, wall, cpu, commits)
+    out = per_step(done, phase, commits)
     out.update(
         status="succeeded" if done == steps + 1 else "incomplete",
         journal_mode=modes[0],
@@ -402,6 +423,7 @@ class _Dbos:
             conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
+        self.modes.clear()
         self.dbos(
             config={
                 "name": "charter_peers_bench",
@@ -419,9 +441,9 @@ class _Dbos:
 def run_dbos(path: Path, steps: int) -> dict[str, Any]:
     peer = _Dbos.get()
     with peer.launched(path):
-        peer.modes.clear()
         commits0, transactions0 = peer.commits, peer.transactions
-        done, wall, cpu = timed(lambda: peer.workflow(steps))
+        with Phase() as phase:
+            done = peer.workflow(steps)
         commits = peer.commits - commits0
         transactions = peer.transactions - transactions0
         modes = sorted(peer.modes)
@@ -432,7 +454,7 @@ def run_dbos(path: Path, steps: int) -> dict[str, Any]:
         ).fetchone()
     finally:
         conn.close()
-    out = per_step(int(done), wall, cpu, commits)
+    out = per_step(int(done), phase, commits)
     out.update(
         status="succeeded" if done == steps + 1 else "incomplete",
         transactions=transactions,
@@ -459,8 +481,10 @@ def _median(values: list[float]) -> float:
 
 def measure(name: str, path: Path, steps: int) -> dict[str, Any]:
     if name == "raw":
-        raw = bench_raw(path, steps)
-        return per_step(steps, raw["wall_s"], raw["cpu_s"], steps)
+        with Phase() as phase:  # for the others' share; the loop's own times are bench_raw's
+            raw = bench_raw(path, steps)
+        phase.wall, phase.cpu = raw["wall_s"], raw["cpu_s"]
+        return per_step(steps, phase, steps)
     if name == "charter":
         return run_charter(path, steps)
     if name == "langgraph":
@@ -539,6 +563,7 @@ def summarise(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms_per_step": med("cpu_ms_per_step"),
         "wall_ms_per_step": med("wall_ms_per_step"),
         "commits_per_step": med("commits_per_step"),
+        "others_cpu_share": med("others_cpu_share"),
         "total_bytes": med("total_bytes", "storage"),
         "growth_bytes_per_step": med("growth_bytes_per_step", "storage"),
         "empty_store_bytes": rounds[0]["storage"]["empty_store_bytes"],
@@ -616,7 +641,9 @@ def print_report(results: dict[str, Any], table: list[Any]) -> None:
         growth = s["growth_bytes_per_step"]
         grew = "" if growth is None else f", {growth:,.0f} B/step over an empty store"
         print(f"{s['label']}: {s['steps']} steps, {', '.join(s['statuses'])}")
-        print(f"   CPU ms/step by round: {cpu}; write commits per step {commits}")
+        others = _fmt(s["others_cpu_share"], ".0%")
+        print(f"   CPU ms/step by round: {cpu}; write commits per step {commits};"
+              f" other processes' share of the machine meanwhile {others}")  # fmt: skip
         if s["empty_store_bytes"] is not None:
             print(
                 f"   storage {s['total_bytes']:,.0f} B (main + WAL after a TRUNCATE checkpoint)"
@@ -636,6 +663,17 @@ def print_report(results: dict[str, Any], table: list[Any]) -> None:
                   f" blobs), {extra['write_rows']} write rows; connection: {modes}")  # fmt: skip
     print()
     print_rows(table)
+    shares = [
+        r["others_cpu_share"]
+        for s in results["systems"].values()
+        for r in s["rounds"]
+        if r["others_cpu_share"] is not None
+    ]
+    if shares:
+        print(
+            f"other processes used {min(shares):.0%}-{max(shares):.0%} of the machine's CPU"
+            " during the measured phases (from /proc/stat): wall figures suffer most"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
