@@ -80,14 +80,17 @@ def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer | None:
     return None if off else provider.get_tracer(_TRACER_NAME)
 
 
-def _root_sampled(provider: trace.TracerProvider, trace_id: int) -> bool:
+def _root_sampled(
+    provider: trace.TracerProvider, trace_id: int, name: str, attributes: dict[str, Any]
+) -> bool:
     """What the provider's sampler decides for a root span of the run's trace: its root
-    sampler, on the run's derived trace id (a ratio sampler gives the same answer in every
-    process). A provider without a ``sampler`` (not the SDK's) samples every run."""
+    sampler, on the run's derived trace id and attributes that are the same at every claim
+    (a ratio sampler gives the same answer in every process). A provider without a
+    ``sampler`` (not the SDK's) samples every run."""
     sampler = getattr(provider, "sampler", None)
     if sampler is None:
         return True
-    result = sampler.should_sample(otel_context.Context(), trace_id, "invoke_agent")
+    result = sampler.should_sample(otel_context.Context(), trace_id, name, attributes=attributes)
     return bool(result.decision.is_sampled())
 
 
@@ -304,23 +307,25 @@ class Tracing:
         provider = self._seen[0]
         if tracer is None or provider is None:
             return _NO_SCOPE
-        trace_id, span_id = _ids(run.run_id)
-        if not _root_sampled(provider, trace_id):
-            root = _root(trace_id, span_id, sampled=False)
-            return _Attached(otel_context.attach(otel_context.set_value(_UNSAMPLED, True, root)))
-        attrs = {
+        name = f"invoke_agent {run.agent_name}"
+        attrs: dict[str, Any] = {  # the run's own first: the sampler sees them
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": run.agent_name,
+            "gen_ai.agent.version": run.agent_version,
             "gen_ai.conversation.id": run.run_id,
             "charter.run_id": run.run_id,
             "charter.tenant": run.tenant,
-            "gen_ai.agent.version": run.agent_version,
             "charter.principal": run.principal,
+        }
+        trace_id, span_id = _ids(run.run_id)
+        if not _root_sampled(provider, trace_id, name, attrs):
+            root = _root(trace_id, span_id, sampled=False)
+            return _Attached(otel_context.attach(otel_context.set_value(_UNSAMPLED, True, root)))
+        attrs |= {  # this claim's
             "charter.worker": run.worker,
             "charter.claim.epoch": run.epoch,
             "charter.claim.previous_status": run.previous_status or "",
         }
-        name = f"invoke_agent {run.agent_name}"
         return _start(tracer, name, attrs, context=_root(trace_id, span_id, sampled=True))
 
     def step_started(self, run_id: str, step: int) -> Scope:

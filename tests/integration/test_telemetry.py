@@ -12,7 +12,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import StatusCode
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
@@ -304,3 +311,40 @@ def test_a_ratio_sampler_traces_whole_runs_chosen_by_their_trace_id(db_url: str)
         )
     traced = {c.traceparent.split("-")[1] for c in SEEN if c.traceparent.endswith("-01")}
     assert traced == {trace_id_for(i) for i in expected}
+
+
+class _TenantSampler(Sampler):
+    """Samples the runs of one tenant, by the attribute the run's root decision is given."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def should_sample(self, *args: Any, attributes: Any = None, **kwargs: Any) -> SamplingResult:
+        keep = (attributes or {}).get("charter.tenant") == self.tenant
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP)
+
+    def get_description(self) -> str:
+        return f"tenant {self.tenant}"
+
+
+def test_the_sampler_decides_on_the_runs_agent_and_tenant(db_url: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(_TenantSampler("acme")))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    agent = Agent(
+        name="sampled",
+        instructions="Answer.",
+        model=ModelSpec(provider="scripted", script=[{"content": "done"}]),
+    )
+
+    async def main() -> dict[str, str]:
+        async with Runtime.open(db_url) as rt:
+            ids = {t: await rt.start(agent, "hello", tenant=t) for t in ("acme", "globex")}
+            await rt.worker(WorkerOptions(observer=Tracing(tracer_provider=provider))).run(
+                until_idle=True
+            )
+            return ids
+
+    ids = asyncio.run(main())
+    traces = {s.context.trace_id for s in exporter.get_finished_spans() if s.context}
+    assert traces == {int(trace_id_for(ids["acme"]), 16)}
