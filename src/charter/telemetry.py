@@ -17,7 +17,11 @@ happens in plain values and it makes spans from them. Spans, one trace per run:
 
 The trace id is the first 128 bits of ``sha256(run_id)`` (:func:`trace_id_for`); the virtual
 root's span id the next 64. Anyone holding a run id can compute its trace id and vice versa
-look a trace up by run (``charter.run_id`` is on every span).
+look a trace up by run (``charter.run_id`` is on the ``invoke_agent`` span).
+
+Sampling is by run: at each claim the provider's sampler is asked what it would decide for a
+root span of the run's trace (derived trace id, the run's own attributes), so every claim in
+every process agrees; a run it leaves out makes no span and costs one check per hook.
 
 Attributes follow the GenAI conventions (``gen_ai.operation.name``, ``gen_ai.agent.name``,
 ``gen_ai.conversation.id`` = the run id, ``gen_ai.request.model``, ``gen_ai.usage.*``,
