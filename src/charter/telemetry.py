@@ -17,7 +17,11 @@ happens in plain values and it makes spans from them. Spans, one trace per run:
 
 The trace id is the first 128 bits of ``sha256(run_id)`` (:func:`trace_id_for`); the virtual
 root's span id the next 64. Anyone holding a run id can compute its trace id and vice versa
-look a trace up by run (``charter.run_id`` is on every span).
+look a trace up by run (``charter.run_id`` is on the ``invoke_agent`` span).
+
+Sampling is by run: at each claim the provider's sampler is asked what it would decide for a
+root span of the run's trace (derived trace id, the run's own attributes), so every claim in
+every process agrees; a run it leaves out makes no span and costs one check per hook.
 
 Attributes follow the GenAI conventions (``gen_ai.operation.name``, ``gen_ai.agent.name``,
 ``gen_ai.conversation.id`` = the run id, ``gen_ai.request.model``, ``gen_ai.usage.*``,
@@ -72,22 +76,30 @@ _TRACER_NAME = "charter"
 
 def enabled() -> bool:
     """True when a real tracer provider is installed (the only cost when it is not)."""
-    return _tracer() is not None
+    return TRACING.tracer() is not None
 
 
-# The provider last seen and its tracer (None: no real provider). One identity check per hook;
-# an SDK provider would build a new tracer on every ``get_tracer``.
-_seen: list[tuple[object, trace.Tracer | None]] = [(None, None)]
+def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer | None:
+    off = isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
+    return None if off else provider.get_tracer(_TRACER_NAME)
 
 
-def _tracer() -> trace.Tracer | None:
-    provider = trace.get_tracer_provider()
-    seen, tracer = _seen[0]
-    if provider is not seen:
-        off = isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
-        tracer = None if off else provider.get_tracer(_TRACER_NAME)
-        _seen[0] = (provider, tracer)
-    return tracer
+def _root_sampled(
+    provider: trace.TracerProvider, trace_id: int, name: str, attributes: dict[str, Any]
+) -> bool:
+    """What the provider's sampler decides for a root span of the run's trace: its root
+    sampler, on the run's derived trace id and attributes that are the same at every claim
+    (a ratio sampler gives the same answer in every process). A provider without a
+    ``sampler`` (not the SDK's) samples every run."""
+    sampler = getattr(provider, "sampler", None)
+    if sampler is None:
+        return True
+    result = sampler.should_sample(otel_context.Context(), trace_id, name, attributes=attributes)
+    return bool(result.decision.is_sampled())
+
+
+# Set in the context of a claim whose run the sampler left out: every hook is then off.
+_UNSAMPLED = otel_context.create_key("charter.run_unsampled")
 
 
 def _ids(run_id: str) -> tuple[int, int]:
@@ -97,25 +109,21 @@ def _ids(run_id: str) -> tuple[int, int]:
     return trace_id, span_id
 
 
-def _root(run_id: str) -> otel_context.Context:
-    trace_id, span_id = _ids(run_id)
-    parent = SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
-    )
+def _root(trace_id: int, span_id: int, *, sampled: bool) -> otel_context.Context:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def traceparent(run_id: str, call_id: str) -> str:
-    """A W3C ``traceparent`` for a tool call: the current span's when it is one of the run's
-    (tracing on), else the run's trace id with a span id derived from the call (tracing off:
-    external systems still receive the run's trace id)."""
+    """A W3C ``traceparent`` for a tool call: the current span's when it is a sampled span of
+    the run's (tracing on), else the run's trace id with a span id derived from the call and
+    the sampled flag off (tracing off, or the run not sampled: external systems still receive
+    the run's trace id)."""
     current = trace.get_current_span().get_span_context()
     trace_id, _ = _ids(run_id)
-    if current.is_valid and current.trace_id == trace_id:
-        flags = "01" if current.trace_flags.sampled else "00"
-        return (
-            f"00-{trace.format_trace_id(trace_id)}-{trace.format_span_id(current.span_id)}-{flags}"
-        )
+    if current.is_valid and current.trace_id == trace_id and current.trace_flags.sampled:
+        return f"00-{trace.format_trace_id(trace_id)}-{trace.format_span_id(current.span_id)}-01"
     span_id = int.from_bytes(hashlib.sha256(f"{run_id}|{call_id}".encode()).digest()[:8], "big")
     return f"00-{trace.format_trace_id(trace_id)}-{trace.format_span_id(span_id or 1)}-00"
 
@@ -235,6 +243,24 @@ class _SpanScope:
         self.span.end()
 
 
+class _Attached:
+    """A context made current until ``close`` (a claim of a run the sampler left out)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Token[otel_context.Context]) -> None:
+        self.token = token
+
+    def ended(self, result: RunEnded | ModelAnswered | ModelFailed | ToolEnded) -> None:
+        pass
+
+    def failed(self, exc: Exception) -> None:
+        pass
+
+    def close(self) -> None:
+        otel_context.detach(self.token)
+
+
 class _NoScope:
     """What the tracer's hooks return when tracing went off between check and call."""
 
@@ -253,34 +279,62 @@ _NO_SCOPE = _NoScope()
 
 class Tracing:
     """The engine's default :class:`~charter.observer.Observer`: OpenTelemetry spans, one
-    trace per run, when a tracer provider is installed; otherwise one check per hook."""
+    trace per run, when a tracer provider is installed; otherwise one check per hook.
+
+    ``tracer_provider``: the provider to make spans with (default: the global one, looked up
+    at each hook). Its sampler decides per run, as it would for a root span of the run's
+    trace; a run it leaves out costs one check per hook, like tracing off."""
+
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
+        # The provider last seen and its tracer (None: no real provider). One identity check
+        # per hook; an SDK provider would build a new tracer on every ``get_tracer``.
+        self._seen: tuple[trace.TracerProvider | None, trace.Tracer | None] = (None, None)
+
+    def tracer(self) -> trace.Tracer | None:
+        """The tracer spans are made with; None when no real provider is installed."""
+        provider = self._provider or trace.get_tracer_provider()
+        seen, tracer = self._seen
+        if provider is not seen:
+            tracer = _tracer_of(provider)
+            self._seen = (provider, tracer)
+        return tracer
 
     def enabled(self) -> bool:
-        return _tracer() is not None
+        """A real provider is installed and this is not a claim the sampler left out."""
+        return self.tracer() is not None and otel_context.get_value(_UNSAMPLED) is None
 
     def run_claimed(self, run: RunClaimed) -> Scope:
-        """``invoke_agent {agent}``: one claim of the run, under the run's virtual root."""
-        tracer = _tracer()
-        if tracer is None:
+        """``invoke_agent {agent}``: one claim of the run, under the run's virtual root; or,
+        when the sampler leaves the run out, no span and every hook off until the claim ends."""
+        tracer = self.tracer()
+        provider = self._seen[0]
+        if tracer is None or provider is None:
             return _NO_SCOPE
-        attrs = {
+        name = f"invoke_agent {run.agent_name}"
+        attrs: dict[str, Any] = {  # the run's own first: the sampler sees them
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": run.agent_name,
+            "gen_ai.agent.version": run.agent_version,
             "gen_ai.conversation.id": run.run_id,
             "charter.run_id": run.run_id,
             "charter.tenant": run.tenant,
-            "gen_ai.agent.version": run.agent_version,
             "charter.principal": run.principal,
+        }
+        trace_id, span_id = _ids(run.run_id)
+        if not _root_sampled(provider, trace_id, name, attrs):
+            root = _root(trace_id, span_id, sampled=False)
+            return _Attached(otel_context.attach(otel_context.set_value(_UNSAMPLED, True, root)))
+        attrs |= {  # this claim's
             "charter.worker": run.worker,
             "charter.claim.epoch": run.epoch,
             "charter.claim.previous_status": run.previous_status or "",
         }
-        name = f"invoke_agent {run.agent_name}"
-        return _start(tracer, name, attrs, context=_root(run.run_id))
+        return _start(tracer, name, attrs, context=_root(trace_id, span_id, sampled=True))
 
     def step_started(self, run_id: str, step: int) -> Scope:
         """``charter.step``: the model call and the tool calls it proposed."""
-        tracer = _tracer()
+        tracer = self.tracer()
         if tracer is None:
             return _NO_SCOPE
         attrs = {"gen_ai.conversation.id": run_id, "charter.step": step}
@@ -288,7 +342,7 @@ class Tracing:
 
     def model_called(self, call: ModelCalled) -> Scope:
         """``chat {model}`` (retries inside it; the span ends with the response)."""
-        tracer = _tracer()
+        tracer = self.tracer()
         if tracer is None:
             return _NO_SCOPE
         attrs = {
@@ -314,7 +368,7 @@ class Tracing:
 
     def tool_called(self, call: ToolCalled) -> Scope:
         """``execute_tool {tool}``: with its policy decision, idempotency key, attempts."""
-        tracer = _tracer()
+        tracer = self.tracer()
         if tracer is None:
             return _NO_SCOPE
         return _start(tracer, f"execute_tool {call.tool}", _tool_attrs(call))

@@ -12,11 +12,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import StatusCode
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
 from charter.policy import PolicySet
-from charter.telemetry import trace_id_for, traceparent
+from charter.telemetry import Tracing, trace_id_for, traceparent
+from charter.worker import WorkerOptions
 
 SEEN: list[ToolContext] = []
 _EXPORTER = InMemorySpanExporter()
@@ -239,3 +248,103 @@ def test_refused_answers_put_their_tokens_on_the_failed_chat_span(
     tokens = attrs["gen_ai.usage.input_tokens"] + attrs["gen_ai.usage.output_tokens"]
     assert tokens == state["tokens"] > 0
     assert attrs["charter.cost_usd"] == pytest.approx(state["cost_usd"])
+
+
+def _traced_by(db_url: str, provider: TracerProvider, runs: int) -> list[str]:
+    """Start ``runs`` runs of the refunder and work them with tracing on ``provider``."""
+    script = [
+        {"tool_calls": [{"name": "lookup", "arguments": {"order_id": "7"}}]},
+        {"content": "done"},
+    ]
+    agent = Agent(
+        name="sampled",
+        instructions="Look up, then answer.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[lookup],
+    )
+
+    async def main() -> list[str]:
+        async with Runtime.open(db_url) as rt:
+            ids = [await rt.start(agent, f"look order {i} up") for i in range(runs)]
+            options = WorkerOptions(observer=Tracing(tracer_provider=provider))
+            await rt.worker(options).run(until_idle=True)
+            assert {(await rt.get_run(i)).status for i in ids} == {"succeeded"}
+            return ids
+
+    return asyncio.run(main())
+
+
+def test_a_run_the_sampler_leaves_out_makes_no_span_and_its_tools_get_the_derived_traceparent(
+    db_url: str,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    [run_id] = _traced_by(db_url, provider, 1)
+    assert exporter.get_finished_spans() == ()
+    [ctx] = SEEN
+    assert ctx.traceparent == traceparent(run_id, ctx.call_id)  # flags 00, span id derived
+    assert ctx.traceparent.endswith("-00")
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_a_ratio_sampler_traces_whole_runs_chosen_by_their_trace_id(db_url: str) -> None:
+    """Each run is in or out as the ratio sampler decides on its derived trace id (the same
+    decision in any process), and a run that is in has all its spans."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ids = _traced_by(db_url, provider, 8)
+    bound = TraceIdRatioBased.get_bound_for_rate(0.5)
+    expected = {
+        i for i in ids if int(trace_id_for(i), 16) & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+    }
+    spans = exporter.get_finished_spans()
+    by_run: dict[int, list[str]] = {}
+    for span in spans:
+        assert span.context is not None
+        by_run.setdefault(span.context.trace_id, []).append(span.name.split(" ")[0])
+    assert set(by_run) == {int(trace_id_for(i), 16) for i in expected}
+    for names in by_run.values():
+        assert sorted(names) == sorted(
+            ["invoke_agent", "charter.step", "chat", "execute_tool", "charter.step", "chat"]
+        )
+    traced = {c.traceparent.split("-")[1] for c in SEEN if c.traceparent.endswith("-01")}
+    assert traced == {trace_id_for(i) for i in expected}
+
+
+class _TenantSampler(Sampler):
+    """Samples the runs of one tenant, by the attribute the run's root decision is given."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def should_sample(self, *args: Any, attributes: Any = None, **kwargs: Any) -> SamplingResult:
+        keep = (attributes or {}).get("charter.tenant") == self.tenant
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP)
+
+    def get_description(self) -> str:
+        return f"tenant {self.tenant}"
+
+
+def test_the_sampler_decides_on_the_runs_agent_and_tenant(db_url: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(_TenantSampler("acme")))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    agent = Agent(
+        name="sampled",
+        instructions="Answer.",
+        model=ModelSpec(provider="scripted", script=[{"content": "done"}]),
+    )
+
+    async def main() -> dict[str, str]:
+        async with Runtime.open(db_url) as rt:
+            ids = {t: await rt.start(agent, "hello", tenant=t) for t in ("acme", "globex")}
+            await rt.worker(WorkerOptions(observer=Tracing(tracer_provider=provider))).run(
+                until_idle=True
+            )
+            return ids
+
+    ids = asyncio.run(main())
+    traces = {s.context.trace_id for s in exporter.get_finished_spans() if s.context}
+    assert traces == {int(trace_id_for(ids["acme"]), 16)}
