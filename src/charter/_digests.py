@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 import pydantic_core
@@ -71,6 +72,12 @@ def _removable_by_type() -> dict[str, dict[str, Any]]:
 
 _REMOVABLE_BY_TYPE = _removable_by_type()
 
+_PLANS: dict[str, tuple[tuple[str, bool, Any], ...]] = {
+    type_: tuple((path, "." in path, placeholder) for path, placeholder in paths.items())
+    for type_, paths in _REMOVABLE_BY_TYPE.items()
+}
+"""Each type's removable fields as ``(path, nested, placeholder)``."""
+
 
 def find_leaves(data: Any, path: str) -> Iterator[tuple[dict[str, Any], str, str]]:
     """Each place ``path`` (``tool_calls.*.arguments``) is present in the JSON ``data``:
@@ -91,11 +98,28 @@ def find_leaves(data: Any, path: str) -> Iterator[tuple[dict[str, Any], str, str
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
+# ``_CANONICAL.encode`` builds this C encoder (and a float formatter it does not use) on every
+# call; built once here, with the same settings, it writes the same text. No cycle check: the
+# values are parsed JSON.
+_ENCODE: Callable[[Any, int], tuple[str, ...]] | None = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None, _CANONICAL.default, encode_basestring, None, ":", ",", True, False, True
+    )
+)
+
 
 def _canonical(value: Any) -> bytes:
     """Canonical JSON: sorted keys, no spaces, UTF-8 (Python's ``json``, stable across
     versions, so an event sealed today verifies with a later Charter)."""
-    return _CANONICAL.encode(value).encode("utf-8", "surrogatepass")
+    if isinstance(value, str):
+        text: str = encode_basestring(value)
+    elif _ENCODE is not None:
+        text = "".join(_ENCODE(value, 0))
+    else:  # pragma: no cover - a Python without the json C accelerator
+        text = _CANONICAL.encode(value)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def parse_payload(payload: str) -> Any:
@@ -126,31 +150,43 @@ def content_digest(type: str, payload: str, schema_version: int = SCHEMA_VERSION
         return stored_digest(payload)
     if schema_version != 2:
         raise ValueError(f"unknown event schema version {schema_version}")
-    removable = _REMOVABLE_BY_TYPE.get(type)
-    if removable is None:
+    if type not in _PLANS:
         if REMOVED_KEY in payload and REMOVED_KEY in _as_dict(parse_payload(payload)):
             raise ValueError(f"a retention marker on a {type} event, which retention never edits")
         return payload_digest(payload)
     data = parse_payload(payload)
     if not isinstance(data, dict):
         raise ValueError("the payload is not a JSON object")
-    removed = _removed_digests(data.pop(REMOVED_KEY, None))
-    for path, placeholder in removable.items():
+    marker = data.pop(REMOVED_KEY, None)
+    removed = {} if marker is None else _removed_digests(marker)
+    for path, nested, placeholder in _PLANS[type]:
+        if not nested:  # a top-level field: most of them
+            if path in data:
+                data[path] = {"$d": _leaf(data, path, path, placeholder, removed)}
+            continue
         for parent, key, found in find_leaves(data, path):
-            digest = removed.pop(found, None)
-            if digest is None:
-                digest = leaf_digest(parent[key])
-            elif parent[key] != placeholder:
-                raise ValueError(
-                    f"the retention marker lists {found} as removed, but the event shows a value"
-                )
-            parent[key] = {"$d": digest}
+            parent[key] = {"$d": _leaf(parent, key, found, placeholder, removed)}
     if removed:
         raise ValueError(
             f"the retention marker lists {next(iter(removed))}, which is not a removable field"
             f" of this {type} event"
         )
     return hashlib.sha256(_canonical(data)).hexdigest()
+
+
+def _leaf(
+    parent: dict[str, Any], key: str, found: str, placeholder: Any, removed: dict[str, str]
+) -> str:
+    """The digest that stands for ``parent[key]``: its value's, or the removed value's that
+    the retention marker kept (then the field must show its placeholder)."""
+    digest = removed.pop(found, None) if removed else None
+    if digest is None:
+        return leaf_digest(parent[key])
+    if parent[key] != placeholder:
+        raise ValueError(
+            f"the retention marker lists {found} as removed, but the event shows a value"
+        )
+    return digest
 
 
 def _as_dict(data: Any) -> dict[str, Any]:

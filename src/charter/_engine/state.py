@@ -161,10 +161,13 @@ def _update_call(state: RunState, call_id: str, update: dict[str, Any]) -> tuple
     return tuple(p.model_copy(update=update) if p.call_id == call_id else p for p in state.pending)
 
 
+_SPENDING = (ModelResponded, ModelCallFailed, ToolCallSucceeded, ToolCallFailed)
+_INPUTS = (RunStarted, MessageReceived)
+
+
 def _account(state: RunState, body: object, changes: dict[str, object]) -> None:
     """Spending (model responses and tool results at their prices) and rate-limit counts."""
-    spending = ModelResponded | ModelCallFailed | ToolCallSucceeded | ToolCallFailed
-    if isinstance(body, spending) and body.cost_usd:
+    if isinstance(body, _SPENDING) and body.cost_usd:
         changes["cost_usd"] = state.cost_usd + body.cost_usd
     elif isinstance(body, PolicyEvaluated) and body.limits:
         used = dict(state.limits_used)
@@ -174,7 +177,7 @@ def _account(state: RunState, body: object, changes: dict[str, object]) -> None:
 
 
 def _is_input(body: object) -> bool:
-    return isinstance(body, RunStarted | MessageReceived)
+    return isinstance(body, _INPUTS)
 
 
 def fold_all(events: Iterable[Event], state: RunState | None = None) -> RunState:
