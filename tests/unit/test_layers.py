@@ -73,11 +73,7 @@ ENGINE_CLIENTS = "runtime"  # the only layer (besides the engine) that imports t
 
 # Imports that break the rules today, each with the work that removes it. The test fails on
 # any violation not listed here, and on an entry that no longer happens (delete it then).
-# The eval runner seeds each case's simulated support desk and its checks read the ledgers.
-KNOWN: dict[tuple[str, str], str] = {
-    ("charter.evals._checks", "charter.testing.systems"): "issue 11: the world interface",
-    ("charter.evals._runner", "charter.testing.systems"): "issue 11: the world interface",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
