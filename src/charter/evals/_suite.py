@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from charter._yaml_lines import locate
+from charter.agents import Agent, load_agent
 from charter.errors import ConfigError
 from charter.evals._corpus import load_corpus
 from charter.evals._faults import ToolFault
@@ -188,6 +189,16 @@ class LoadedSuite(BaseModel):
     @property
     def policy_path(self) -> Path | None:
         return None if self.suite.policy is None else self.path.parent / self.suite.policy
+
+    def load_agent(self, path: str | Path | None = None) -> Agent:
+        """The agent under test: the file ``path`` (``--agent``), else the suite's own."""
+        chosen = Path(path) if path is not None else self.agent_path
+        if chosen is None:
+            raise ConfigError(
+                f"{self.path}: no agent to evaluate",
+                hint="give --agent AGENT.yaml or suite.agent",
+            )
+        return load_agent(chosen)
 
 
 def load_suite(path: str | Path) -> LoadedSuite:
