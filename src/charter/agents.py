@@ -293,3 +293,26 @@ def _describe(exc: ValidationError) -> str:
         else:
             parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def find_agent_files(files: Sequence[Path], dirs: Sequence[Path] = ()) -> list[Path]:
+    """The agent files named, then every ``*.yaml`` / ``*.yml`` under each directory that
+    holds an ``agent:``; each file once (ConfigError for a missing directory or bad YAML)."""
+    found = list(files)
+    for directory in dirs:
+        if not directory.is_dir():
+            raise ConfigError(f"{directory}: no such directory")
+        candidates = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
+        found.extend(c for c in candidates if _is_agent_file(c))
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def _is_agent_file(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it as YAML: {exc}") from exc
+    return isinstance(data, dict) and "agent" in data

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -162,3 +163,20 @@ class Redactor:
             items = [self._scrub(v, f"{path}.{i}", paths) for i, v in enumerate(value)]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         return value
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password (in the user part or the query) replaced by ``***``:
+    what messages, logs and ``--help`` show of it."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        netloc = f"{credentials}@{host}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,32 @@ class RetentionPolicy:
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         return cls.from_dict(raw, source=str(path))
+
+    def override(self, ttls: Sequence[str], *, source: str = "--ttl") -> RetentionPolicy:
+        """This policy with ``[TENANT:]KIND=TTL`` settings on top, each checked
+        (``charter retention apply --ttl``); ``source`` names them in errors."""
+        default = dict(self.default)
+        tenants = {t: dict(kinds) for t, kinds in self.tenants.items()}
+        for item in ttls:
+            scope, _, ttl = item.partition("=")
+            tenant, _, kind = scope.rpartition(":")
+            if not ttl or not kind:
+                raise ConfigError(
+                    f"{source} {item!r}: write KIND=TTL or TENANT:KIND=TTL, e.g. prompts=7d"
+                )
+            probe = RetentionPolicy.from_dict(
+                {"retention": {"default": {kind: ttl}}}, source=source
+            )
+            if tenant:
+                tenants.setdefault(tenant, {})[kind] = parse_ttl(ttl)
+            else:
+                default.update(probe.default)
+        return RetentionPolicy(default=default, tenants=tenants)
+
+    @property
+    def empty(self) -> bool:
+        """No TTL at all: applying it would remove nothing."""
+        return not self.default and not self.tenants
 
     def ttl(self, kind: str, tenant: str | None) -> float | None:
         if tenant is not None and kind in self.tenants.get(tenant, {}):

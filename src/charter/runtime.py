@@ -17,8 +17,9 @@ import hashlib
 import json
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from charter import approvals
 from charter._engine.faults import Faults
@@ -27,6 +28,7 @@ from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
 from charter.audit import AuditReport, anchor, audit
 from charter.clock import Clock, new_run_id, wall_clock
+from charter.diff import RunDiff, diff_runs
 from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
@@ -39,7 +41,9 @@ from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
 from charter.models import Model, build_model
 from charter.models._routing import ModelRouter
+from charter.operations import Operations
 from charter.principals import canonical_principal
+from charter.replay import ReplayReport, replay_run
 from charter.store import (
     DEFAULT_URL,
     ApprovalRecord,
@@ -51,6 +55,9 @@ from charter.store import (
     open_store,
 )
 from charter.tools import Tool
+
+if TYPE_CHECKING:
+    from charter.rerun import RerunChanges, RerunResult, Simulators
 
 T = TypeVar("T")
 
@@ -383,19 +390,28 @@ class Runtime:
             await self.store.get_run(run_id)  # NotFoundError for an unknown id
         return await audit(self.store, run_id=run_id, key=self.store.audit_key, anchored=anchored)
 
-    async def anchor(self) -> dict[str, Any]:
-        """The sealed heads to keep outside the database (``charter audit anchor``)."""
-        return await anchor(self.store, key=self.store.audit_key)
+    async def anchor(self, out: str | Path | None = None) -> dict[str, Any]:
+        """The sealed heads to keep outside the database (``charter audit anchor``); written
+        as JSON to the file ``out`` too if given (whole or not at all)."""
+        anchored = await anchor(self.store, key=self.store.audit_key)
+        if out is not None:
+            out = Path(out)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(anchored, indent=2, sort_keys=True) + "\n")
+            tmp.replace(out)
+        return anchored
 
     async def audit_log(
-        self, *, run_id: str | None = None, kind: str | None = None
+        self, *, run_id: str | None = None, kind: str | None = None, limit: int | None = None
     ) -> list[AuditRecord]:
-        """The audit log's records, oldest first; only one run's or one kind's if given."""
-        return [
+        """The audit log's records, oldest first; only one run's or one kind's if given, only
+        the last ``limit`` if given."""
+        found = [
             r
             for r in await self.store.audit_records()
             if (run_id is None or r.run_id == run_id) and (kind is None or r.kind == kind)
         ]
+        return found[-limit:] if limit else found
 
     async def tools(self, agents: list[Agent] | None = None) -> list[Tool]:
         """The capabilities registry: tools of the given agents, else of every stored agent
@@ -430,6 +446,41 @@ class Runtime:
                     f" tools {', '.join(spec.get('tools', ()))}): {exc.message}"
                 )
         return list(agents.values())
+
+    # -- one call each for the command line and the HTTP server ---------------------------------
+
+    @property
+    def operations(self) -> Operations:
+        """What an operator does to the database as a whole: status, copy, workers, kill
+        switches, roles, retention, figures (:mod:`charter.operations`)."""
+        return Operations(self.store)
+
+    async def approval(self, approval_id: str) -> ApprovalRecord:
+        """One approval request in full (NotFoundError for an unknown id)."""
+        return await self.store.get_approval(approval_id)
+
+    async def inspect(self, run_id: str) -> tuple[RunRecord, list[Event]]:
+        """A run and its log (``charter runs show``)."""
+        record = await self.store.get_run(run_id)  # NotFoundError for an unknown id
+        return record, await self.store.load_events(run_id)
+
+    async def replay(self, run_id: str) -> ReplayReport:
+        """Re-execute a run from its log and compare the events (:mod:`charter.replay`);
+        nothing is called or written."""
+        return await replay_run(self.store, run_id)
+
+    async def rerun(
+        self, run_id: str, *, changes: RerunChanges, simulators: Simulators | None = None
+    ) -> RerunResult:
+        """A new run of ``run_id``'s input with ``changes``, served from its recording
+        (:mod:`charter.rerun`)."""
+        from charter.rerun import rerun  # rerun drives a Runtime: imported when asked
+
+        return await rerun(self, run_id, changes=changes, simulators=simulators)
+
+    async def diff(self, run_a: str, run_b: str) -> RunDiff:
+        """Two runs side by side (:mod:`charter.diff`)."""
+        return diff_runs(await self.events(run_a), await self.events(run_b))
 
 
 @dataclass(frozen=True, slots=True)

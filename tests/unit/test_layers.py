@@ -8,14 +8,21 @@ counts: at the top of a module, inside a function, under ``if TYPE_CHECKING:``. 
   facade, replay, rerun) and by itself: above the runtime, code uses public names;
 * the CLI imports nothing private (no ``_``-prefixed module) from outside ``charter.cli``.
 
+And the CLI is a skin: it opens a ``Runtime`` and calls it (its ``operations`` for the
+database as a whole); it never opens a store (``open_store``), reaches for the runtime's store
+(``rt.store``) or imports from ``charter.store`` anything but types and constants.
+
 A violation names the importing module, its line and the import.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "charter",  # the curated public names (charter/__init__.py)
             "charter.runtime",
+            "charter.operations",  # the operator's calls on a database (Runtime.operations)
             "charter.worker",
             "charter.governance",
             "charter.approvals",
@@ -73,11 +81,7 @@ ENGINE_CLIENTS = "runtime"  # the only layer (besides the engine) that imports t
 
 # Imports that break the rules today, each with the work that removes it. The test fails on
 # any violation not listed here, and on an entry that no longer happens (delete it then).
-# The eval runner seeds each case's simulated support desk and its checks read the ledgers.
-KNOWN: dict[tuple[str, str], str] = {
-    ("charter.evals._checks", "charter.testing.systems"): "issue 11: the world interface",
-    ("charter.evals._runner", "charter.testing.systems"): "issue 11: the world interface",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -236,3 +240,67 @@ def test_downward_and_public_imports_pass() -> None:
         ("charter.demo.run", "from charter.testing.systems import Systems"),
     ]:
         assert [problem(imp) for imp in imports_of(importer, statement)] == [None]
+
+
+# -- the CLI is a skin over the runtime ------------------------------------------------------
+
+STORE = "charter.store"
+
+
+def _a_type_or_constant(value: Any) -> bool:
+    """A class, a type alias (``Literal[...]``) or a plain value: not a function to call."""
+    return inspect.isclass(value) or not callable(value) or hasattr(value, "__origin__")
+
+
+def store_reaches(module: str, source: str) -> list[str]:
+    """Each place where ``source`` (a CLI module) reaches past the runtime into storage."""
+    found: list[str] = []
+    store = importlib.import_module(STORE)
+    for node in ast.walk(ast.parse(source)):
+        line = f"{module}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Name) and node.id == "open_store":
+            found.append(f"{line}: opens a store (open a Runtime instead)")
+        elif isinstance(node, ast.Attribute) and node.attr in ("store", "open_store"):
+            found.append(f"{line}: `{ast.unparse(node)}` reaches past the runtime")
+        elif isinstance(node, ast.Import) and any(
+            a.name == STORE or a.name.startswith(STORE + ".") for a in node.names
+        ):
+            found.append(f"{line}: `{ast.unparse(node)}`: import the types by name")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(STORE):
+            calls = [
+                a.name
+                for a in node.names
+                if node.module != STORE or not _a_type_or_constant(getattr(store, a.name, len))
+            ]
+            if calls:
+                found.append(f"{line}: imports {', '.join(calls)} from {node.module}")
+    return found
+
+
+def test_the_cli_opens_a_runtime_never_a_store() -> None:
+    reaches = [
+        reach
+        for path in sorted((SRC / "charter" / "cli").rglob("*.py"))
+        for reach in store_reaches(module_name(path), path.read_text())
+    ]
+    assert not reaches, "the CLI reaches past the runtime:\n" + "\n".join(reaches)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from charter.store import open_store",
+        "from charter.store import copy_store, RunRecord",
+        "import charter.store",
+        "def f(url):\n    return charter.store.open_store(url)",
+        "async def f(rt):\n    return await rt.store.get_approval('a')",
+        "from charter.store._sqlite import SQLiteStore",
+    ],
+)
+def test_a_cli_reaching_for_the_store_is_named(statement: str) -> None:
+    assert store_reaches("charter.cli._x", statement)
+
+
+def test_the_cli_may_name_the_stores_types_and_constants() -> None:
+    statement = "from charter.store import DEFAULT_URL, KillSwitchAction, RunRecord, RoleGrant"
+    assert store_reaches("charter.cli._x", statement) == []

@@ -38,12 +38,9 @@ from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
 from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
-from charter.clock import wall_clock
-from charter.errors import StoreError
 from charter.events import FINAL_STATUSES
 from charter.runtime import Runtime, tool_registry
-from charter.store import redact
-from charter.worker import FAULT_POINTS, Faults, Outage, WorkerOptions, WorkerReport
+from charter.worker import FAULT_POINTS, Faults, WorkerOptions, WorkerReport, run_worker
 
 T = TypeVar("T")
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
@@ -266,18 +263,7 @@ def worker_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        outage = Outage(retry_for, wall_clock)
-        while True:  # a database that is down at start is waited for, like one that goes away
-            try:
-                rt = Runtime.open(db_url)
-            except StoreError as exc:
-                await outage.wait(exc)
-                continue
-            async with rt:
-                worker = rt.worker(options)
-                log = logging.getLogger("charter.worker")
-                log.info("worker %s on %s", worker.worker_id, redact(db_url))
-                return await worker.run(until_idle=until_idle, stop=stop)
+        return await run_worker(db_url, options, until_idle=until_idle, stop=stop)
 
     report = asyncio.run(work())
     click.echo(f"worked {len(report.worked)} run(s); {len(report.errors)} error(s)", err=True)
@@ -361,10 +347,7 @@ def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
         echo_json(with_runtime(db_url, lambda rt: rt.get_run(run_id), read_only=True).to_dict())
         return
 
-    async def work(rt: Runtime) -> tuple[Any, Any]:
-        return await rt.get_run(run_id), await rt.events(run_id)
-
-    record, events = with_runtime(db_url, work, read_only=True)
+    record, events = with_runtime(db_url, lambda rt: rt.inspect(run_id), read_only=True)
     run_detail(record)
     click.echo()
     render_timeline(events)

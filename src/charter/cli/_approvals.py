@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import click
 
-from charter import approvals
 from charter.cli._options import (
     actor_option,
     db_option,
@@ -20,8 +19,7 @@ from charter.cli._options import (
 from charter.cli._render import clock_time, echo_json, table
 from charter.clock import wall_clock
 from charter.errors import ConfigError
-from charter.runtime import Runtime
-from charter.store import ApprovalRecord
+from charter.store import ApprovalRecord, RoleGrant
 
 T = TypeVar("T")
 STATUSES = ("pending", "granted", "denied", "expired", "all")
@@ -86,7 +84,7 @@ def approvals_list(
 @debug_option
 def approvals_show(approval_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     """One request in full: the exact call, why it is held, what it would change."""
-    record = with_runtime(db_url, lambda rt: rt.store.get_approval(approval_id), read_only=True)
+    record = with_runtime(db_url, lambda rt: rt.approval(approval_id), read_only=True)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -207,17 +205,15 @@ def _set_role(
     role: str,
     change: tuple[str | None, bool, str | None],
     on: bool,
-) -> list[Any]:
+) -> list[RoleGrant]:
     tenant, all_tenants, actor = change
     scope, who = _grant_scope(tenant, all_tenants), operator(actor)
-
-    async def work(rt: Runtime) -> list[Any]:
-        await approvals.set_role(
-            rt.store, principal=principal, role=role, tenant=scope, on=on, actor=who
-        )
-        return await approvals.role_grants(rt.store, principal=principal)
-
-    return with_runtime(db_url, work)
+    return with_runtime(
+        db_url,
+        lambda rt: rt.operations.set_role(
+            principal=principal, role=role, tenant=scope, on=on, actor=who
+        ),
+    )
 
 
 def _grant_scope(tenant: str | None, all_tenants: bool) -> str:
@@ -296,16 +292,12 @@ def roles_remove(
 def roles_list(principal: str | None, db_url: str, as_json: bool, debug: bool) -> None:
     """Every role grant."""
     _show_roles(
-        with_runtime(
-            db_url,
-            lambda rt: approvals.role_grants(rt.store, principal=principal),
-            read_only=True,
-        ),
+        with_runtime(db_url, lambda rt: rt.operations.roles(principal=principal), read_only=True),
         as_json,
     )
 
 
-def _show_roles(grants: list[Any], as_json: bool) -> None:
+def _show_roles(grants: list[RoleGrant], as_json: bool) -> None:
     if as_json:
         echo_json([g.to_dict() for g in grants])
     elif not grants:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,10 +83,7 @@ def audit_anchor(out: Path, db_url: str, as_json: bool, debug: bool) -> None:
     """Export the sealed heads (the audit log's last record, each run's last recorded head),
     after checking that the database verifies; `audit verify --anchor FILE` checks later
     that nothing before them was cut or rewritten."""
-    anchored = with_runtime(db_url, lambda rt: rt.anchor(), read_only=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(anchored, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out)
+    anchored = with_runtime(db_url, lambda rt: rt.anchor(out), read_only=True)
     head = anchored["audit_log"]
     if as_json:
         echo_json({"out": str(out), "audit_log": head, "runs": len(anchored["runs"])})
@@ -116,9 +112,8 @@ def audit_log(
     """The audit log: run creations, sealed heads, agents seen and operator actions with
     their actors, oldest first."""
     records = with_runtime(
-        db_url, lambda rt: rt.audit_log(run_id=run_id, kind=kind), read_only=True
+        db_url, lambda rt: rt.audit_log(run_id=run_id, kind=kind, limit=limit), read_only=True
     )
-    records = records[-limit:] if limit else records
     if as_json:
         echo_json([r.to_dict() for r in records])
         return

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import click
 
-from charter.agents import load_agent
 from charter.cli._options import debug_option, json_option
 from charter.cli._render import echo_json, table
-from charter.errors import ConfigError
 from charter.evals import CaseRun, Report, gate, load_report, load_suite, run_suite
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -41,12 +39,7 @@ def eval_command(
     Each case runs on a fresh SQLite file and freshly seeded simulated systems.
     """
     loaded = load_suite(suite_file)
-    agent_path = agent_file or loaded.agent_path
-    if agent_path is None:
-        raise ConfigError(
-            f"{suite_file}: no agent to evaluate", hint="give --agent AGENT.yaml or suite.agent"
-        )
-    agent = load_agent(agent_path)
+    agent = loaded.load_agent(agent_file)
     k = repeat if repeat is not None else loaded.suite.repeat
     total = len(loaded.suite.cases) * k
     with click.progressbar(

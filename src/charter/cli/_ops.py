@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import sys
 from typing import Any
 
 import click
 
-from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
+from charter.cli._options import (
+    actor_option,
+    db_option,
+    debug_option,
+    json_option,
+    operator,
+    with_runtime,
+)
 from charter.cli._render import clock_time, echo_json, table
 from charter.clock import wall_clock
-from charter.store import KillSwitchAction, Mode, copy_store, open_store, redact
+from charter.operations import DatabaseStatus
+from charter.store import KillSwitchAction
 
 
 @click.group("workers")
@@ -25,15 +33,7 @@ def workers_group() -> None:
 @debug_option
 def workers_list(db_url: str, as_json: bool, debug: bool) -> None:
     """Workers that announced themselves, with their leases and last heartbeat."""
-
-    async def main() -> Any:
-        store = open_store(db_url, mode="read")
-        try:
-            return await store.list_workers()
-        finally:
-            await store.close()
-
-    workers = asyncio.run(main())
+    workers = with_runtime(db_url, lambda rt: rt.operations.workers(), read_only=True)
     if as_json:
         echo_json([w.to_dict() for w in workers])
         return
@@ -63,33 +63,22 @@ def db_group() -> None:
     """The database: schema migrations, status, and copying to another database."""
 
 
-async def _status(url: str, mode: Mode) -> dict[str, Any]:
-    store = open_store(url, mode=mode)
-    try:
-        return {
-            "url": redact(url),
-            "schema_version": await store.schema_version(),
-            "latest_schema_version": store.latest_schema_version(),
-            "runs": await store.run_counts(),
-            "workers": len(await store.list_workers()),
-        }
-    finally:
-        await store.close()
+def _status(db_url: str, *, read_only: bool) -> DatabaseStatus:
+    return with_runtime(db_url, lambda rt: rt.operations.status(), read_only=read_only)
 
 
-def _show_status(status: dict[str, Any], as_json: bool) -> None:
+def _show_status(status: DatabaseStatus, as_json: bool) -> None:
     if as_json:
-        echo_json(status)
+        echo_json(status.to_dict())
         return
-    click.echo(f"database  {status['url']}")
+    click.echo(f"database  {status.url}")
     click.echo(
-        f"schema    version {status['schema_version']} (this Charter knows up to "
-        f"{status['latest_schema_version']})"
+        f"schema    version {status.schema_version} (this Charter knows up to "
+        f"{status.latest_schema_version})"
     )
-    runs = status["runs"]
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(runs.items())) or "none"
-    click.echo(f"runs      {sum(runs.values())}: {counts}")
-    click.echo(f"workers   {status['workers']} announced")
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status.runs.items())) or "none"
+    click.echo(f"runs      {sum(status.runs.values())}: {counts}")
+    click.echo(f"workers   {status.workers} announced")
 
 
 @db_group.command("migrate")
@@ -102,7 +91,7 @@ def db_migrate(db_url: str, as_json: bool, debug: bool) -> None:
     Commands that write migrate a database too; this command does it on purpose, and
     reports. Commands that only read never create or migrate one.
     """
-    _show_status(asyncio.run(_status(db_url, "write")), as_json)
+    _show_status(_status(db_url, read_only=False), as_json)
 
 
 @db_group.command("status")
@@ -111,7 +100,7 @@ def db_migrate(db_url: str, as_json: bool, debug: bool) -> None:
 @debug_option
 def db_status(db_url: str, as_json: bool, debug: bool) -> None:
     """Schema version, runs by status, announced workers (reads only)."""
-    _show_status(asyncio.run(_status(db_url, "read")), as_json)
+    _show_status(_status(db_url, read_only=True), as_json)
 
 
 @db_group.command("copy")
@@ -128,22 +117,21 @@ def db_copy(source_url: str, target_url: str, as_json: bool, debug: bool) -> Non
     already in the target are kept, so an interrupted copy can be run again.
     """
 
-    async def main() -> Any:
-        source = open_store(source_url, mode="read")
-        target = open_store(target_url)
-        try:
-            total = len(await source.run_ids())
-            with click.progressbar(length=total, label="copying runs", file=sys.stderr) as bar:
+    with contextlib.ExitStack() as shown:
+        bars: list[Any] = []
 
-                def advance(_: str) -> None:
-                    bar.update(1)
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bar = click.progressbar(length=total, label="copying runs", file=sys.stderr)
+                bars.append(shown.enter_context(bar))
+            if done:
+                bars[0].update(1)
 
-                return await copy_store(source, target, on_run=advance)
-        finally:
-            await source.close()
-            await target.close()
-
-    report = asyncio.run(main())
+        report = with_runtime(
+            source_url,
+            lambda rt: rt.operations.copy_to(target_url, progress=progress),
+            read_only=True,
+        )
     if as_json:
         echo_json(vars(report))
     else:
@@ -168,22 +156,12 @@ def _switch(
     actor: str | None,
     action: KillSwitchAction = "wait",
 ) -> list[Any]:
-    async def main() -> list[Any]:
-        store = open_store(db_url)
-        try:
-            await store.set_killswitch(
-                tenant=tenant,
-                agent=agent,
-                on=on,
-                reason=reason,
-                action=action,
-                actor=operator(actor),
-            )
-            return await store.killswitches()
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+    return with_runtime(
+        db_url,
+        lambda rt: rt.operations.set_killswitch(
+            tenant=tenant, agent=agent, on=on, reason=reason, action=action, actor=operator(actor)
+        ),
+    )
 
 
 def _show_switches(switches: list[Any], as_json: bool) -> None:
@@ -259,12 +237,5 @@ def killswitch_off(
 @debug_option
 def killswitch_status(db_url: str, as_json: bool, debug: bool) -> None:
     """The switches that are on."""
-
-    async def main() -> list[Any]:
-        store = open_store(db_url, mode="read")
-        try:
-            return await store.killswitches()
-        finally:
-            await store.close()
-
-    _show_switches(asyncio.run(main()), as_json)
+    switches = with_runtime(db_url, lambda rt: rt.operations.killswitches(), read_only=True)
+    _show_switches(switches, as_json)

@@ -12,8 +12,9 @@ import click
 from charter.errors import InputError
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_ENV, check_text, read_text_file
 from charter.principals import canonical_principal, local_operator
+from charter.redaction import redact_url
 from charter.runtime import Runtime
-from charter.store import DEFAULT_URL, redact
+from charter.store import DEFAULT_URL
 
 T = TypeVar("T")
 
@@ -26,7 +27,7 @@ class _DbOption(click.Option):
         from_env = os.environ.get("CHARTER_DB")
         self.show_default = not from_env
         self.help = "Database URL (also CHARTER_DB)." + (
-            f"  [in effect: {redact(from_env)} (from CHARTER_DB)]" if from_env else ""
+            f"  [in effect: {redact_url(from_env)} (from CHARTER_DB)]" if from_env else ""
         )
         return super().get_help_record(ctx)
 

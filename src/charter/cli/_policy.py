@@ -5,79 +5,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from charter.agents import Agent, load_agent
+from charter.agents import find_agent_files, load_agent
 from charter.cli._options import debug_option, json_option
 from charter.cli._render import echo_json, table
 from charter.errors import ConfigError
-from charter.events import RunStarted
-from charter.governance import decide_call
-from charter.policy import Decision, WhoCanPath, parse_selector, who_can
-from charter.principals import canonical_principal
-from charter.tools import validation_message
+from charter.governance import PolicyCase, check_policy_cases, decide_case, load_policy_cases
+from charter.policy import WhoCanPath, parse_selector, who_can
 
 
 @click.group("policy")
 def policy_group() -> None:
     """Check and test the policy that governs an agent."""
-
-
-class _Case(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = None
-    tool: str
-    args: dict[str, Any] = {}
-    tenant: str = "default"
-    principal: str = "anonymous"
-    roles: list[str] = []
-    environment: str = "dev"
-    principal_tenant: str | None = None
-    kill_switch: bool = False
-    untrusted_in_args: bool | None = None
-    """What-if provenance (a single call has no run history): None leaves what the engine
-    finds, which is that every value came from the model."""
-    untrusted_in_context: bool | None = None
-    destination_sources: dict[str, list[str]] | None = None
-    expect: str
-    rule: str | None = None
-
-
-def _decide(agent: Agent, case: _Case) -> Decision:
-    if agent.policy is None:
-        raise ConfigError(f"agent {agent.name} has no policy", hint="add 'policy: FILE' to it")
-    tool = agent.registry().get(case.tool)
-    try:
-        arguments = tool.validate(case.args)
-    except ValidationError as exc:
-        raise ConfigError(f"arguments for {tool.name}: {validation_message(exc)}") from exc
-    started = RunStarted(
-        agent_name=agent.name,
-        agent_version=agent.version,
-        agent_hash=agent.spec_hash,
-        tenant=case.tenant,
-        principal=canonical_principal(case.principal),
-        input="",
-        roles=tuple(case.roles),
-        environment=case.environment,
-        principal_tenant=case.principal_tenant,
-    )
-    what_if = {
-        name: value
-        for name in ("untrusted_in_args", "untrusted_in_context", "destination_sources")
-        if (value := getattr(case, name)) is not None
-    }
-    decision = decide_call(
-        agent, started, tool, arguments, kill_switch=case.kill_switch, what_if=what_if
-    )
-    if decision is None:
-        raise ConfigError(f"{tool.name} is a control tool: policy does not govern it")
-    return decision
 
 
 @policy_group.command("check")
@@ -116,12 +57,12 @@ def policy_check(
         args = json.loads(args_json)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--args is not valid JSON: {exc}") from exc
-    case = _Case(tool=tool_name, args=args, tenant=tenant, principal=principal,
-                 roles=list(roles), environment=environment, expect="?",
-                 principal_tenant=principal_tenant, kill_switch=kill_switch,
-                 untrusted_in_args=untrusted_args,
-                 untrusted_in_context=untrusted_context)  # fmt: skip
-    decision = _decide(load_agent(agent_file), case)
+    case = PolicyCase(tool=tool_name, args=args, tenant=tenant, principal=principal,
+                      roles=list(roles), environment=environment, expect="?",
+                      principal_tenant=principal_tenant, kill_switch=kill_switch,
+                      untrusted_in_args=untrusted_args,
+                      untrusted_in_context=untrusted_context)  # fmt: skip
+    decision = decide_case(load_agent(agent_file), case)
     if as_json:
         echo_json(decision.to_dict())
         return
@@ -149,18 +90,7 @@ def policy_test(agent_file: Path, cases_file: Path, as_json: bool, debug: bool) 
     untrusted_in_context, destination_sources ({argument path: [source kinds]}).
     """
     agent = load_agent(agent_file)
-    try:
-        raw = yaml.safe_load(cases_file.read_text())
-        cases = [_Case.model_validate(c) for c in raw]
-    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-        raise ConfigError(f"{cases_file}: not a list of policy cases: {exc}") from exc
-    results: list[dict[str, Any]] = []
-    for i, case in enumerate(cases, 1):
-        decision = _decide(agent, case)
-        deciding = decision.rule_ids[-1] if decision.rule_ids else None
-        ok = decision.outcome == case.expect and case.rule in (None, deciding)
-        results.append({"case": case.name or f"#{i}", "ok": ok, "expected": case.expect,
-                        "rule": case.rule, "got": decision.outcome, "by": deciding})  # fmt: skip
+    results = [r.to_dict() for r in check_policy_cases(agent, load_policy_cases(cases_file))]
     failed = [r for r in results if not r["ok"]]
     if as_json:
         echo_json({"cases": len(results), "failed": len(failed), "results": results})
@@ -206,7 +136,9 @@ def policy_who_can(
     unrestricted"). Exit 0 whatever the answer, "nobody" included.
     """
     sel = parse_selector(selector)
-    files = _agent_files(agent_files, agent_dirs)
+    if not agent_files and not agent_dirs:
+        raise ConfigError("no agents to ask about", hint="give --agent FILE or --agents-dir DIR")
+    files = find_agent_files(agent_files, agent_dirs)
     agents = [load_agent(f) for f in files]
     answer = who_can(sel, agents, tenant=tenant, environment=environment)
     if as_json:
@@ -236,27 +168,3 @@ def _path_row(path: WhoCanPath) -> tuple[str, ...]:
         "; ".join(r.text(brief=True) for r in path.pre_empted_by) or "-",
         "; ".join(r.text() for r in path.rewrites) or "-",
     )
-
-
-def _agent_files(files: tuple[Path, ...], dirs: tuple[Path, ...]) -> list[Path]:
-    """The agent files named, then those found under each directory; each once."""
-    if not files and not dirs:
-        raise ConfigError("no agents to ask about", hint="give --agent FILE or --agents-dir DIR")
-    found = list(files)
-    for directory in dirs:
-        if not directory.is_dir():
-            raise ConfigError(f"{directory}: no such directory")
-        candidates = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
-        found.extend(c for c in candidates if _is_agent_file(c))
-    unique: dict[Path, Path] = {}
-    for f in found:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def _is_agent_file(path: Path) -> bool:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read it as YAML: {exc}") from exc
-    return isinstance(data, dict) and "agent" in data

@@ -10,14 +10,12 @@ from typing import Any
 
 import click
 
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import db_option, debug_option, json_option, with_runtime
 from charter.cli._render import echo_json
+from charter.diff import render_diff
 from charter.inputs import read_text_file
-from charter.runtime import Runtime, run_sync
-
-
-def _open(db_url: str, *, read_only: bool = False) -> Runtime:
-    return Runtime.open(db_url, read_only=read_only)
+from charter.replay import ReplayReport
+from charter.runtime import Runtime
 
 
 @click.command("replay")
@@ -33,15 +31,13 @@ def replay_command(run_id: str, db_url: str, as_json: bool, debug: bool) -> None
     are printed), 10 when the run cannot be replayed here (its tools do not import, or
     retention removed payloads).
     """
-    from charter.replay import replay_run
 
-    async def work() -> tuple[Any, float]:
-        async with _open(db_url, read_only=True) as rt:
-            began = time.perf_counter()
-            report = await replay_run(rt.store, run_id)
-            return report, time.perf_counter() - began
+    async def timed(rt: Runtime) -> tuple[ReplayReport, float]:
+        began = time.perf_counter()
+        report = await rt.replay(run_id)
+        return report, time.perf_counter() - began
 
-    report, took = run_sync(work())
+    report, took = with_runtime(db_url, timed, read_only=True)
     if as_json:
         echo_json({**report.to_dict(), "seconds": round(took, 4)})
     elif report.divergence is None:
@@ -104,7 +100,7 @@ def rerun_command(
     original (rerun_of). Compare them with charter diff. Exit 0 when the rerun succeeded,
     1 when it did not, 10 when RUN_ID cannot be rerun (tools do not import, payloads removed).
     """
-    from charter.rerun import RerunChanges, import_simulators, rerun
+    from charter.rerun import RerunChanges, import_simulators
 
     if model is None and instructions is None and agent_file is None:
         raise click.UsageError("give --model, --instructions or --agent")
@@ -119,11 +115,7 @@ def rerun_command(
     )
     sims = import_simulators(simulators) if simulators else None
 
-    async def work() -> Any:
-        async with _open(db_url) as rt:
-            return await rerun(rt, run_id, changes=changes, simulators=sims)
-
-    result = run_sync(work())
+    result = with_runtime(db_url, lambda rt: rt.rerun(run_id, changes=changes, simulators=sims))
     if as_json:
         echo_json(result.to_dict())
     else:
@@ -143,13 +135,7 @@ def rerun_command(
 @debug_option
 def diff_command(run_a: str, run_b: str, db_url: str, as_json: bool, debug: bool) -> None:
     """Compare two runs side by side: status, steps, tool calls, decisions, tokens, cost."""
-    from charter.diff import diff_runs, render_diff
-
-    async def work() -> Any:
-        async with _open(db_url, read_only=True) as rt:
-            return diff_runs(await rt.events(run_a), await rt.events(run_b))
-
-    diff = run_sync(work())
+    diff = with_runtime(db_url, lambda rt: rt.diff(run_a, run_b), read_only=True)
     if as_json:
         echo_json(diff.to_dict())
     else:

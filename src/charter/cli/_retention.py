@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
-from charter.cli._options import actor_option, db_option, debug_option, json_option, operator
+from charter.cli._options import (
+    actor_option,
+    db_option,
+    debug_option,
+    json_option,
+    operator,
+    with_runtime,
+)
 from charter.cli._render import echo_json
 from charter.errors import ConfigError
-from charter.retention import RetentionPolicy, RetentionReport, apply, parse_ttl
-from charter.store import open_store
+from charter.retention import RetentionPolicy
 
 
 @click.group("retention")
@@ -45,28 +50,13 @@ def retention_apply(
     as_json: bool, debug: bool,
 ) -> None:  # fmt: skip
     """Remove the payloads of finished runs older than their TTL."""
-    policy = RetentionPolicy.load(config) if config else RetentionPolicy()
-    for item in ttls:
-        scope, _, ttl = item.partition("=")
-        tenant, _, kind = scope.rpartition(":")
-        if not ttl or not kind:
-            raise ConfigError(f"--ttl {item!r}: write KIND=TTL or TENANT:KIND=TTL, e.g. prompts=7d")
-        probe = RetentionPolicy.from_dict({"retention": {"default": {kind: ttl}}}, source="--ttl")
-        if tenant:
-            policy.tenants.setdefault(tenant, {})[kind] = parse_ttl(ttl)
-        else:
-            policy.default.update(probe.default)
-    if not policy.default and not policy.tenants:
+    policy = (RetentionPolicy.load(config) if config else RetentionPolicy()).override(ttls)
+    if policy.empty:
         raise ConfigError("no TTL given: pass --config FILE or --ttl KIND=TTL")
-
-    async def main() -> RetentionReport:
-        store = open_store(db_url)
-        try:
-            return await apply(store, policy, dry_run=dry_run, actor=operator(actor))
-        finally:
-            await store.close()
-
-    report = asyncio.run(main())
+    report = with_runtime(
+        db_url,
+        lambda rt: rt.operations.apply_retention(policy, dry_run=dry_run, actor=operator(actor)),
+    )
     if as_json:
         echo_json(report.to_dict())
         return

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
-from charter.cli._options import db_option, debug_option, json_option
+from charter.cli._options import db_option, debug_option, json_option, with_runtime
 from charter.cli._render import clock_time, echo_json, table
 from charter.stats import LatencyStats, StatsReport, parse_since
-from charter.store import open_store
 
 
 @click.command("stats")
@@ -29,15 +26,11 @@ def stats_command(
 ) -> None:
     """Runs, completion and escalation, tool errors, retries, latency, tokens, cost, approvals."""
     start = parse_since(since)
-
-    async def main() -> StatsReport:
-        store = open_store(db_url, mode="read")
-        try:
-            return await store.stats(since=start, agent=agent, tenant=tenant)
-        finally:
-            await store.close()
-
-    report = asyncio.run(main())
+    report = with_runtime(
+        db_url,
+        lambda rt: rt.operations.stats(since=start, agent=agent, tenant=tenant),
+        read_only=True,
+    )
     if as_json:
         echo_json(report.model_dump(mode="json"))
     else:

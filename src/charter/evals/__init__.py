@@ -8,12 +8,12 @@
     rows = gate(baseline_report, report)     # every row's .passed, or the candidate regressed
 
 A suite (YAML) is a list of cases: the input, who asks (tenant, principal, roles), the state of
-the simulated systems (:mod:`charter.testing.systems`), optionally a scripted model, tool
-faults (``charter.evals._faults``) or a worker killed at a fault point, and expectations
-checked against the run's log and the systems' own ledgers. Three kinds: ``regression``
-(expected behaviours), ``redteam`` (attacks; success means blocked; red-team corpus files
-join with ``corpus:``) and ``reliability`` (faults; the runtime must recover without
-duplicate effects).
+the simulated outside world the suite names (:class:`World`; by default the demo's support
+desk), optionally a scripted model, tool faults (``charter.evals._faults``) or a worker killed
+at a fault point, and expectations checked against the run's log and the world's own records.
+Three kinds: ``regression`` (expected behaviours), ``redteam`` (attacks; success means blocked;
+red-team corpus files join with ``corpus:``) and ``reliability`` (faults; the runtime must
+recover without duplicate effects).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from charter.agents import Agent
 from charter.evals._report import GateRow, Metrics, Report, build_report, gate, load_report
 from charter.evals._runner import CaseRun, run_cases
 from charter.evals._suite import Case, Expect, LoadedSuite, Suite, Thresholds, load_suite
+from charter.evals._world import DEFAULT_WORLD, World, WorldKind, resolve_world
 from charter.policy import PolicySet
 
 
@@ -41,15 +42,17 @@ def run_suite(
     """Run every case ``repeat`` times (the suite's ``repeat`` by default) and report.
 
     The suite's ``policy``, when it names one, replaces the agent's own (the report's agent
-    hash is then that of the agent under this policy).
+    hash is then that of the agent under this policy). Each run gets a fresh world of the kind
+    the suite names (``world:``).
     """
     k = repeat if repeat is not None else loaded.suite.repeat
     if loaded.policy_path is not None:
         agent = dataclasses.replace(agent, policy=PolicySet.load(loaded.policy_path))
     cases = list(loaded.suite.cases)
+    world = resolve_world(loaded.suite.world)
 
     def run(where: Path) -> list[CaseRun]:
-        return run_cases(cases, agent, workdir=where, repeat=k, progress=progress)
+        return run_cases(cases, agent, world=world, workdir=where, repeat=k, progress=progress)
 
     if workdir is not None:
         runs = run(workdir)
@@ -67,6 +70,7 @@ def run_suite(
 
 
 __all__ = [
+    "DEFAULT_WORLD",
     "Case",
     "CaseRun",
     "Expect",
@@ -76,8 +80,11 @@ __all__ = [
     "Report",
     "Suite",
     "Thresholds",
+    "World",
+    "WorldKind",
     "gate",
     "load_report",
     "load_suite",
+    "resolve_world",
     "run_suite",
 ]

@@ -1,18 +1,19 @@
-"""A case's expectations checked against the run's events and the simulated systems' ledgers.
+"""A case's expectations checked against the run's events and the simulated world's state.
 
 Everything is read from the log (what the model proposed, what policy decided, what ran) and
-from the external systems' own databases (what actually happened), never from the runtime's
-memory. Each failed expectation is one short line naming what was expected and what was found.
+from the world (:class:`~charter.evals._world.World`: the external systems' own records of
+what actually happened), never from the runtime's memory. Each failed expectation is one
+short line naming what was expected and what was found.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from charter.evals._suite import Expect
+from charter.evals._world import World
 from charter.events import (
     Event,
     PolicyEvaluated,
@@ -22,7 +23,6 @@ from charter.events import (
     ToolCallSucceeded,
     ToolOutcomeUnknown,
 )
-from charter.testing.systems import Systems
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +82,17 @@ def observe(events: Sequence[Event]) -> Observed:
 
 
 def check(
-    expect: Expect, *, status: str, state: dict[str, Any], events: Sequence[Event], systems: Systems
+    expect: Expect,
+    *,
+    status: str,
+    state: dict[str, Any],
+    events: Sequence[Event],
+    world: World,
+    final_state: Any = None,
 ) -> list[str]:
-    """Every expectation that does not hold, as one line each (empty: the case passed)."""
+    """Every expectation that does not hold, as one line each (empty: the case passed).
+
+    ``final_state``: ``expect.final_state`` parsed by the world's ``final_state_model``."""
     seen = observe(events)
     problems: list[str] = []
     if expect.statuses() and status not in expect.statuses():
@@ -95,9 +103,9 @@ def check(
         problems.append(f"{seen.denials} proposal(s) denied by policy, expected none")
     problems += _ceilings(expect, state)
     if expect.exactly_once:
-        problems += _duplicates(systems)
-    if expect.final_state is not None:
-        problems += _final_state(expect, systems)
+        problems += world.duplicates()
+    if final_state is not None:
+        problems += world.check(final_state)
     return problems
 
 
@@ -140,40 +148,6 @@ def _ceilings(expect: Expect, state: dict[str, Any]) -> list[str]:
         used = int(state.get(name, 0))
         if ceiling is not None and used > ceiling:
             problems.append(f"{name} {used} over the ceiling {ceiling}")
-    return problems
-
-
-def _duplicates(systems: Systems) -> list[str]:
-    refunds = {k: n for k, n in systems.ledger_counts().items() if n > 1 and k != "None"}
-    mails = Counter(str(m["idempotency_key"]) for m in systems.emails() if m["idempotency_key"])
-    problems = [f"billing holds {n} refunds for key {k}" for k, n in sorted(refunds.items())]
-    problems += [f"the outbox holds {n} messages for key {k}" for k, n in mails.items() if n > 1]
-    return problems
-
-
-def _final_state(expect: Expect, systems: Systems) -> list[str]:
-    final = expect.final_state
-    assert final is not None
-    problems = []
-    if final.refunds is not None:
-        ledger = systems.refunds()
-        got = [(r["order_id"], r["amount"]) for r in ledger]
-        ok = len(ledger) == len(final.refunds) and all(
-            (w.order_id is None or w.order_id == r["order_id"])
-            and (w.amount is None or abs(w.amount - r["amount"]) < 1e-9)
-            for w, r in zip(final.refunds, ledger, strict=False)
-        )
-        if not ok:
-            want = [(w.order_id, w.amount) for w in final.refunds]
-            problems.append(f"billing's ledger holds {got}, expected {want}")
-    for ticket_id, status in final.ticket_status.items():
-        found = systems.ticket(ticket_id)["status"]
-        if found != status:
-            problems.append(f"ticket {ticket_id} is {found}, expected {status}")
-    if final.emails is not None and len(systems.emails()) != final.emails:
-        problems.append(
-            f"the outbox holds {len(systems.emails())} messages, expected {final.emails}"
-        )
     return problems
 
 

@@ -1,12 +1,13 @@
-"""Running an eval case through the real runtime, on its own SQLite file and simulated systems.
+"""Running an eval case through the real runtime, on its own SQLite file and simulated world.
 
-Each run of a case gets a directory of its own: ``charter.db`` (Charter's store) and the
-simulated CRM, ticketing and billing file, seeded and then changed as the case says. The
+Each run of a case gets a directory of its own: ``charter.db`` (Charter's store) and a fresh
+world (:mod:`charter.evals._world`; the support desk by default: the simulated CRM,
+ticketing and billing file, seeded and then changed as the case's ``state`` says). The
 agent is the suite's agent, with the case's scripted model (``turns``) and tool faults
 applied in this process. A ``kill_worker`` case first lets a real ``charter worker`` process
 take the run and die by SIGKILL at the named fault point, then resumes it here, as the
 demo's crash scene does. The run is then driven while it waits: replies are sent, approval
-requests decided, and the expectations are checked against the log and the systems.
+requests decided, and the expectations are checked against the log and the world.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from charter.agents import Agent
 from charter.evals._checks import check, observe
 from charter.evals._faults import apply_faults
 from charter.evals._suite import Case, KillWorker
+from charter.evals._world import World, WorldKind
 from charter.models import ModelSpec
 from charter.runtime import Runtime
-from charter.testing.systems import DEFAULT_FILE, Systems
 
 MAX_WAITS = 10
 
@@ -67,34 +68,30 @@ def case_agent(case: Case, agent: Agent) -> Agent:
     return dataclasses.replace(agent, **changes) if changes else agent
 
 
-def prepare_systems(case: Case, where: Path) -> Systems:
-    systems = Systems(where / DEFAULT_FILE)  # a killed worker's directory: found by name
-    systems.seed()
-    for t in case.state.tickets:
-        systems.add_ticket(t.ticket_id, t.customer_id, t.subject, t.body)
-    for p in case.state.pages:
-        systems.publish(p.url, p.body)
-    systems.latency_s = case.state.billing_latency_s
-    return systems
-
-
-async def run_case(case: Case, agent: Agent, *, workdir: Path, repeat: int) -> CaseRun:
-    """Run ``case`` once (its ``repeat``-th time) and check it; errors become failures."""
+async def run_case(
+    case: Case, agent: Agent, *, world: WorldKind, workdir: Path, repeat: int
+) -> CaseRun:
+    """Run ``case`` once (its ``repeat``-th time) in a fresh ``world`` and check it; errors
+    become failures."""
     where = workdir / f"{case.id}-{repeat}"
     where.mkdir(parents=True, exist_ok=True)
     try:
-        systems = prepare_systems(case, where)
-        return await _run(case, case_agent(case, agent), systems, where, repeat)
+        made = world.create(where, world.state_model.model_validate(case.state))
+        final = case.expect.final_state
+        expected = None if final is None else world.final_state_model.model_validate(final)
+        return await _run(case, case_agent(case, agent), made, expected, where, repeat)
     except Exception as exc:  # a broken case is a failed case, named, not a crashed suite
         failure = f"could not run: {type(exc).__name__}: {exc}"
         return CaseRun(case.id, repeat, False, "error", (failure,), None)
 
 
-async def _run(case: Case, agent: Agent, systems: Systems, where: Path, repeat: int) -> CaseRun:
+async def _run(
+    case: Case, agent: Agent, world: World, final_state: Any, where: Path, repeat: int
+) -> CaseRun:
     url = f"sqlite:///{where / 'charter.db'}"
     problems: list[str] = []
     began = time.monotonic()
-    opened = Runtime.open(url, environment=case.environment, resources=systems.resources())
+    opened = Runtime.open(url, environment=case.environment, resources=world.resources())
     async with opened as rt:
         run_id = await rt.start(
             agent,
@@ -106,7 +103,7 @@ async def _run(case: Case, agent: Agent, systems: Systems, where: Path, repeat: 
         )
         if case.kill_worker is not None:
             problems += await _killed_worker(url, where, case.kill_worker)
-            systems.latency_s = 0.0
+            world.heal()
             await rt.work(until_idle=True, lease_s=1)
         else:
             await rt.work(run_id=run_id)
@@ -117,7 +114,12 @@ async def _run(case: Case, agent: Agent, systems: Systems, where: Path, repeat: 
         problems += [f"hash chain breaks at seq {b.seq}: {b.reason}" for b in await rt.verify()]
     state = record.state
     problems += check(
-        case.expect, status=record.status, state=state, events=events, systems=systems
+        case.expect,
+        status=record.status,
+        state=state,
+        events=events,
+        world=world,
+        final_state=final_state,
     )
     return CaseRun(
         case_id=case.id,
@@ -188,17 +190,19 @@ def run_cases(
     cases: list[Case],
     agent: Agent,
     *,
+    world: WorldKind,
     workdir: Path,
     repeat: int,
     progress: Callable[[CaseRun], None] | None = None,
 ) -> list[CaseRun]:
-    """Every case ``repeat`` times, one after another; ``progress`` hears of each run."""
+    """Every case ``repeat`` times, one after another, each in a fresh ``world``;
+    ``progress`` hears of each run."""
 
     async def main() -> list[CaseRun]:
         runs = []
         for case in cases:
             for k in range(1, repeat + 1):
-                done = await run_case(case, agent, workdir=workdir, repeat=k)
+                done = await run_case(case, agent, world=world, workdir=workdir, repeat=k)
                 runs.append(done)
                 if progress is not None:
                     progress(done)

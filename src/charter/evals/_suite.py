@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from charter._yaml_lines import locate
+from charter.agents import Agent, load_agent
 from charter.errors import ConfigError
 from charter.evals._corpus import load_corpus
 from charter.evals._faults import ToolFault
+from charter.evals._world import DEFAULT_WORLD, WorldKind, resolve_world
 from charter.worker import FAULT_POINTS
 
 SuiteKind = Literal["regression", "redteam", "reliability"]
@@ -27,26 +31,6 @@ class _Data(BaseModel):
 class Call(_Data):
     tool: str
     args: dict[str, Any] = {}
-
-
-class TicketState(_Data):
-    ticket_id: str
-    customer_id: str
-    subject: str
-    body: str
-
-
-class PageState(_Data):
-    url: str
-    body: str
-
-
-class SystemsState(_Data):
-    """What the case changes in the freshly seeded simulated systems before the run."""
-
-    tickets: tuple[TicketState, ...] = ()
-    pages: tuple[PageState, ...] = ()
-    billing_latency_s: float = Field(0.0, ge=0)
 
 
 class KillWorker(_Data):
@@ -73,21 +57,6 @@ class Approve(_Data):
     decision: Literal["grant", "deny"] = "grant"
 
 
-class RefundState(_Data):
-    order_id: str | None = None
-    amount: float | None = None
-
-
-class FinalState(_Data):
-    """The simulated systems after the run (only what is given is checked)."""
-
-    refunds: tuple[RefundState, ...] | None = None
-    """Every refund in billing's ledger, in order (given fields compared)."""
-    ticket_status: dict[str, str] = {}
-    emails: int | None = Field(None, ge=0)
-    """Messages in the mail relay's outbox."""
-
-
 class Expect(_Data):
     status: str | tuple[str, ...] | None = None
     called: tuple[str, ...] = ()
@@ -107,11 +76,14 @@ class Expect(_Data):
     """Tools whose unknown outcome was settled by asking the external system."""
     late: tuple[str, ...] = ()
     """Tools whose result came after their timeout, from an attempt the run waited for."""
-    final_state: FinalState | None = None
+    final_state: dict[str, Any] | None = None
+    """The world after the run (only what is given is checked): its grammar is the world's
+    ``final_state_model`` (the support desk: refunds, ticket_status, emails)."""
     no_policy_violation: bool = False
     """No proposal of the run was denied by policy."""
     exactly_once: bool = True
-    """Billing's ledger and the outbox hold at most one effect per idempotency key."""
+    """The world holds at most one effect per idempotency key (the support desk: billing's
+    ledger and the mail outbox)."""
     max_cost_usd: float | None = Field(None, ge=0)
     max_steps: int | None = Field(None, ge=0)
     max_tool_calls: int | None = Field(None, ge=0)
@@ -132,7 +104,9 @@ class Case(_Data):
     roles: tuple[str, ...] = ()
     environment: str = "prod"
     trust_tier: str | None = None
-    state: SystemsState = SystemsState()
+    state: dict[str, Any] = {}
+    """The fixtures: what the case changes in its fresh world before the run. Its grammar is
+    the world's ``state_model`` (the support desk: tickets, pages, billing_latency_s)."""
     turns: tuple[tuple[Call, ...], ...] | None = None
     """A scripted model for this case (turn by turn, then "Done."); else the agent's model."""
     faults: tuple[ToolFault, ...] = ()
@@ -173,6 +147,9 @@ class Suite(_Data):
     name: str
     kind: SuiteKind
     description: str = ""
+    world: str = DEFAULT_WORLD
+    """The simulated outside world the cases run against: an entry point name or
+    ``package.module:Name`` (:mod:`charter.evals._world`)."""
     agent: str | None = None
     """The agent file (relative to the suite) when ``--agent`` is not given."""
     policy: str | None = None
@@ -213,6 +190,16 @@ class LoadedSuite(BaseModel):
     def policy_path(self) -> Path | None:
         return None if self.suite.policy is None else self.path.parent / self.suite.policy
 
+    def load_agent(self, path: str | Path | None = None) -> Agent:
+        """The agent under test: the file ``path`` (``--agent``), else the suite's own."""
+        chosen = Path(path) if path is not None else self.agent_path
+        if chosen is None:
+            raise ConfigError(
+                f"{self.path}: no agent to evaluate",
+                hint="give --agent AGENT.yaml or suite.agent",
+            )
+        return load_agent(chosen)
+
 
 def load_suite(path: str | Path) -> LoadedSuite:
     """Read and check a suite file; each problem is a ConfigError with ``file:line``."""
@@ -221,14 +208,56 @@ def load_suite(path: str | Path) -> LoadedSuite:
     try:
         suite = _SuiteFile.model_validate(data).suite
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(exc, data, node, str(path)))) from None
+        raise ConfigError("\n".join(_describe(exc.errors(), data, node, str(path)))) from None
     if suite.corpus:
         suite = suite.model_copy(update={"cases": (*suite.cases, *_corpus(path, suite))})
     if not suite.cases:
         raise ConfigError(f"{path}: the suite has no cases")
+    try:
+        world = resolve_world(suite.world)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", hint=exc.hint) from None
+    suite = _in_world(suite, world, data, node, str(path))
     canonical = json.dumps(suite.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     return LoadedSuite(suite=suite, path=path, hash=digest)
+
+
+def _in_world(
+    suite: Suite, world: WorldKind, data: Any, node: yaml.Node | None, source: str
+) -> Suite:
+    """The suite with each case's ``state`` and ``expect.final_state`` checked by the world's
+    grammar and written out in full (defaults included, so the suite's hash covers them)."""
+    cases: list[Case] = []
+    errors: list[ErrorDetails] = []
+    for i, case in enumerate(suite.cases):
+        at = ("suite", "cases", i)
+        update: dict[str, Any] = {}
+        try:
+            update["state"] = world.state_model.model_validate(case.state).model_dump(mode="json")
+        except ValidationError as exc:
+            errors += _under((*at, "state"), exc)
+        if case.expect.final_state is not None:
+            try:
+                final = world.final_state_model.model_validate(case.expect.final_state)
+            except ValidationError as exc:
+                errors += _under((*at, "expect", "final_state"), exc)
+            else:
+                final_state = final.model_dump(mode="json")
+                update["expect"] = case.expect.model_copy(update={"final_state": final_state})
+        cases.append(case.model_copy(update=update))
+    if errors:
+        raise ConfigError("\n".join(_describe(errors, data, node, source)))
+    return suite.model_copy(update={"cases": tuple(cases)})
+
+
+def _under(prefix: tuple[str | int, ...], exc: ValidationError) -> list[ErrorDetails]:
+    """``exc``'s errors, located under ``prefix`` in the suite file."""
+    found: list[ErrorDetails] = []
+    for error in exc.errors():
+        moved: ErrorDetails = {**error, "loc": (*prefix, *error["loc"])}
+        found.append(moved)
+    return found
 
 
 def _corpus(path: Path, suite: Suite) -> list[Case]:
@@ -258,10 +287,10 @@ def _corpus(path: Path, suite: Suite) -> list[Case]:
                 roles=rc.roles,
                 environment=rc.environment,
                 trust_tier=rc.trust_tier,
-                state=SystemsState(
-                    tickets=tuple(TicketState(**t.model_dump()) for t in rc.tickets),
-                    pages=tuple(PageState(**p.model_dump()) for p in rc.pages),
-                ),
+                state={
+                    "tickets": [t.model_dump(mode="json") for t in rc.tickets],
+                    "pages": [p.model_dump(mode="json") for p in rc.pages],
+                },
                 turns=tuple(tuple(Call(tool=c.tool, args=c.args) for c in t) for t in rc.turns),
                 expect=Expect(calls=dict.fromkeys(rc.targets(), fate)),
             )
@@ -292,9 +321,11 @@ def _read(path: Path) -> tuple[Any, yaml.Node | None]:
     return data, node
 
 
-def _describe(exc: ValidationError, data: Any, node: yaml.Node | None, source: str) -> list[str]:
+def _describe(
+    errors: Sequence[ErrorDetails], data: Any, node: yaml.Node | None, source: str
+) -> list[str]:
     lines = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
         path, line = locate(data, node, loc)
         where = f"{source}:{line}" if line is not None else source

@@ -17,6 +17,7 @@ from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from charter.errors import ConfigError
+from charter.redaction import redact_url
 from charter.store._audit import AuditEntry, AuditKey, AuditRecord
 from charter.store._base import (
     Admin,
@@ -44,7 +45,7 @@ from charter.store._base import (
 )
 from charter.store._copy import CopyReport, copy_store
 from charter.store._opening import Mode
-from charter.store._postgres import PostgresStore, redact
+from charter.store._postgres import PostgresStore
 from charter.store._sqlite import SQLiteStore
 
 DEFAULT_URL = "sqlite:///charter.db"
@@ -82,7 +83,6 @@ __all__ = [
     "WorkerInfo",
     "copy_store",
     "open_store",
-    "redact",
 ]
 
 
@@ -110,7 +110,7 @@ def open_store(
         return PostgresStore(url, read_only=read_only, audit_key=key)
     if parts.scheme != "sqlite":
         raise ConfigError(
-            f"unsupported database URL {redact(url)!r}",
+            f"unsupported database URL {redact_url(url)!r}",
             hint="use sqlite:///path/to/charter.db or postgresql://user@host:5432/dbname",
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path

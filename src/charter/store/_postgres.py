@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -38,6 +38,7 @@ from charter.errors import (
     StoreError,
 )
 from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.redaction import redact_url
 from charter.stats import StatsReport
 from charter.store import (
     _audit,
@@ -123,22 +124,6 @@ class Target:
         return f"{self.address}/{self.dbname}"
 
 
-def redact(url: str) -> str:
-    """The URL with its password (in the user part or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
-        if ":" in credentials:
-            credentials = credentials.split(":", 1)[0] + ":***"
-        netloc = f"{credentials}@{host}"
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def _reason(text: str) -> str:
     """libpq's own words, without its preamble: 'Connection refused', 'role "x" ...'."""
     first = text.strip().splitlines()[0] if text.strip() else "unknown error"
@@ -203,7 +188,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         read_only: bool = False,
         audit_key: _audit.AuditKey | None = None,
     ) -> None:
-        self.url = redact(url)
+        self.url = redact_url(url)
         self.audit_key = audit_key
         """Seals what this store appends to the audit log (``store/_audit.py``)."""
         self.read_only = read_only

@@ -12,6 +12,9 @@ afterwards whether an effect happened; ``reconcile_refund`` asks and *fences* in
 transaction: when no refund has the key, it records a fence (the caller's fencing token) and
 from then on refuses a refund with that key and a lower token, so a request from a frozen
 worker that lands late is turned away. The ticketing system does honour its idempotency key.
+
+:class:`SupportDesk` makes them an eval world (``charter.evals.World``): the default world of
+eval suites, registered as the entry point ``support_desk`` (group ``charter.eval_worlds``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 RESOURCE = "support_desk"
 """The tool resource that names the systems database (``Runtime(resources=...)``, read from
@@ -469,3 +474,118 @@ def _words(text: str) -> list[str]:
 
 def _stem(word: str) -> str:
     return word[:6]
+
+
+# -- the support desk as an eval world (charter.evals.WorldKind) --------------------------------
+
+
+class _Fixture(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TicketState(_Fixture):
+    ticket_id: str
+    customer_id: str
+    subject: str
+    body: str
+
+
+class PageState(_Fixture):
+    url: str
+    body: str
+
+
+class SystemsState(_Fixture):
+    """An eval case's ``state:``: what it changes in the freshly seeded systems before the run."""
+
+    tickets: tuple[TicketState, ...] = ()
+    pages: tuple[PageState, ...] = ()
+    billing_latency_s: float = Field(0.0, ge=0)
+    """An injected fault: billing's latency per refund call (taken away by ``heal``)."""
+
+
+class RefundState(_Fixture):
+    order_id: str | None = None
+    amount: float | None = None
+
+
+class FinalState(_Fixture):
+    """An eval case's ``expect.final_state:``: the systems after the run (only what is given
+    is checked)."""
+
+    refunds: tuple[RefundState, ...] | None = None
+    """Every refund in billing's ledger, in order (given fields compared)."""
+    ticket_status: dict[str, str] = {}
+    emails: int | None = Field(None, ge=0)
+    """Messages in the mail relay's outbox."""
+
+
+class SupportDesk:
+    """The demo's support desk as an eval world (the suites' default, ``support_desk``): one
+    :class:`Systems` file per run of a case, named :data:`DEFAULT_FILE` in the run's directory
+    so that a ``charter worker`` started there (a killed-worker case) finds it by name."""
+
+    state_model = SystemsState
+    final_state_model = FinalState
+
+    def __init__(self, systems: Systems) -> None:
+        self.systems = systems
+
+    @classmethod
+    def create(cls, where: Path, state: SystemsState) -> SupportDesk:
+        systems = Systems(where / DEFAULT_FILE)
+        systems.seed()
+        for t in state.tickets:
+            systems.add_ticket(t.ticket_id, t.customer_id, t.subject, t.body)
+        for p in state.pages:
+            systems.publish(p.url, p.body)
+        systems.latency_s = state.billing_latency_s
+        return cls(systems)
+
+    def resources(self) -> dict[str, str]:
+        return self.systems.resources()
+
+    def heal(self) -> None:
+        self.systems.latency_s = 0.0
+
+    def duplicates(self) -> list[str]:
+        """Refunds in billing's ledger and messages in the outbox that share a key."""
+        ledger = self.systems.ledger_counts().items()
+        refunds = {k: n for k, n in ledger if n > 1 and k != "None"}
+        mails = Counter(
+            str(m["idempotency_key"]) for m in self.systems.emails() if m["idempotency_key"]
+        )
+        problems = [f"billing holds {n} refunds for key {k}" for k, n in sorted(refunds.items())]
+        problems += [
+            f"the outbox holds {n} messages for key {k}" for k, n in mails.items() if n > 1
+        ]
+        return problems
+
+    def check(self, final_state: FinalState) -> list[str]:
+        final, systems = final_state, self.systems
+        problems = []
+        if final.refunds is not None:
+            ledger = systems.refunds()
+            got = [(r["order_id"], r["amount"]) for r in ledger]
+            ok = len(ledger) == len(final.refunds) and all(
+                (w.order_id is None or w.order_id == r["order_id"])
+                and (w.amount is None or abs(w.amount - r["amount"]) < 1e-9)
+                for w, r in zip(final.refunds, ledger, strict=False)
+            )
+            if not ok:
+                want = [(w.order_id, w.amount) for w in final.refunds]
+                problems.append(f"billing's ledger holds {got}, expected {want}")
+        for ticket_id, status in final.ticket_status.items():
+            found = systems.ticket(ticket_id)["status"]
+            if found != status:
+                problems.append(f"ticket {ticket_id} is {found}, expected {status}")
+        emails = len(systems.emails())
+        if final.emails is not None and emails != final.emails:
+            problems.append(f"the outbox holds {emails} messages, expected {final.emails}")
+        return problems
+
+
+if TYPE_CHECKING:  # the support desk is an eval world (checked by mypy, not at import)
+    from charter.evals import WorldKind
+
+    _KIND: WorldKind = SupportDesk

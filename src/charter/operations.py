@@ -1,0 +1,165 @@
+"""Operations: what an operator does to a Charter database as a whole.
+
+::
+
+    async with Runtime.open("postgresql://charter@db/charter", read_only=True) as rt:
+        status = await rt.operations.status()          # schema, runs by status, workers
+        report = await rt.operations.stats(since=parse_since("24h"))
+
+The runtime works runs; its :attr:`~charter.runtime.Runtime.operations` look after the
+database they live in: its schema and status, a copy to another database, the workers that
+announced themselves, the kill switches, who holds which role, payload retention and the fleet
+figures. Each method is one call that returns plain data (records with ``to_dict``, reports),
+so the command line renders it and an HTTP server can serve it. Whether the database may be
+created, migrated or written is decided once, when the runtime is opened (``read_only``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from charter import approvals
+from charter.retention import RetentionPolicy, RetentionReport, apply
+from charter.stats import StatsReport
+from charter.store import (
+    CopyReport,
+    KillSwitch,
+    KillSwitchAction,
+    RoleGrant,
+    Store,
+    WorkerInfo,
+    copy_store,
+    open_store,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStatus:
+    """The database at a glance (``charter db status``)."""
+
+    url: str
+    """The database, its password hidden."""
+    schema_version: int
+    latest_schema_version: int
+    """The newest schema this Charter knows (``charter db migrate`` brings it there)."""
+    runs: dict[str, int]
+    """Runs by status."""
+    workers: int
+    """Workers that announced themselves."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "schema_version": self.schema_version,
+            "latest_schema_version": self.latest_schema_version,
+            "runs": dict(self.runs),
+            "workers": self.workers,
+        }
+
+
+class Operations:
+    """The operator's calls on one store (``Runtime.operations``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- the database ---------------------------------------------------------------------------
+
+    async def status(self) -> DatabaseStatus:
+        """Schema version, runs by status and announced workers. On a runtime opened to write,
+        the schema has been created or migrated first (``charter db migrate``)."""
+        return DatabaseStatus(
+            url=self.store.url,
+            schema_version=await self.store.schema_version(),
+            latest_schema_version=self.store.latest_schema_version(),
+            runs=await self.store.run_counts(),
+            workers=len(await self.store.list_workers()),
+        )
+
+    async def copy_to(
+        self, target_url: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> CopyReport:
+        """Copy every table that holds state into the database ``target_url`` names (created
+        or migrated), verifying each run's chain (see ``charter.store.copy_store``).
+
+        ``progress(done, total)`` hears of the runs: once with ``done`` 0 before the first,
+        then after each.
+        """
+        target = open_store(target_url)
+        try:
+            total = len(await self.store.run_ids())
+            done = 0
+            if progress is not None:
+                progress(0, total)
+
+            def advance(_: str) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+            return await copy_store(self.store, target, on_run=advance)
+        finally:
+            await target.close()
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers that announced themselves, with their leases and last heartbeat."""
+        return await self.store.list_workers()
+
+    # -- kill switches and roles ----------------------------------------------------------------
+
+    async def killswitches(self) -> list[KillSwitch]:
+        """The switches that are on."""
+        return await self.store.killswitches()
+
+    async def set_killswitch(
+        self,
+        *,
+        tenant: str = "*",
+        agent: str = "*",
+        on: bool,
+        reason: str = "",
+        action: KillSwitchAction = "wait",
+        actor: str | None = None,
+    ) -> list[KillSwitch]:
+        """Switch writes off (``on``) or back on for ``tenant`` and ``agent`` (``*``: all),
+        recorded in the audit log with ``actor``; returns the switches now on."""
+        await self.store.set_killswitch(
+            tenant=tenant, agent=agent, on=on, reason=reason, action=action, actor=actor
+        )
+        return await self.store.killswitches()
+
+    async def roles(self, *, principal: str | None = None) -> list[RoleGrant]:
+        """Every role grant, or one principal's (compared canonically)."""
+        return await approvals.role_grants(self.store, principal=principal)
+
+    async def set_role(
+        self, *, principal: str, role: str, tenant: str, on: bool, actor: str | None = None
+    ) -> list[RoleGrant]:
+        """Grant (``on``) or take away ``role`` in ``tenant`` (``*``: every tenant), recorded
+        with ``actor``; returns the principal's grants now (:func:`charter.approvals.set_role`)."""
+        await approvals.set_role(
+            self.store, principal=principal, role=role, tenant=tenant, on=on, actor=actor
+        )
+        return await approvals.role_grants(self.store, principal=principal)
+
+    # -- retention and figures ------------------------------------------------------------------
+
+    async def apply_retention(
+        self, policy: RetentionPolicy, *, dry_run: bool = False, actor: str | None = None
+    ) -> RetentionReport:
+        """Remove (or count, ``dry_run``) the payloads of finished runs older than their TTL
+        (:mod:`charter.retention`); the chains and the run skeletons stay."""
+        return await apply(self.store, policy, dry_run=dry_run, actor=actor)
+
+    async def stats(
+        self, *, since: float | None = None, agent: str | None = None, tenant: str | None = None
+    ) -> StatsReport:
+        """Fleet figures over the runs created since ``since`` (:mod:`charter.stats`;
+        ``parse_since("7d")`` gives the time)."""
+        return await self.store.stats(since=since, agent=agent, tenant=tenant)
+
+
+__all__ = ["DatabaseStatus", "Operations"]
