@@ -172,7 +172,7 @@ class RunDriver(UnknownOutcomes):
         while True:
             now = self._time_budget_reading()
             decision = decider.next_effect(
-                self.state, self.agent.budgets, active_s=self._active_s(now), now=now
+                self.state, self.agent.budgets, active_s=self._worked_s(now), now=now
             )
             self._append_all(decision.events)  # a budget exhausted: the run escalates
             match decision.effect:
@@ -288,7 +288,7 @@ class RunDriver(UnknownOutcomes):
         """False (and the run escalated) when a budget is exhausted."""
         now = self._time_budget_reading()
         exhausted = decider.over_budget(
-            self.state, self.agent.budgets, active_s=self._active_s(now), now=now
+            self.state, self.agent.budgets, active_s=self._worked_s(now), now=now
         )
         self._append_all(exhausted)
         return not exhausted
@@ -296,6 +296,10 @@ class RunDriver(UnknownOutcomes):
     def _time_budget_reading(self) -> float | None:
         """The clock, read for a run with a time budget only (the decider records it)."""
         return self.clock() if self.agent.budgets.timeout_seconds else None
+
+    def _worked_s(self, now: float | None) -> float:
+        """Work time by the time budget's clock reading (0.0: no budget, no reading)."""
+        return 0.0 if now is None else self._active_s(now)
 
     def _active_s(self, now: float | None = None) -> float:
         """Work time so far (by the clock reading ``now``, or read now)."""
