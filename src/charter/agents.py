@@ -9,7 +9,7 @@ Define one in Python with :class:`Agent`, or in YAML with :func:`load_agent`::
                                                 # text itself as a block (instructions: |)
       model: {provider: scripted, script: responses.json}
       tools: ["examples.support.tools:kb_search", "charter.tools:ask_principal"]
-      budgets: {max_steps: 20, max_tool_calls: 10, max_tokens_total: 12000, timeout_seconds: 60}
+      budgets: {max_steps: 20, max_tool_calls: 10, max_tokens_total: 12000, timeout_s: 60}
       model_routing:                  # optional: a model per step kind (charter.models._routing)
         classify: {provider: local, name: qwen2.5-coder-0.5b-instruct-q4_k_m}
       step_kinds: [{when: first, kind: classify}]
@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from charter.errors import ConfigError, ToolImportError
 from charter.models import ModelSpec
@@ -51,9 +58,20 @@ class Budgets(BaseModel):
     max_steps: int = Field(50, gt=0)
     max_tool_calls: int = Field(100, gt=0)
     max_tokens_total: int | None = Field(None, gt=0)
-    timeout_seconds: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(
+        None, gt=0, validation_alias=AliasChoices("timeout_s", "timeout_seconds")
+    )
+    """Work time per run, in seconds. ``timeout_seconds`` is its old name: deprecated, still
+    read (agent files and the specs older runs stored); a spec always writes ``timeout_s``."""
     max_cost_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Spending per run, in US dollars: model tokens at the model's prices plus tool costs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_time_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout_s" in data and "timeout_seconds" in data:
+            raise ValueError("give timeout_s only (timeout_seconds is its deprecated name)")
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)

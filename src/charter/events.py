@@ -471,8 +471,8 @@ class BudgetExceeded(_Body):
     limit: float
     used: float
     measured_at: float | None = None
-    """``timeout_seconds``: the clock reading the work time ``used`` was measured at (None in
-    older logs, and for the other budgets, which are counted from the log)."""
+    """``timeout_seconds`` (the agent's ``timeout_s``): the clock reading the work time ``used``
+    was measured at (None in older logs, and for the other budgets, counted from the log)."""
 
 
 class RunFinished(_Redactable):

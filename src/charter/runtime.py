@@ -155,6 +155,9 @@ class Runtime:
                 if agent is None:
                     spec = json.loads(await self.store.get_agent_spec(record.agent_hash))
                     agent = self.register(Agent.from_spec(spec))
+                    # and under its stored hash: a spec an older Charter wrote may differ
+                    # from the canonical one (``timeout_seconds``), so may its hash
+                    self._agents[record.agent_hash] = agent
         model = self._models.get(record.agent_hash)
         if model is None:  # one router per agent: each route's model is built once here
             model = self._models[record.agent_hash] = ModelRouter(build_model(agent.model))

@@ -62,7 +62,7 @@ def agent_file(tmp: Path, *writes: Write, tools: tuple[str, ...] = DEMO_TOOLS) -
         "  instructions: prompt.md\n"
         "  model: {provider: scripted, script: script.json}\n"
         f"  tools: {json.dumps(list(tools))}\n"
-        "  budgets: {max_steps: 6, timeout_seconds: 60}\n"
+        "  budgets: {max_steps: 6, timeout_s: 60}\n"
     )
     return tmp / "agent.yaml"
 

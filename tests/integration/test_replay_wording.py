@@ -313,7 +313,7 @@ def test_a_run_stopped_by_its_time_budget_replays_from_the_recorded_clock(store_
             provider="scripted", script=[{"tool_calls": [{"name": "dawdle", "arguments": {}}]}] * 3
         ),
         tools=[dawdle],
-        budgets=Budgets(timeout_seconds=0.2),
+        budgets=Budgets(timeout_s=0.2),
     )
 
     async def main() -> list[Event]:

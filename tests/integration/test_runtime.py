@@ -288,7 +288,7 @@ def test_max_tokens_total_escalates_the_run(db_url: str) -> None:
     _in_runtime(db_url, scenario)
 
 
-def test_timeout_seconds_escalates_the_run(db_url: str) -> None:
+def test_timeout_s_escalates_the_run(db_url: str) -> None:
     script = [{"tool_calls": [{"name": "slow", "arguments": {}}]}] * 10
 
     @tool(effect="read", retry=1, timeout_s=30)
@@ -296,7 +296,7 @@ def test_timeout_seconds_escalates_the_run(db_url: str) -> None:
         await asyncio.sleep(3)
         return "late"
 
-    agent = _agent(script, slow, budgets=Budgets(timeout_seconds=0.2))
+    agent = _agent(script, slow, budgets=Budgets(timeout_s=0.2))
 
     async def scenario(rt: Runtime) -> None:
         started = time.monotonic()
@@ -509,6 +509,33 @@ def test_verify_reports_a_run_whose_last_event_was_deleted(db_url: str, db_path:
     _in_runtime(db_url, scenario)
 
 
+def test_a_run_whose_stored_spec_spells_the_time_budget_timeout_seconds_still_runs(
+    db_url: str, db_path: Path
+) -> None:
+    # An older Charter stored specs with ``timeout_seconds`` (now ``timeout_s``): a worker of
+    # this version, which never saw the agent, rebuilds it from that spec and works the run.
+    script = [{"content": "done"}]
+    agent = _agent(script, budgets=Budgets(timeout_s=60))
+
+    async def start(rt: Runtime) -> str:
+        return await rt.start(agent, "go")
+
+    run_id = _in_runtime(db_url, start)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        [(agent_hash, text)] = conn.execute("SELECT agent_hash, spec FROM agents").fetchall()
+        spec = json.loads(text)
+        spec["budgets"]["timeout_seconds"] = spec["budgets"].pop("timeout_s")
+        old = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        conn.execute("UPDATE agents SET spec = ? WHERE agent_hash = ?", (old, agent_hash))
+
+    async def resume(rt: Runtime) -> None:
+        await rt.work(run_id=run_id)
+        record = await rt.get_run(run_id)
+        assert (record.status, record.state["output"]) == ("succeeded", "done")
+
+    _in_runtime(db_url, resume)
+
+
 def test_events_of_an_unknown_run_is_not_found(db_url: str) -> None:
     async def scenario(rt: Runtime) -> None:
         with pytest.raises(NotFoundError):
@@ -555,9 +582,9 @@ def test_a_model_error_fails_the_run_with_model_call_failed(db_url: str) -> None
     _in_runtime(db_url, scenario)
 
 
-def test_time_spent_queued_does_not_count_against_timeout_seconds(db_url: str) -> None:
+def test_time_spent_queued_does_not_count_against_timeout_s(db_url: str) -> None:
     script = [{"content": "quick answer"}]
-    agent = _agent(script, budgets=Budgets(timeout_seconds=0.3))
+    agent = _agent(script, budgets=Budgets(timeout_s=0.3))
 
     async def scenario(rt: Runtime) -> None:
         run_id = await rt.start(agent, "hello")

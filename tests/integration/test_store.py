@@ -130,12 +130,12 @@ def test_stored_events_keep_a_verifiable_chain_and_the_state_round_trips(
         history = list(run.events)
         for step in (1, 2, 3):
             # Times with every digit a double holds: the hash covers them exactly.
-            new = next_events(history, responded(step), gap=1 / 3)
+            new = next_events(history, responded(step), gap_s=1 / 3)
             await store.commit(commit_for(claim, "w1", history, new))
             history += new
             record = await store.get_run("run_1")
             assert record.state == json.loads(state_of(history))
-        done = next_events(history, RunFinished(status="succeeded", output="ok"), gap=0.7)
+        done = next_events(history, RunFinished(status="succeeded", output="ok"), gap_s=0.7)
         await store.commit(
             commit_for(claim, "w1", history, done, status="succeeded", ready_at=None, release=True)
         )

@@ -22,7 +22,7 @@ agent:
   instructions: prompts/support.md
   model: {provider: scripted, name: s1, script: scripts/responses.json}
   tools: ["tests.helpers.tools:lookup", "tests.helpers.tools:refund", "charter.tools:ask_principal"]
-  budgets: {max_steps: 7, max_tool_calls: 9, max_tokens_total: 1200, timeout_seconds: 60}
+  budgets: {max_steps: 7, max_tool_calls: 9, max_tokens_total: 1200, timeout_s: 60}
   max_context_messages: 12
 """
 
@@ -54,10 +54,40 @@ def test_load_agent_reads_a_valid_file(tmp_path: Path) -> None:
     assert agent.model.script == SCRIPT  # the JSON file, loaded inline
     assert list(agent.tools) == [helper_tools.lookup, helper_tools.refund, ask_principal]
     assert agent.budgets == Budgets(
-        max_steps=7, max_tool_calls=9, max_tokens_total=1200, timeout_seconds=60
+        max_steps=7, max_tool_calls=9, max_tokens_total=1200, timeout_s=60
     )
     assert agent.max_context_messages == 12
     assert isinstance(build_model(agent.model), ScriptedModel)
+
+
+def test_an_agent_file_with_the_deprecated_timeout_seconds_still_loads(tmp_path: Path) -> None:
+    current = load_agent(_write_agent(tmp_path, _valid(tmp_path)))
+    old_text = _valid(tmp_path).replace("timeout_s: 60", "timeout_seconds: 60")
+    old = load_agent(_write_agent(tmp_path, old_text))
+
+    assert old.budgets.timeout_s == 60
+    budgets = old.spec()["budgets"]
+    assert budgets["timeout_s"] == 60 and "timeout_seconds" not in budgets
+    # The old spelling names the same agent: one canonical spec, so one agent hash.
+    assert old.spec_json() == current.spec_json()
+    assert old.spec_hash == current.spec_hash
+
+
+def test_a_spec_an_older_charter_stored_with_timeout_seconds_rebuilds_the_agent() -> None:
+    spec = _agent(budgets=Budgets(timeout_s=30)).spec()
+    budgets = dict(spec["budgets"])
+    budgets["timeout_seconds"] = budgets.pop("timeout_s")
+    rebuilt = Agent.from_spec({**spec, "budgets": budgets})
+    assert rebuilt.budgets.timeout_s == 30
+    assert rebuilt.spec_hash == _agent(budgets=Budgets(timeout_s=30)).spec_hash
+
+
+def test_an_agent_file_giving_both_spellings_of_the_time_budget_is_refused(
+    tmp_path: Path,
+) -> None:
+    both = _valid(tmp_path).replace("timeout_s: 60", "timeout_s: 60, timeout_seconds: 60")
+    with pytest.raises(ConfigError, match="give timeout_s only"):
+        load_agent(_write_agent(tmp_path, both))
 
 
 def test_instructions_path_is_relative_to_the_yaml_file_not_the_working_dir(
@@ -188,7 +218,7 @@ def test_an_agent_refuses_two_tools_of_one_name_and_a_tiny_context() -> None:
         _agent(max_context_messages=1)
 
 
-@pytest.mark.parametrize("budgets", [{"max_steps": 0}, {"timeout_seconds": -1}])
+@pytest.mark.parametrize("budgets", [{"max_steps": 0}, {"timeout_s": -1}])
 def test_budgets_must_be_positive(budgets: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         Budgets(**budgets)  # type: ignore[arg-type]

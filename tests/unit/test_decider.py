@@ -167,7 +167,7 @@ def test_an_exhausted_step_budget_escalates_with_the_figures() -> None:
 
 
 def test_a_time_budget_is_decided_on_the_clock_reading_it_records() -> None:
-    budgets = Budgets(timeout_seconds=4.0)
+    budgets = Budgets(timeout_s=4.0)
     decision = decider.next_effect(running(), budgets, active_s=4.25, now=1000.5)
     exceeded = decision.events[0]
     assert isinstance(exceeded, BudgetExceeded)

@@ -151,7 +151,12 @@ class Limits(Protocol):
     @property
     def max_cost_usd(self) -> float | None: ...
     @property
-    def timeout_seconds(self) -> float | None: ...
+    def timeout_s(self) -> float | None: ...
+
+
+TIME_BUDGET = "timeout_seconds"
+"""The time budget's name in ``budget_exceeded`` events: the agent field's name before it was
+``timeout_s``, kept because logs already hold it (replay compares these events)."""
 
 
 # -- the next effect ---------------------------------------------------------------------------
@@ -200,8 +205,8 @@ def over_budget(
         exhausted = ("max_tokens_total", b.max_tokens_total, s.tokens)
     elif b.max_cost_usd is not None and s.cost_usd >= b.max_cost_usd:
         exhausted = ("max_cost_usd", b.max_cost_usd, round(s.cost_usd, 9))
-    elif b.timeout_seconds and now is not None and active_s >= b.timeout_seconds:
-        exhausted = ("timeout_seconds", b.timeout_seconds, round(active_s, 3))
+    elif b.timeout_s and now is not None and active_s >= b.timeout_s:
+        exhausted = (TIME_BUDGET, b.timeout_s, round(active_s, 3))
         measured_at = now
     if exhausted is None:
         return ()

@@ -146,10 +146,10 @@ class ToolExecutor:
         lease_until: Callable[[], float] | None,
         on_overdue: OverdueHook | None,
     ) -> Outcome:
-        timeout = tool.timeout_s
+        timeout_s = tool.timeout_s
         if deadline is not None:
-            timeout = max(0.001, min(timeout, deadline - self._clock()))
-        if not await self.slots.acquire(tool, ctx.tenant, timeout):
+            timeout_s = max(0.001, min(timeout_s, deadline - self._clock()))
+        if not await self.slots.acquire(tool, ctx.tenant, timeout_s):
             in_tool, in_tenant = self.slots.in_use(tool, ctx.tenant)
             message = (
                 f"{tool.name} is busy: {in_tool} of its {tool.max_concurrency} attempts and"
@@ -165,7 +165,9 @@ class ToolExecutor:
                 self.slots.release(tool, ctx.tenant)
 
         try:
-            ended = await self._run(tool, ctx, arguments, timeout, lease_until, on_overdue, release)
+            ended = await self._run(
+                tool, ctx, arguments, timeout_s, lease_until, on_overdue, release
+            )
         finally:
             if tool.is_async or tool.execution == "process":
                 release()  # a thread releases its own slot when it really ends
@@ -176,25 +178,27 @@ class ToolExecutor:
         tool: Tool,
         ctx: ToolContext,
         arguments: dict[str, Any],
-        timeout: float,
+        timeout_s: float,
         lease_until: Callable[[], float] | None,
         on_overdue: OverdueHook | None,
         release: Callable[[], None],
     ) -> Ended:
         if tool.execution == "process" and not tool.is_async:
-            return await self.processes.run(tool, ctx, arguments, timeout, lease_until=lease_until)
+            return await self.processes.run(
+                tool, ctx, arguments, timeout_s, lease_until=lease_until
+            )
         try:
             kwargs = tool.bind(ctx, arguments)
         except Exception as exc:
             release()
-            return attempts.classify(exc, timeout)
+            return attempts.classify(exc, timeout_s)
         if tool.is_async:
-            return await attempts.run_async(tool, kwargs, timeout)
+            return await attempts.run_async(tool, kwargs, timeout_s)
         return await attempts.run_thread(
             tool,
             ctx,
             kwargs,
-            timeout,
+            timeout_s,
             threads=self.threads,
             wait_past_timeout=tool.effect == "write",
             on_overdue=on_overdue,

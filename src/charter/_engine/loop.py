@@ -295,7 +295,7 @@ class RunDriver(UnknownOutcomes):
 
     def _time_budget_reading(self) -> float | None:
         """The clock, read for a run with a time budget only (the decider records it)."""
-        return self.clock() if self.agent.budgets.timeout_seconds else None
+        return self.clock() if self.agent.budgets.timeout_s else None
 
     def _worked_s(self, now: float | None) -> float:
         """Work time by the time budget's clock reading (0.0: no budget, no reading)."""
@@ -307,7 +307,7 @@ class RunDriver(UnknownOutcomes):
         return decider.active_s(self.state, claimed_at=self._claimed_at, now=now)
 
     def _deadline(self) -> float | None:
-        limit = self.agent.budgets.timeout_seconds
+        limit = self.agent.budgets.timeout_s
         return None if limit is None else self.clock() + limit - self._active_s()
 
     # -- the model ----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pydantic import TypeAdapter
 
 from charter._engine.attempts import Overdue, OverdueHook
 from charter._engine.caching import encode_response
-from charter._engine.decider import Outcome
+from charter._engine.decider import TIME_BUDGET, Outcome
 from charter.agents import Agent
 from charter.errors import NotFoundError, ReplayUnavailableError
 from charter.events import (
@@ -150,7 +150,7 @@ class Cursor:
     def now(self) -> float:
         """The time of the loop's last event, or the reading a time budget was decided on."""
         body = self.next() if self.driver is not None else None  # (None: the claim's time)
-        if isinstance(body, BudgetExceeded) and body.budget == "timeout_seconds":
+        if isinstance(body, BudgetExceeded) and body.budget == TIME_BUDGET:
             if body.measured_at is None:
                 raise _older(self, self.pos + 1, "the clock reading its time budget ran out at")
             return body.measured_at

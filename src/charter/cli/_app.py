@@ -195,20 +195,23 @@ def start_cmd(
 )
 @click.option(
     "--lease-seconds",
+    "lease_s",
     default=30.0,
     show_default=True,
     type=click.FloatRange(0.1),
-    help="How long a claim lasts without a heartbeat.",
+    help="Seconds a claim lasts without a heartbeat.",
 )
 @click.option(
     "--poll-seconds",
+    "poll_s",
     default=0.2,
     show_default=True,
     type=click.FloatRange(0.01),
-    help="How often to look for work when idle.",
+    help="Seconds between looks for work when idle.",
 )
 @click.option(
     "--retry-for",
+    "retry_for_s",
     type=click.FloatRange(0),
     default=None,
     help="Stop if the database stays unusable this many seconds [default: retry for ever].",
@@ -226,19 +229,19 @@ def start_cmd(
     hidden=True,
     help=f"Testing: SIGKILL this worker at NAME[:N], one of {', '.join(FAULT_POINTS)}.",
 )
-@click.option("--fault-delay", default=0.05, hidden=True, type=float)
+@click.option("--fault-delay", "fault_delay_s", default=0.05, hidden=True, type=float)
 @click.option("--fault-action", default="kill", hidden=True, type=click.Choice(["kill", "stop"]))
 @db_option
 @debug_option
 def worker_cmd(
     until_idle: bool,
     concurrency: int,
-    lease_seconds: float,
-    poll_seconds: float,
-    retry_for: float | None,
+    lease_s: float,
+    poll_s: float,
+    retry_for_s: float | None,
     tool_slots_per_tenant: int,
     fault_point: str | None,
-    fault_delay: float,
+    fault_delay_s: float,
     fault_action: str,
     db_url: str,
     debug: bool,
@@ -251,10 +254,10 @@ def worker_cmd(
     )
     options = WorkerOptions(
         concurrency=concurrency,
-        lease_s=lease_seconds,
-        poll_s=poll_seconds,
-        faults=Faults.parse(fault_point, during_delay_s=fault_delay, action=fault_action),
-        give_up_after_s=retry_for,
+        lease_s=lease_s,
+        poll_s=poll_s,
+        faults=Faults.parse(fault_point, during_delay_s=fault_delay_s, action=fault_action),
+        give_up_after_s=retry_for_s,
         tool_slots_per_tenant=tool_slots_per_tenant,
     )
 

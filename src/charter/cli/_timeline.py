@@ -82,13 +82,13 @@ def ms(value: float) -> str:
     return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
-def span(seconds: float) -> str:
+def span(duration_s: float) -> str:
     """A wall-clock duration: ``12.345s``, ``4m05.1s``, ``2h03m``."""
-    if seconds < 60:
-        return f"{seconds:.3f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if duration_s < 60:
+        return f"{duration_s:.3f}s"
+    if duration_s < 3600:
+        return f"{int(duration_s // 60)}m{duration_s % 60:04.1f}s"
+    return f"{int(duration_s // 3600)}h{int(duration_s % 3600 // 60):02d}m"
 
 
 def clip(text: str, width: int = _CLIP) -> str:

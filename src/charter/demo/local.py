@@ -51,7 +51,7 @@ TICKETS = (*SCENARIOS, CRASH)
 def local_agent(agent: Agent) -> Agent:
     """``agent`` driven by the local model; its policy and tools unchanged."""
     model = ModelSpec(provider="local", name=MODEL, max_output_tokens=256)
-    budgets = agent.budgets.model_copy(update={"timeout_seconds": 600})
+    budgets = agent.budgets.model_copy(update={"timeout_s": 600})
     return dataclasses.replace(agent, model=model, budgets=budgets)
 
 

@@ -296,9 +296,9 @@ class Leases(Protocol):
     async def next_ready_at(self) -> float | None: ...
     async def work_outlook(self) -> tuple[int, int]: ...
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout_s: float) -> None:
         """Return when work may have appeared (a wake-up from another process), or after
-        ``timeout`` seconds. Backends without notifications just sleep."""
+        ``timeout_s`` seconds. Backends without notifications just sleep."""
         ...
 
     # -- workers ----------------------------------------------------------------------------

@@ -496,20 +496,20 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         [(found,)] = await self._fetch(query)
         return None if found is None else float(found)
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return at the first wake-up (from any process), or after ``timeout``; never raises.
+    async def wait_for_work(self, timeout_s: float) -> None:
+        """Return at the first wake-up (from any process), or after ``timeout_s``; never raises.
 
         One background task per store holds the LISTEN connection and reconnects when it
         breaks, so waiters can be cancelled freely and several may wait at once. A wake-up
         that arrives while nobody waits is kept for the next waiter.
         """
         if self._closed:
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(timeout_s)
             return
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="charter-pg-listen")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout_s):
                 await self._listening.wait()
                 await self._woken.wait()
         except TimeoutError:

@@ -543,9 +543,9 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         )
         return None if row[0] is None else float(row[0])
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout_s: float) -> None:
         """SQLite has no notifications between processes: workers poll."""
-        await asyncio.sleep(timeout)
+        await asyncio.sleep(timeout_s)
 
     # -- kill switch --------------------------------------------------------------------------
 

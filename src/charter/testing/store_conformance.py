@@ -118,13 +118,13 @@ def new_run(run_id: str, now: float) -> NewRun:
     )  # fmt: skip
 
 
-def next_events(events: list[Event], *bodies: Any, gap: float = 1.0) -> list[Event]:
-    """Seal ``bodies`` as the next events of a run's chain, ``gap`` seconds apart."""
+def next_events(events: list[Event], *bodies: Any, gap_s: float = 1.0) -> list[Event]:
+    """Seal ``bodies`` as the next events of a run's chain, ``gap_s`` seconds apart."""
     out: list[Event] = []
     prev = events[-1]
     for body in bodies:
         prev = Event.seal(
-            run_id=prev.run_id, seq=prev.seq + 1, at=prev.at + gap, body=body, prev_hash=prev.hash
+            run_id=prev.run_id, seq=prev.seq + 1, at=prev.at + gap_s, body=body, prev_hash=prev.hash
         )
         out.append(prev)
     return out

@@ -226,8 +226,8 @@ class Systems:
                 "INSERT OR REPLACE INTO settings VALUES ('latency_s', ?)", (str(float(value)),)
             )
 
-    def set_latency(self, seconds: float) -> None:
-        self.latency_s = seconds
+    def set_latency(self, latency_s: float) -> None:
+        self.latency_s = latency_s
 
     def close(self) -> None:
         """Nothing to release: every method opens and closes its own connection."""
