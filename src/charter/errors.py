@@ -30,8 +30,7 @@
     │       ├── ModelEmptyAnswerError model_empty_answer  7  no content and no tool calls
     │       └── ModelTruncatedError   model_truncated     7  cut off at the token limit
     └── ToolError                     tool            8   a tool call failed (carried to the model)
-        ├── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
-        └── CircuitOpenError          circuit_open    8
+        └── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
 
 Signals the runtime injects into user code derive from ``BaseException`` so that
 ``except Exception`` in a tool cannot swallow them::
@@ -222,13 +221,6 @@ class TransientToolError(ToolError):
     """Raise from a tool to say: this failed, nothing happened, try again later."""
 
     code = "tool_transient"
-
-
-class CircuitOpenError(ToolError):
-    """A tool failed repeatedly and its circuit is open: the call was refused without being
-    made. Its ``code`` is what the executor records for such a refusal."""
-
-    code = "circuit_open"
 
 
 class LeaseLost(BaseException):

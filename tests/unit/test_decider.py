@@ -29,7 +29,6 @@ from charter._engine.decider import (
     Verdict,
 )
 from charter._engine.state import PendingCall, RunState
-from charter.errors import CircuitOpenError
 from charter.events import (
     ApprovalDecided,
     BudgetExceeded,
@@ -235,7 +234,7 @@ def test_an_outcome_is_charged_per_attempt_made() -> None:
     ok = decider.after_outcome(call(), priced, Outcome(ok=True, output={"id": 1}, attempts=2))
     assert isinstance(ok, ToolCallSucceeded)
     assert (ok.cost_usd, ok.untrusted, ok.attempts) == (1.0, True, 2)
-    open_circuit = ErrorInfo(code=CircuitOpenError.code, message="open")
+    open_circuit = ErrorInfo(code=decider.CIRCUIT_OPEN, message="open")
     refused = decider.after_outcome(call(), priced, Outcome(ok=False, error=open_circuit))
     assert isinstance(refused, ToolCallFailed) and refused.cost_usd == 0.0  # no call was made
     cached = Outcome(ok=True, output=1, cached=True, cache_key="k")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +78,30 @@ def test_error_codes_are_distinct() -> None:
 def test_each_error_has_a_usable_exit_code(cls: type) -> None:
     assert isinstance(cls.exit_code, int)  # type: ignore[attr-defined]
     assert 1 <= cls.exit_code <= 125  # type: ignore[attr-defined]
+
+
+def _constructed_in(root: Path) -> set[str]:
+    """The names called anywhere under ``root`` (``X(...)`` and ``module.X(...)``)."""
+    called: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called.add(func.id if isinstance(func, ast.Name) else getattr(func, "attr", ""))
+    return called
+
+
+def test_every_error_class_is_raised_by_charter_or_is_a_parent() -> None:
+    # An error class nothing raises is a promise the code does not keep (a user who writes
+    # ``except`` for it waits for nothing): raise it, or delete it and its row above.
+    src = Path(errors_module.__file__).parent
+    called = _constructed_in(src)
+    unused = [
+        cls.__name__
+        for cls in CHARTER_ERRORS
+        if cls.__name__ not in called and not cls.__subclasses__()
+    ]
+    assert unused == []
 
 
 def test_tool_errors_share_the_tool_exit_code() -> None:

@@ -121,7 +121,7 @@ def test_a_tool_that_keeps_failing_stops_at_max_attempts() -> None:
 
 def test_a_transient_failure_is_recorded_with_transient_tool_errors_code() -> None:
     # errors.py gives TransientToolError the stable code "tool_transient"; the structured error
-    # in the log should use the same name (CircuitOpenError's "circuit_open" does).
+    # in the log should use the same name.
     down, _ = _failing_then_ok(10, sync=False)
     outcome = _call(down, {"x": 1})
     assert outcome.error is not None

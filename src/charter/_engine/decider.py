@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from charter._engine.state import OUTAGE_CODES, PendingCall, RunState
-from charter.errors import CircuitOpenError
 from charter.events import (
     ApprovalDecided,
     BudgetExceeded,
@@ -111,6 +110,10 @@ class Outcome:
     """Served from the result cache (a ``cacheable`` read tool): no call was made."""
     cache_key: str | None = None
     """The result cache's key it was served under (with ``cached``)."""
+
+
+CIRCUIT_OPEN = "circuit_open"
+"""The error code of a call the tool's open circuit refused: no attempt was made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +332,7 @@ def _tool_cost(tool: Contract | None, outcome: Outcome) -> float:
     if tool is None or not tool.cost_usd or outcome.cached:
         return 0.0
     made = outcome.attempts
-    if outcome.error is not None and outcome.error.code == CircuitOpenError.code:
+    if outcome.error is not None and outcome.error.code == CIRCUIT_OPEN:
         made -= 1
     return round(tool.cost_usd * made, 12)
 

@@ -25,9 +25,8 @@ from typing import Any
 
 from charter._engine import attempts
 from charter._engine.attempts import Ended, OverdueHook, ProcessPool, Slots, ToolThreads
-from charter._engine.decider import Outcome
+from charter._engine.decider import CIRCUIT_OPEN, Outcome
 from charter.clock import Random, new_random
-from charter.errors import CircuitOpenError
 from charter.events import ErrorInfo
 from charter.tools import Tool, ToolContext
 
@@ -119,7 +118,7 @@ class ToolExecutor:
             attempt += 1
             if self.breaker.is_open(tool.name):
                 error = ErrorInfo(
-                    code=CircuitOpenError.code,
+                    code=CIRCUIT_OPEN,
                     message=f"{tool.name} failed repeatedly; calls are paused for a cool-down",
                     retryable=True,
                 )

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from charter.errors import CircuitOpenError
+from charter._engine.decider import CIRCUIT_OPEN
 from charter.events import PolicyEvaluated
 from charter.models import ModelRequest, ModelResponse
 from charter.observer import (
@@ -194,7 +194,7 @@ def tool_call(fn: _Method[Outcome]) -> _Method[Outcome]:
         try:
             outcome = await fn(self, call, key, watch)
             made = outcome.attempts  # a call the open circuit refused was not made
-            if outcome.error is not None and outcome.error.code == CircuitOpenError.code:
+            if outcome.error is not None and outcome.error.code == CIRCUIT_OPEN:
                 made -= 1
             scope.ended(
                 ToolEnded(
