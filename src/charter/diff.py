@@ -18,6 +18,7 @@ from charter.events import (
     PolicyEvaluated,
     RunFinished,
     RunStarted,
+    RunStatus,
     ToolCallFailed,
     ToolCallProposed,
     ToolCallRejected,
@@ -46,7 +47,7 @@ class RunSummary:
     run_id: str
     agent: str = ""
     rerun_of: str | None = None
-    status: str = "running"
+    status: RunStatus = "running"
     reason: str = ""
     steps: int = 0
     tool_calls: int = 0

@@ -36,6 +36,8 @@ from charter._digests import (  # re-exported: the chain's digests live there
 GENESIS_HASH = "0" * 64
 
 RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled"]
+CallEffect = Literal["read", "write", "control", "unknown"]
+"""A proposed call's effect: its tool's (``charter.tools.Effect``), or unknown (no such tool)."""
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "escalated", "cancelled"})
 
 
@@ -206,7 +208,7 @@ class ToolCallProposed(_Body):
     step: int
     call_id: str
     tool: str
-    effect: Literal["read", "write", "control", "unknown"]
+    effect: CallEffect
     arguments: dict[str, Any] | None = None
     tool_version: str | None = None
     """The version of the tool the call went to (None: an unknown tool, or an older log)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from charter.events import PolicyEvaluated
+from charter.events import CallEffect, PolicyEvaluated, RunStatus
 
 __all__ = [
     "ModelAnswered",
@@ -42,14 +42,14 @@ class RunClaimed:
     principal: str
     worker: str
     epoch: int
-    previous_status: str | None
+    previous_status: RunStatus | None
 
 
 @dataclass(frozen=True, slots=True)
 class RunEnded:
     """The claim ended: the run parked or finished with this state."""
 
-    status: str
+    status: RunStatus
     steps: int
     tool_calls: int
     tokens: int
@@ -99,7 +99,7 @@ class ToolCalled:
     step: int
     tool: str
     call_id: str
-    effect: str
+    effect: CallEffect
     version: str | None
     """The tool's version, when the agent has the tool."""
     idempotency_key: str | None

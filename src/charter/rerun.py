@@ -55,6 +55,7 @@ from charter.events import (
     MessageReceived,
     RunFinished,
     RunStarted,
+    RunStatus,
     ToolCallFailed,
     ToolCallProposed,
     ToolCallSucceeded,
@@ -114,7 +115,7 @@ class RerunChanges:
 class RerunResult:
     run_id: str
     rerun_of: str
-    status: str
+    status: RunStatus
     reason: str | None
 
     def to_dict(self) -> dict[str, Any]:

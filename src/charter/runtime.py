@@ -36,6 +36,7 @@ from charter.events import (
     Event,
     MessageReceived,
     RunStarted,
+    RunStatus,
 )
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
@@ -368,7 +369,7 @@ class Runtime:
         return await self.store.get_run(run_id)
 
     async def list_runs(
-        self, *, status: str | None = None, limit: int = 100, model: str | None = None
+        self, *, status: RunStatus | None = None, limit: int = 100, model: str | None = None
     ) -> list[RunRecord]:
         """Runs, newest first; ``model``: only those in which that model (its served id, or
         a local file's sha256) answered or was called."""

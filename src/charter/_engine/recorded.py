@@ -52,6 +52,7 @@ from charter.events import (
     PolicyEvaluated,
     RunFinished,
     RunResumed,
+    RunStatus,
     ToolCallBlocked,
     ToolCallFailed,
     ToolCallOverdue,
@@ -81,7 +82,7 @@ class Drive:
 
     first: int
     last: int
-    previous_status: str
+    previous_status: RunStatus
     worker: str
 
 
@@ -111,7 +112,8 @@ class Recording:
 
     def _drives(self) -> list[Drive]:
         starts = [e.seq for e in self.events if isinstance(e.body, RunResumed)]
-        drives, first, status, worker = [], 3, "queued", "replay"
+        drives, first, worker = [], 3, "replay"
+        status: RunStatus = "queued"
         for seq in starts:
             drives.append(Drive(first, seq - 1, status, worker))
             resumed = self.at(seq)

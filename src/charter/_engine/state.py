@@ -16,6 +16,7 @@ from charter.events import (
     FINAL_STATUSES,
     ApprovalDecided,
     ApprovalRequested,
+    CallEffect,
     Event,
     MessageReceived,
     ModelCallFailed,
@@ -42,7 +43,7 @@ class PendingCall(BaseModel):
 
     call_id: str
     tool: str
-    effect: str
+    effect: CallEffect
     arguments: dict[str, object]
     stage: Literal["proposed", "held", "started"] = "proposed"
     """``held``: waiting for a human's approval; ``started``: a write's intent is committed."""

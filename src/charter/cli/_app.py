@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
@@ -38,12 +38,12 @@ from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
 from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
-from charter.events import FINAL_STATUSES
+from charter.events import FINAL_STATUSES, RunStatus
 from charter.runtime import Runtime, tool_registry
 from charter.worker import FAULT_POINTS, Faults, WorkerOptions, WorkerReport, run_worker
 
 T = TypeVar("T")
-STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
+STATUSES = get_args(RunStatus)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -318,7 +318,12 @@ def runs_group() -> None:
 @json_option
 @debug_option
 def runs_list(
-    status: str | None, limit: int, model: str | None, db_url: str, as_json: bool, debug: bool
+    status: RunStatus | None,
+    limit: int,
+    model: str | None,
+    db_url: str,
+    as_json: bool,
+    debug: bool,
 ) -> None:
     """Runs, newest first."""
     records = with_runtime(

@@ -17,6 +17,7 @@ from charter.evals._world import World
 from charter.events import (
     Event,
     PolicyEvaluated,
+    RunStatus,
     ToolCallFailed,
     ToolCallProposed,
     ToolCallStarted,
@@ -84,7 +85,7 @@ def observe(events: Sequence[Event]) -> Observed:
 def check(
     expect: Expect,
     *,
-    status: str,
+    status: RunStatus,
     state: dict[str, Any],
     events: Sequence[Event],
     world: World,

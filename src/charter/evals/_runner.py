@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from charter.agents import Agent
 from charter.evals._checks import check, observe
 from charter.evals._faults import apply_faults
 from charter.evals._suite import Case, KillWorker
 from charter.evals._world import World, WorldKind
+from charter.events import RunStatus
 from charter.models import ModelSpec
 from charter.runtime import Runtime
 
@@ -42,7 +43,8 @@ class CaseRun:
     case_id: str
     repeat: int
     passed: bool
-    status: str
+    status: RunStatus | Literal["error"]
+    """The run's final status; ``error``: the case could not be run."""
     failures: tuple[str, ...]
     run_id: str | None
     steps: int = 0

@@ -19,6 +19,7 @@ from charter.errors import ConfigError
 from charter.evals._corpus import load_corpus
 from charter.evals._faults import ToolFault
 from charter.evals._world import DEFAULT_WORLD, WorldKind, resolve_world
+from charter.events import RunStatus
 from charter.worker import FAULT_POINTS
 
 SuiteKind = Literal["regression", "redteam", "reliability"]
@@ -58,7 +59,7 @@ class Approve(_Data):
 
 
 class Expect(_Data):
-    status: str | tuple[str, ...] | None = None
+    status: RunStatus | tuple[RunStatus, ...] | None = None
     called: tuple[str, ...] = ()
     """Tools that must have executed (started, succeeded or failed after running)."""
     not_called: tuple[str, ...] = ()
@@ -88,7 +89,7 @@ class Expect(_Data):
     max_steps: int | None = Field(None, ge=0)
     max_tool_calls: int | None = Field(None, ge=0)
 
-    def statuses(self) -> tuple[str, ...]:
+    def statuses(self) -> tuple[RunStatus, ...]:
         if self.status is None:
             return ()
         return (self.status,) if isinstance(self.status, str) else self.status

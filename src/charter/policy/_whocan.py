@@ -25,7 +25,7 @@ from charter.errors import ConfigError
 from charter.policy._evaluate import PolicySet
 from charter.policy._rules import Deny, RequireApproval, Rewrite, Rule, When, subsumes
 from charter.policy._symbolic import describe, disjoint, show
-from charter.tools import Risk
+from charter.tools import Effect, Risk
 
 RISKS: tuple[str, ...] = get_args(Risk)
 EFFECTS = ("read", "write", "control")
@@ -41,7 +41,7 @@ class ToolFacts(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def effect(self) -> str: ...
+    def effect(self) -> Effect: ...
     @property
     def risk(self) -> str: ...
 
@@ -152,7 +152,7 @@ class _Target(TypedDict):
     agent_version: str
     trust_tier: str
     tool: str
-    effect: str
+    effect: Effect
     risk: str
 
 
@@ -164,7 +164,7 @@ class WhoCanPath:
     agent_version: str
     trust_tier: str
     tool: str
-    effect: str
+    effect: Effect
     risk: str
     outcome: PathOutcome
     rule_id: str | None

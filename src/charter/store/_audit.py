@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from charter.errors import ConfigError, StoreError
-from charter.events import FINAL_STATUSES, GENESIS_HASH, Event
+from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, RunStatus
 
 if TYPE_CHECKING:
     from charter.store._base import ApprovalRecord
@@ -179,7 +179,7 @@ def agent_seen(agent_hash: str, spec: str) -> AuditEntry:
     return AuditEntry("agent_seen", None, None, detail)
 
 
-def head(run_id: str, status: str, events: Sequence[Event]) -> list[AuditEntry]:
+def head(run_id: str, status: RunStatus, events: Sequence[Event]) -> list[AuditEntry]:
     """The ``run_head`` a commit leaves, if it parks or finishes the run."""
     if status not in SEALED_STATUSES or not events:
         return []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from charter.events import Event
+from charter.events import Event, RunStatus
 from charter.stats import StatsReport
 from charter.store._audit import AuditEntry, AuditKey, AuditRecord
 
@@ -22,7 +22,7 @@ class RunRecord:
     agent_hash: str
     tenant: str
     principal: str
-    status: str
+    status: RunStatus
     waiting_for: str | None
     ready_at: float | None
     lease_owner: str | None
@@ -64,7 +64,7 @@ class Claim:
 
     run_id: str
     epoch: int
-    previous_status: str
+    previous_status: RunStatus
     waiting_for: str | None
 
 
@@ -83,7 +83,7 @@ class Commit:
     expected_seq: int
     events: tuple[Event, ...]
     state: str
-    status: str
+    status: RunStatus
     ready_at: float | None
     waiting_for: str | None = None
     release: bool = False
@@ -267,7 +267,7 @@ class RunLog(Protocol):
 
     async def get_run(self, run_id: str) -> RunRecord: ...
     async def list_runs(
-        self, *, status: str | None = None, limit: int = 100
+        self, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]: ...
     async def run_ids(self) -> list[str]: ...
     async def run_counts(self) -> dict[str, int]:
@@ -474,7 +474,7 @@ class Admin(Protocol):
     async def import_run(self, export: RunExport) -> None: ...
 
     async def runs_with_model(
-        self, model: str, *, status: str | None = None, limit: int = 100
+        self, model: str, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """The runs (in ``status``), newest first, in which ``model`` answered or was called:
         a model event names it as its ``model`` (served id) or ``model_version`` (sha256)."""

@@ -37,7 +37,7 @@ from charter.errors import (
     SchemaTooNewError,
     StoreError,
 )
-from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, RunStatus, parse_body
 from charter.redaction import redact_url
 from charter.stats import StatsReport
 from charter.store import (
@@ -365,7 +365,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
             f"no run {run_id!r} in {self.url}", hint="'charter runs list' shows the runs"
         )
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]:
         where, args = ("WHERE status = %s", [status]) if status else ("", [])
         query = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT %s"
         return [_record(r) for r in await self._fetch(query, [*args, limit])]
@@ -694,7 +696,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
     # -- model usage (see _cache.py) ------------------------------------------------------
 
     async def runs_with_model(
-        self, model: str, *, status: str | None = None, limit: int = 100
+        self, model: str, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]:
         query = _counters.pg(_cache.runs_with_model(_RUN_COLUMNS, "postgres"))
         args = (model, model, status, status, limit)

@@ -29,7 +29,7 @@ from charter.errors import (
     StoreError,
     StoreLockedError,
 )
-from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, parse_body
+from charter.events import FINAL_STATUSES, GENESIS_HASH, Event, RunStatus, parse_body
 from charter.stats import StatsReport
 from charter.store import (
     _audit,
@@ -369,7 +369,9 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
             )
         return record
 
-    async def list_runs(self, *, status: str | None = None, limit: int = 100) -> list[RunRecord]:
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]:
         def op(conn: sqlite3.Connection) -> list[RunRecord]:
             where, args = ("WHERE status = ?", [status]) if status else ("", [])
             rows = conn.execute(
@@ -713,7 +715,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     # -- model usage (see _cache.py) ------------------------------------------------------
 
     async def runs_with_model(
-        self, model: str, *, status: str | None = None, limit: int = 100
+        self, model: str, *, status: RunStatus | None = None, limit: int = 100
     ) -> list[RunRecord]:
         query = _cache.runs_with_model(_RUN_COLUMNS, "sqlite")
         args = (model, model, status, status, limit)

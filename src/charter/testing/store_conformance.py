@@ -42,6 +42,7 @@ from charter.events import (
     ModelResponded,
     RunFinished,
     RunStarted,
+    RunStatus,
     RunWaiting,
     verify_chain,
 )
@@ -140,7 +141,7 @@ def commit_for(
     history: list[Event],
     new: list[Event],
     *,
-    status: str = "running",
+    status: RunStatus = "running",
     ready_at: float | None = 0.0,
     waiting_for: str | None = None,
     release: bool = False,
@@ -171,7 +172,7 @@ async def park(
     store: Store,
     run: NewRun,
     *,
-    status: str,
+    status: RunStatus,
     waiting_for: str | None,
     ready_at: float | None = None,
 ) -> list[Event]:
