@@ -378,7 +378,7 @@ def time_decisions(tool_: Tool, policy: PolicySet, calls: int) -> dict[str, Any]
     """CPU per decision as the loop makes it (Governor.decide, then the event body), no store."""
     agent = make_agent("bench_policy", tool_, 1, policy=policy)
     started = RunStarted(agent_name=agent.name, agent_version=agent.version,
-                         agent_hash=agent.spec_hash, tenant="default", principal="anonymous",
+                         agent_hash=agent.agent_hash, tenant="default", principal="anonymous",
                          input="", roles=POLICY_ROLES,
                          principal_tenant="default")  # fmt: skip
     governor = Governor(agent, started)

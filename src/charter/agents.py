@@ -145,7 +145,8 @@ class Agent:
         return self._spec_json
 
     @cached_property
-    def spec_hash(self) -> str:
+    def agent_hash(self) -> str:
+        """sha256 of :meth:`spec_json`: what runs, events and the ``agents`` table name it by."""
         return hashlib.sha256(self.spec_json().encode()).hexdigest()
 
     @classmethod

@@ -94,7 +94,7 @@ def decide_case(agent: Agent, case: PolicyCase) -> Decision:
     started = RunStarted(
         agent_name=agent.name,
         agent_version=agent.version,
-        agent_hash=agent.spec_hash,
+        agent_hash=agent.agent_hash,
         tenant=case.tenant,
         principal=canonical_principal(case.principal),
         input="",

@@ -399,7 +399,7 @@ async def _start(rt: Runtime, first: Event, agent: Agent, *, rerun_of: str) -> s
         update={
             "agent_name": agent.name,
             "agent_version": agent.version,
-            "agent_hash": agent.spec_hash,
+            "agent_hash": agent.agent_hash,
             "rerun_of": rerun_of,
             "idempotency_key": None,  # the client's key named the original start
         }
@@ -417,7 +417,7 @@ async def _start(rt: Runtime, first: Event, agent: Agent, *, rerun_of: str) -> s
             run_id=run_id,
             agent_name=agent.name,
             agent_version=agent.version,
-            agent_hash=agent.spec_hash,
+            agent_hash=agent.agent_hash,
             agent_spec=agent.spec_json(),
             tenant=started.tenant,
             principal=started.principal,

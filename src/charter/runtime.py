@@ -142,10 +142,10 @@ class Runtime:
         ``routes`` gives the model of a route by name (a step kind of the agent's
         ``model_routing``, or ``KIND.fallback``); the others are built from their specs.
         """
-        self._agents[agent.spec_hash] = agent
+        self._agents[agent.agent_hash] = agent
         if model is not None or routes:
             default = model if model is not None else build_model(agent.model)
-            self._models[agent.spec_hash] = ModelRouter(default, routes=routes)
+            self._models[agent.agent_hash] = ModelRouter(default, routes=routes)
         return agent
 
     async def _resolve(self, record: RunRecord) -> tuple[Agent, Model]:
@@ -196,7 +196,7 @@ class Runtime:
         self.register(agent)
         digest = None
         if idempotency_key is not None:
-            asked = [agent.spec_hash, input, principal, list(roles), principal_tenant]
+            asked = [agent.agent_hash, input, principal, list(roles), principal_tenant]
             digest = _digest([*asked, self.environment])
             found = await self._keyed(tenant, idempotency_key, digest)
             if found is not None:
@@ -210,7 +210,7 @@ class Runtime:
             body=RunStarted(
                 agent_name=agent.name,
                 agent_version=agent.version,
-                agent_hash=agent.spec_hash,
+                agent_hash=agent.agent_hash,
                 tenant=tenant,
                 principal=principal,
                 input=input,
@@ -233,7 +233,7 @@ class Runtime:
             run_id=run_id,
             agent_name=agent.name,
             agent_version=agent.version,
-            agent_hash=agent.spec_hash,
+            agent_hash=agent.agent_hash,
             agent_spec=agent.spec_json(),
             tenant=tenant,
             principal=principal,

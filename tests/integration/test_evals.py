@@ -84,7 +84,7 @@ def test_the_report_names_suite_agent_cases_and_metrics(tmp_path: Path) -> None:
     _, _, report = eval_report(tmp_path, suite)
     assert report["suite"] == "small" and report["suite_kind"] == "regression"
     assert report["suite_hash"] == load_suite(suite).hash
-    assert report["agent_hash"] == load_agent(DEMO_AGENT).spec_hash
+    assert report["agent_hash"] == load_agent(DEMO_AGENT).agent_hash
     assert report["thresholds"]["completion_rate"] == 0.05
     assert set(report["metrics"]) >= {
         "pass_rate", "completion_rate", "escalation_rate", "policy_violations",

@@ -70,7 +70,7 @@ def test_an_agent_file_with_the_deprecated_timeout_seconds_still_loads(tmp_path:
     assert budgets["timeout_s"] == 60 and "timeout_seconds" not in budgets
     # The old spelling names the same agent: one canonical spec, so one agent hash.
     assert old.spec_json() == current.spec_json()
-    assert old.spec_hash == current.spec_hash
+    assert old.agent_hash == current.agent_hash
 
 
 def test_a_spec_an_older_charter_stored_with_timeout_seconds_rebuilds_the_agent() -> None:
@@ -79,7 +79,7 @@ def test_a_spec_an_older_charter_stored_with_timeout_seconds_rebuilds_the_agent(
     budgets["timeout_seconds"] = budgets.pop("timeout_s")
     rebuilt = Agent.from_spec({**spec, "budgets": budgets})
     assert rebuilt.budgets.timeout_s == 30
-    assert rebuilt.spec_hash == _agent(budgets=Budgets(timeout_s=30)).spec_hash
+    assert rebuilt.agent_hash == _agent(budgets=Budgets(timeout_s=30)).agent_hash
 
 
 def test_an_agent_file_giving_both_spellings_of_the_time_budget_is_refused(
@@ -201,13 +201,13 @@ def test_spec_round_trips_through_from_spec() -> None:
     assert spec["tools"] == ["tests.helpers.tools:lookup", "tests.helpers.tools:refund"]
 
 
-def test_spec_hash_is_stable_and_changes_with_the_definition() -> None:
-    assert _agent().spec_hash == _agent().spec_hash
-    assert Agent.from_spec(_agent().spec()).spec_hash == _agent().spec_hash
-    assert len(_agent().spec_hash) == 64
-    assert _agent(instructions="Be curt.").spec_hash != _agent().spec_hash
-    assert _agent(budgets=Budgets(max_steps=6)).spec_hash != _agent().spec_hash
-    assert _agent(tools=[helper_tools.lookup]).spec_hash != _agent().spec_hash
+def test_agent_hash_is_stable_and_changes_with_the_definition() -> None:
+    assert _agent().agent_hash == _agent().agent_hash
+    assert Agent.from_spec(_agent().spec()).agent_hash == _agent().agent_hash
+    assert len(_agent().agent_hash) == 64
+    assert _agent(instructions="Be curt.").agent_hash != _agent().agent_hash
+    assert _agent(budgets=Budgets(max_steps=6)).agent_hash != _agent().agent_hash
+    assert _agent(tools=[helper_tools.lookup]).agent_hash != _agent().agent_hash
 
 
 def test_an_agent_refuses_two_tools_of_one_name_and_a_tiny_context() -> None:

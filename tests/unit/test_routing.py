@@ -242,7 +242,7 @@ def test_load_agent_reads_routing_rules_and_cache(tmp_path: Path) -> None:
     assert agent.cache == CachePolicy(models=True, models_ttl_s=60)
     again = Agent.from_spec(agent.spec())
     assert again.routing == agent.routing and again.cache == agent.cache
-    assert again.spec_hash == agent.spec_hash
+    assert again.agent_hash == agent.agent_hash
 
 
 def test_step_kinds_naming_an_unrouted_kind_is_a_config_error_naming_the_file(

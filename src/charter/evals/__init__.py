@@ -64,7 +64,7 @@ def run_suite(
         runs,
         agent_name=agent.name,
         agent_version=agent.version,
-        agent_hash=agent.spec_hash,
+        agent_hash=agent.agent_hash,
         repeat=k,
     )
 

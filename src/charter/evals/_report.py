@@ -1,7 +1,7 @@
 """The eval report (a plain JSON document) and the release gate that compares two of them.
 
 A report names its suite (name and hash: the canonical JSON of the suite's content) and the
-agent (its spec hash), lists every run of every case, and carries the aggregate metrics and
+agent (its agent hash), lists every run of every case, and carries the aggregate metrics and
 the suite's thresholds. ``gate`` refuses to compare reports of different suites: the metrics
 only mean something over the same cases, and the thresholds come with the suite.
 """
