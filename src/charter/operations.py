@@ -110,11 +110,11 @@ class Operations:
 
     # -- kill switches and roles ----------------------------------------------------------------
 
-    async def killswitches(self) -> list[KillSwitch]:
+    async def kill_switches(self) -> list[KillSwitch]:
         """The switches that are on."""
-        return await self.store.killswitches()
+        return await self.store.kill_switches()
 
-    async def set_killswitch(
+    async def set_kill_switch(
         self,
         *,
         tenant: str = "*",
@@ -126,10 +126,10 @@ class Operations:
     ) -> list[KillSwitch]:
         """Switch writes off (``on``) or back on for ``tenant`` and ``agent`` (``*``: all),
         recorded in the audit log with ``actor``; returns the switches now on."""
-        await self.store.set_killswitch(
+        await self.store.set_kill_switch(
             tenant=tenant, agent=agent, on=on, reason=reason, action=action, actor=actor
         )
-        return await self.store.killswitches()
+        return await self.store.kill_switches()
 
     async def roles(self, *, principal: str | None = None) -> list[RoleGrant]:
         """Every role grant, or one principal's (compared canonically)."""

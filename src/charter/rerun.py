@@ -215,8 +215,8 @@ class RerunPort:
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:
         return await self._store.pending_messages(run_id)
 
-    async def killswitches(self) -> list[KillSwitch]:
-        return await self._store.killswitches()
+    async def kill_switches(self) -> list[KillSwitch]:
+        return await self._store.kill_switches()
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord:
         return await self._store.get_approval(approval_id)

@@ -68,9 +68,9 @@ def test_switches_and_roles_return_what_holds_afterwards(tmp_path: Path) -> None
     async def main() -> None:
         async with Runtime.open(f"sqlite:///{tmp_path / 'a.db'}") as rt:
             ops = rt.operations
-            on = await ops.set_killswitch(tenant="acme", on=True, reason="incident", actor="ann")
+            on = await ops.set_kill_switch(tenant="acme", on=True, reason="incident", actor="ann")
             assert [(s.tenant, s.agent, s.reason) for s in on] == [("acme", "*", "incident")]
-            assert await ops.set_killswitch(tenant="acme", on=False, actor="ann") == []
+            assert await ops.set_kill_switch(tenant="acme", on=False, actor="ann") == []
             grants = await ops.set_role(principal="bob", role="lead", tenant="acme", on=True)
             assert [(g.role, g.tenant) for g in grants] == [("lead", "acme")]
             assert [g.principal for g in await ops.roles()] == [grants[0].principal]

@@ -417,7 +417,7 @@ def test_policy_rules_see_the_kill_switch(db_url: str) -> None:
 
     async def main() -> list[Event]:
         async with Runtime.open(db_url) as rt:
-            await rt.store.set_killswitch(tenant="*", agent="*", on=True, reason="r")
+            await rt.store.set_kill_switch(tenant="*", agent="*", on=True, reason="r")
             run = await rt.run(agent, "refund")
             return await rt.events(run.run_id)
 

@@ -116,14 +116,14 @@ def test_a_write_stopped_by_a_kill_switch_replays_from_the_recorded_switch(
 
     async def main() -> list[Event]:
         async with Runtime.open(store_url) as rt:
-            await rt.store.set_killswitch(
+            await rt.store.set_kill_switch(
                 tenant="acme", agent="*", on=True, reason="audit, (tenant x): 1", action=action
             )
             run_id = await rt.start(agent, "credit 7", tenant="acme")
             await rt.work(run_id=run_id)
             if action == "wait":
                 await _identical(rt, run_id)  # parked: replays as far as it went
-                await rt.store.set_killswitch(tenant="acme", agent="*", on=False, reason="")
+                await rt.store.set_kill_switch(tenant="acme", agent="*", on=False, reason="")
                 await rt.work(run_id=run_id)
             return await _identical(rt, run_id)
 
@@ -146,7 +146,7 @@ def test_a_policy_rule_on_the_kill_switch_replays_from_the_decisions_flag(store_
 
     async def main() -> list[Event]:
         async with Runtime.open(store_url) as rt:
-            await rt.store.set_killswitch(tenant="*", agent="crediter", on=True, reason="freeze")
+            await rt.store.set_kill_switch(tenant="*", agent="crediter", on=True, reason="freeze")
             run = await rt.run(agent, "credit 7", tenant="acme")
             return await _identical(rt, run.run_id)
 
@@ -279,7 +279,7 @@ def test_an_older_log_with_the_switch_only_in_prose_is_refused_not_parsed(
 
     async def record() -> str:
         async with Runtime.open(db_url) as rt:
-            await rt.store.set_killswitch(
+            await rt.store.set_kill_switch(
                 tenant="acme", agent="*", on=True, reason="audit", action="escalate"
             )
             return (await rt.run(agent, "credit 7", tenant="acme")).run_id

@@ -216,9 +216,11 @@ def test_kill_switch_actions_are_kept_and_off_wakes_waiting_runs(backend: Backen
     clock = FakeClock(1_000.0)
 
     async def scenario(store: Store) -> None:
-        await store.set_killswitch(tenant="acme", agent="*", on=True, reason="r", action="escalate")
-        await store.set_killswitch(tenant="*", agent="a", on=True, reason="")
-        assert [(s.tenant, s.action) for s in await store.killswitches()] == [
+        await store.set_kill_switch(
+            tenant="acme", agent="*", on=True, reason="r", action="escalate"
+        )
+        await store.set_kill_switch(tenant="*", agent="a", on=True, reason="")
+        assert [(s.tenant, s.action) for s in await store.kill_switches()] == [
             ("acme", "escalate"),
             ("*", "wait"),
         ]
@@ -242,7 +244,7 @@ def test_kill_switch_actions_are_kept_and_off_wakes_waiting_runs(backend: Backen
             )
         )
         clock.now += 5
-        await store.set_killswitch(tenant="*", agent="a", on=False, reason="")
+        await store.set_kill_switch(tenant="*", agent="a", on=False, reason="")
         assert (await store.get_run("r1")).ready_at == clock.now
 
     _with_store(backend, scenario, clock=clock)

@@ -272,7 +272,7 @@ def test_a_kill_switch_block_shows_under_its_call_and_the_run_waits(tmp_path: Pa
 
     async def main() -> str:
         async with Runtime.open(url) as rt:
-            await rt.store.set_killswitch(tenant="*", agent="*", on=True, reason="incident 12")
+            await rt.store.set_kill_switch(tenant="*", agent="*", on=True, reason="incident 12")
             run = await rt.run(agent, "pay 5")
             assert (run.status, run.waiting_for) == ("waiting", "kill_switch")
             return run.run_id

@@ -434,7 +434,7 @@ class RunDriver(UnknownOutcomes):
         record the decision; return the error the model gets for a denial."""
         assert self.governor is not None
         switched = self.governor.policy is not None and tool.effect == "write"
-        switched = switched and await self._killswitch() is not None
+        switched = switched and await self._kill_switch() is not None
         decision = self.governor.decide(tool, arguments, kill_switch=switched)
         if decision is None:
             return None
@@ -532,7 +532,7 @@ class RunDriver(UnknownOutcomes):
                 await self._write(call)
 
     async def _write(self, call: PendingCall) -> None:
-        switch = await self._killswitch()
+        switch = await self._kill_switch()
         if switch is not None:  # checked at the last moment: it stops runs in flight too
             seen = KillSwitchSeen(tenant=switch.tenant, agent=switch.agent, reason=switch.reason)
             self._append_all(decider.blocked(call, seen, switch.action, now=self.clock()))
@@ -566,8 +566,8 @@ class RunDriver(UnknownOutcomes):
     def _pending(self, call_id: str) -> PendingCall:
         return next(p for p in self.state.pending if p.call_id == call_id)
 
-    async def _killswitch(self) -> KillSwitch | None:
-        for switch in await self.store.killswitches():
+    async def _kill_switch(self) -> KillSwitch | None:
+        for switch in await self.store.kill_switches():
             if switch.covers(self.record.tenant, self.agent.name):
                 return switch
         return None

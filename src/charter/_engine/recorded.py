@@ -206,7 +206,7 @@ class RecordedPort:
             offset += 1
         return found
 
-    async def killswitches(self) -> list[KillSwitch]:
+    async def kill_switches(self) -> list[KillSwitch]:
         """The switch the original found here, as its next event recorded it."""
         seq, body = self.cursor.pos + 1, self.cursor.next()
         if isinstance(body, PolicyEvaluated):  # the decision saw only whether one covered it

@@ -158,7 +158,7 @@ def _switch(
 ) -> list[Any]:
     return with_runtime(
         db_url,
-        lambda rt: rt.operations.set_killswitch(
+        lambda rt: rt.operations.set_kill_switch(
             tenant=tenant, agent=agent, on=on, reason=reason, action=action, actor=operator(actor)
         ),
     )
@@ -237,5 +237,5 @@ def killswitch_off(
 @debug_option
 def killswitch_status(db_url: str, as_json: bool, debug: bool) -> None:
     """The switches that are on."""
-    switches = with_runtime(db_url, lambda rt: rt.operations.killswitches(), read_only=True)
+    switches = with_runtime(db_url, lambda rt: rt.operations.kill_switches(), read_only=True)
     _show_switches(switches, as_json)

@@ -189,7 +189,7 @@ def head(run_id: str, status: RunStatus, events: Sequence[Event]) -> list[AuditE
     ]
 
 
-def killswitch(
+def kill_switch(
     on: bool, actor: str | None, tenant: str, agent: str, reason: str, action: str
 ) -> AuditEntry:
     detail: dict[str, Any] = {"tenant": tenant, "agent": agent}

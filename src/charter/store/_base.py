@@ -312,7 +312,7 @@ class Governance(Protocol):
     counters (rate limits, spending)."""
 
     # -- kill switch ------------------------------------------------------------------------
-    async def set_killswitch(
+    async def set_kill_switch(
         self,
         *,
         tenant: str,
@@ -329,7 +329,7 @@ class Governance(Protocol):
         """
         ...
 
-    async def killswitches(self) -> list[KillSwitch]: ...
+    async def kill_switches(self) -> list[KillSwitch]: ...
 
     # -- approvals and roles ----------------------------------------------------------------
     async def approvals(

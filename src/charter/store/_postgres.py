@@ -546,7 +546,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
 
     # -- kill switch --------------------------------------------------------------------------
 
-    async def set_killswitch(
+    async def set_kill_switch(
         self,
         *,
         tenant: str,
@@ -556,7 +556,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         action: KillSwitchAction = "wait",
         actor: str | None = None,
     ) -> None:
-        entry = _audit.killswitch(on, actor, tenant, agent, reason, action)
+        entry = _audit.kill_switch(on, actor, tenant, agent, reason, action)
         async with self._cursor(write=True) as cur:
             now = await self._now(cur)
             if on:
@@ -579,7 +579,7 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
                     await _notify(cur, run_id)
             await _audit.postgres_append(cur, [entry], now, self.audit_key)
 
-    async def killswitches(self) -> list[KillSwitch]:
+    async def kill_switches(self) -> list[KillSwitch]:
         rows = await self._fetch(
             "SELECT tenant, agent, since, reason, action FROM killswitch ORDER BY since"
         )

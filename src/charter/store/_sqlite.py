@@ -551,7 +551,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
 
     # -- kill switch --------------------------------------------------------------------------
 
-    async def set_killswitch(
+    async def set_kill_switch(
         self,
         *,
         tenant: str,
@@ -561,7 +561,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         action: KillSwitchAction = "wait",
         actor: str | None = None,
     ) -> None:
-        entry = _audit.killswitch(on, actor, tenant, agent, reason, action)
+        entry = _audit.kill_switch(on, actor, tenant, agent, reason, action)
 
         def op(conn: sqlite3.Connection, now: float) -> None:
             _audit.sqlite_append(conn, [entry], now, self.audit_key)
@@ -584,7 +584,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
 
         await self._write(op)
 
-    async def killswitches(self) -> list[KillSwitch]:
+    async def kill_switches(self) -> list[KillSwitch]:
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT tenant, agent, since, reason, action FROM killswitch ORDER BY since"

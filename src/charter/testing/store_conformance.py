@@ -695,18 +695,18 @@ class StoreConformance(BaseConformance):
 
     def test_kill_switches_are_set_listed_and_lifted(self, store_factory: StoreFactory) -> None:
         async def scenario(store: Store) -> None:
-            assert await store.killswitches() == []
-            await store.set_killswitch(tenant="acme", agent="*", on=True, reason="incident 12")
-            await store.set_killswitch(tenant="*", agent="mailer", on=True, reason="")
-            await store.set_killswitch(tenant="acme", agent="*", on=True, reason="incident 13")
-            switches = await store.killswitches()
+            assert await store.kill_switches() == []
+            await store.set_kill_switch(tenant="acme", agent="*", on=True, reason="incident 12")
+            await store.set_kill_switch(tenant="*", agent="mailer", on=True, reason="")
+            await store.set_kill_switch(tenant="acme", agent="*", on=True, reason="incident 13")
+            switches = await store.kill_switches()
             assert [(s.tenant, s.agent, s.reason) for s in switches] == [
                 ("acme", "*", "incident 13"),
                 ("*", "mailer", ""),
             ]
             assert switches[0].covers("acme", "anyone") and not switches[0].covers("globex", "x")
             assert switches[1].covers("globex", "mailer") and not switches[1].covers("acme", "x")
-            await store.set_killswitch(tenant="acme", agent="*", on=False, reason="")
-            assert [(s.tenant, s.agent) for s in await store.killswitches()] == [("*", "mailer")]
+            await store.set_kill_switch(tenant="acme", agent="*", on=False, reason="")
+            assert [(s.tenant, s.agent) for s in await store.kill_switches()] == [("*", "mailer")]
 
         _with_store(store_factory, scenario)
