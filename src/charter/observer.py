@@ -40,7 +40,7 @@ class RunClaimed:
     agent_version: str
     tenant: str
     principal: str
-    worker: str
+    worker_id: str
     epoch: int
     previous_status: RunStatus | None
 

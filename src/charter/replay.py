@@ -219,7 +219,7 @@ async def replay_events(
             claim=Claim(record.run_id, number, drive.previous_status, None),
             agent=twin,
             model=model,
-            worker=drive.worker,
+            worker_id=drive.worker_id,
             executor=executor,
             faults=Faults(),
             clock=cursor.now,

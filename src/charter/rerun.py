@@ -209,8 +209,8 @@ class RerunPort:
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         return await self._store.load_events(run_id, after_seq=after_seq)
 
-    async def release(self, worker: str, run_id: str, epoch: int) -> None:
-        await self._store.release(worker, run_id, epoch)
+    async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
+        await self._store.release(worker_id, run_id, epoch)
 
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:
         return await self._store.pending_messages(run_id)
@@ -301,18 +301,18 @@ async def rerun(
     twin = dataclasses.replace(agent, tools=[_no_effects(t, served) for t in agent.tools])
     model = build_model(agent.model)
     executor = RerunExecutor(served, simulators)
-    worker = f"rerun:{new_id}"
+    worker_id = f"rerun:{new_id}"
     while True:
-        claims = await store.claim(worker, lease_s=300.0, limit=1, run_id=new_id)
+        claims = await store.claim(worker_id, lease_s=300.0, limit=1, run_id=new_id)
         if not claims:
             break
         driver = RunDriver(store=port, record=await store.get_run(new_id), claim=claims[0],
-                           agent=twin, model=model, worker=worker, executor=executor,
+                           agent=twin, model=model, worker_id=worker_id, executor=executor,
                            faults=Faults())  # fmt: skip
         try:
             state = await driver.drive()
         except _Unrecorded as exc:
-            await _stop(store, claims[0], worker, exc.message)
+            await _stop(store, claims[0], worker_id, exc.message)
             break
         if state.status != "waiting":
             break
@@ -325,10 +325,10 @@ async def rerun(
     return RerunResult(new_id, run_id, final.status, str(reason) if reason else None)
 
 
-async def _stop(store: Store, claim: Any, worker: str, reason: str) -> None:
+async def _stop(store: Store, claim: Any, worker_id: str, reason: str) -> None:
     from charter._engine.loop import abandon
 
-    await abandon(store, claim, worker, reason)
+    await abandon(store, claim, worker_id, reason)
 
 
 async def _decide(store: Store, run_id: str, served: _Served) -> None:

@@ -326,7 +326,7 @@ class Tracing:
             root = _root(trace_id, span_id, sampled=False)
             return _Attached(otel_context.attach(otel_context.set_value(_UNSAMPLED, True, root)))
         attrs |= {  # this claim's
-            "charter.worker": run.worker,
+            "charter.worker": run.worker_id,
             "charter.claim.epoch": run.epoch,
             "charter.claim.previous_status": run.previous_status or "",
         }

@@ -109,7 +109,7 @@ async def _append_run(
     await store.commit(
         Commit(
             run_id=run_id,
-            worker="builder",
+            worker_id="builder",
             epoch=claim.epoch,
             expected_seq=2,
             events=tuple(events[2:]),

@@ -73,7 +73,7 @@ async def _file_and_park(
     await store.commit(
         Commit(
             run_id=run_id,
-            worker=WORKER,
+            worker_id=WORKER,
             epoch=claim.epoch,
             expected_seq=history[-1].seq,
             events=tuple(new),
@@ -179,7 +179,7 @@ def test_a_run_parking_for_a_decided_request_is_runnable_at_once(backend: Backen
         await store.commit(
             Commit(
                 run_id="r1",
-                worker=WORKER,
+                worker_id=WORKER,
                 epoch=epoch,
                 expected_seq=history[-1].seq,
                 events=tuple(new),
@@ -232,7 +232,7 @@ def test_kill_switch_actions_are_kept_and_off_wakes_waiting_runs(backend: Backen
         await store.commit(
             Commit(
                 run_id="r1",
-                worker=WORKER,
+                worker_id=WORKER,
                 epoch=claim.epoch,
                 expected_seq=history[-1].seq,
                 events=tuple(new),

@@ -71,7 +71,7 @@ from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord
 from charter.tools import Tool, ToolContext
 
 
-async def abandon(store: RunPort, claim: Claim, worker: str, reason: str) -> None:
+async def abandon(store: RunPort, claim: Claim, worker_id: str, reason: str) -> None:
     """End a run this worker cannot work (its agent cannot be built, or the engine failed).
 
     The run is marked ``failed`` with the reason, so no worker claims it again in a loop.
@@ -91,7 +91,7 @@ async def abandon(store: RunPort, claim: Claim, worker: str, reason: str) -> Non
     await store.commit(
         Commit(
             run_id=claim.run_id,
-            worker=worker,
+            worker_id=worker_id,
             epoch=claim.epoch,
             expected_seq=events[-1].seq,
             events=(finished,),
@@ -112,7 +112,7 @@ class RunDriver(UnknownOutcomes):
         claim: Claim,
         agent: Agent,
         model: Model,
-        worker: str,
+        worker_id: str,
         executor: Executor,
         faults: Faults,
         clock: Clock = wall_clock,
@@ -130,7 +130,7 @@ class RunDriver(UnknownOutcomes):
         self.claim = claim
         self.agent = agent
         self.model = model
-        self.worker = worker
+        self.worker_id = worker_id
         self.executor = executor
         self.faults = faults
         self.observer = observer or telemetry.TRACING
@@ -180,7 +180,7 @@ class RunDriver(UnknownOutcomes):
                     if self._unflushed:
                         await self._flush()
                     else:  # claimed but nothing to do (e.g. woken with no message): let go
-                        await self.store.release(self.worker, self.run_id, self.claim.epoch)
+                        await self.store.release(self.worker_id, self.run_id, self.claim.epoch)
                     return self.state
                 case Settle(call=call):
                     await self._settle_unknown(call, cause="recovery")
@@ -212,10 +212,10 @@ class RunDriver(UnknownOutcomes):
     async def _resume(self) -> None:
         previous = self.claim.previous_status
         if previous == "running":
-            self._append(RunResumed(reason="recovery", worker=self.worker))
+            self._append(RunResumed(reason="recovery", worker=self.worker_id))
         elif previous == "waiting" and self.state.status == "waiting":
             reason = self.state.waiting_for or "message"
-            self._append(RunResumed(reason=reason, worker=self.worker))
+            self._append(RunResumed(reason=reason, worker=self.worker_id))
         if not self.state.finished:
             await self._take_messages()
 
@@ -260,7 +260,7 @@ class RunDriver(UnknownOutcomes):
         ready_at, parked = decider.parking(state, self._ready_at)
         commit = Commit(
             run_id=self.run_id,
-            worker=self.worker,
+            worker_id=self.worker_id,
             epoch=self.claim.epoch,
             expected_seq=self._committed_seq,
             events=tuple(self._unflushed),

@@ -52,7 +52,7 @@ def run(fn: _Method[RunState]) -> _Method[RunState]:
                 agent_version=self.agent.version,
                 tenant=self.record.tenant,
                 principal=self.record.principal,
-                worker=self.worker,
+                worker_id=self.worker_id,
                 epoch=self.claim.epoch,
                 previous_status=self.claim.previous_status,
             )

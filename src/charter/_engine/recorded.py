@@ -83,7 +83,7 @@ class Drive:
     first: int
     last: int
     previous_status: RunStatus
-    worker: str
+    worker_id: str
 
 
 class Recording:
@@ -112,15 +112,15 @@ class Recording:
 
     def _drives(self) -> list[Drive]:
         starts = [e.seq for e in self.events if isinstance(e.body, RunResumed)]
-        drives, first, worker = [], 3, "replay"
+        drives, first, worker_id = [], 3, "replay"
         status: RunStatus = "queued"
         for seq in starts:
-            drives.append(Drive(first, seq - 1, status, worker))
+            drives.append(Drive(first, seq - 1, status, worker_id))
             resumed = self.at(seq)
             assert isinstance(resumed, RunResumed)
             status = "running" if resumed.reason == "recovery" else "waiting"
-            first, worker = seq, resumed.worker
-        drives.append(Drive(first, len(self.events), status, worker))
+            first, worker_id = seq, resumed.worker
+        drives.append(Drive(first, len(self.events), status, worker_id))
         return drives
 
     def at(self, seq: int) -> EventBody | None:
@@ -194,7 +194,7 @@ class RecordedPort:
         for record in commit.approvals:
             self.filed[record.approval_id] = record
 
-    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+    async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
         return None
 
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:

@@ -217,7 +217,7 @@ class Worker:
                 claim=claim,
                 agent=agent,
                 model=model,
-                worker=self.worker_id,
+                worker_id=self.worker_id,
                 executor=self.executor,
                 faults=self.options.faults,
                 observer=self.options.observer,

@@ -78,7 +78,7 @@ class Commit:
     """
 
     run_id: str
-    worker: str
+    worker_id: str
     epoch: int
     expected_seq: int
     events: tuple[Event, ...]
@@ -289,10 +289,12 @@ class Leases(Protocol):
 
     # -- leases -----------------------------------------------------------------------------
     async def claim(
-        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+        self, worker_id: str, *, lease_s: float, limit: int, run_id: str | None = None
     ) -> list[Claim]: ...
-    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]: ...
-    async def release(self, worker: str, run_id: str, epoch: int) -> None: ...
+    async def renew(
+        self, worker_id: str, leases: dict[str, int], *, lease_s: float
+    ) -> set[str]: ...
+    async def release(self, worker_id: str, run_id: str, epoch: int) -> None: ...
     async def next_ready_at(self) -> float | None: ...
     async def work_outlook(self) -> tuple[int, int]: ...
 

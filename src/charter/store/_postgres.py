@@ -454,29 +454,29 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
     # -- leases -------------------------------------------------------------------------------
 
     async def claim(
-        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+        self, worker_id: str, *, lease_s: float, limit: int, run_id: str | None = None
     ) -> list[Claim]:
-        args = {"run_id": run_id, "limit": limit, "worker": worker, "lease_s": lease_s}
+        args = {"run_id": run_id, "limit": limit, "worker": worker_id, "lease_s": lease_s}
         return [Claim(r, int(e), s, w) for r, e, s, w in await self._fetch(_CLAIM, args, now=True)]
 
-    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
+    async def renew(self, worker_id: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
         ids, epochs = list(leases), list(leases.values())
         held = await self._fetch(
             "UPDATE runs r SET lease_expires_at = %(now)s + %(lease_s)s"
             " FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l (run_id, epoch)"
             " WHERE r.run_id = l.run_id AND r.lease_owner = %(worker)s AND r.lease_epoch = l.epoch"
             " RETURNING r.run_id",
-            {"ids": ids, "epochs": epochs, "worker": worker, "lease_s": lease_s},
+            {"ids": ids, "epochs": epochs, "worker": worker_id, "lease_s": lease_s},
             now=True,
         )
         return set(leases) - {run_id for (run_id,) in held}
 
-    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+    async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
         async with self._cursor(write=True) as cur:
             await cur.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE run_id = %s AND lease_owner = %s AND lease_epoch = %s RETURNING ready_at",
-                (run_id, worker, epoch),
+                (run_id, worker_id, epoch),
             )
             row = await cur.fetchone()
             if row is not None and row[0] is not None and row[0] <= await self._now(cur):
@@ -737,7 +737,7 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
     """Append a step, fenced by sequence number and lease; return the run's new ready_at."""
     head = (c.events[-1].seq, c.events[-1].hash) if c.events else (c.expected_seq, None)
     changes = (*head, c.state, c.status, c.ready_at, c.waiting_for, now, c.release, c.release)
-    fence = (c.run_id, c.expected_seq, c.epoch, c.worker)
+    fence = (c.run_id, c.expected_seq, c.epoch, c.worker_id)
     await cur.execute(
         "UPDATE runs SET last_seq = %s, last_hash = coalesce(%s, last_hash), state = %s,"
         " status = %s, ready_at = %s, waiting_for = %s, updated_at = %s,"

@@ -475,7 +475,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     # -- leases -------------------------------------------------------------------------------
 
     async def claim(
-        self, worker: str, *, lease_s: float, limit: int, run_id: str | None = None
+        self, worker_id: str, *, lease_s: float, limit: int, run_id: str | None = None
     ) -> list[Claim]:
         def op(conn: sqlite3.Connection, now: float) -> list[Claim]:
             rows = conn.execute(
@@ -490,21 +490,21 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
                     "UPDATE runs SET lease_owner = ?, lease_expires_at = ?,"
                     " lease_epoch = lease_epoch + 1, status = 'running' WHERE run_id = ?"
                     " RETURNING lease_epoch",
-                    (worker, now + lease_s, found),
+                    (worker_id, now + lease_s, found),
                 ).fetchone()[0]
                 claims.append(Claim(found, int(epoch), status, waiting_for))
             return claims
 
         return await self._write(op)
 
-    async def renew(self, worker: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
+    async def renew(self, worker_id: str, leases: dict[str, int], *, lease_s: float) -> set[str]:
         def op(conn: sqlite3.Connection, now: float) -> set[str]:
             lost = set()
             for run_id, epoch in leases.items():
                 cur = conn.execute(
                     "UPDATE runs SET lease_expires_at = ? WHERE run_id = ?"
                     " AND lease_owner = ? AND lease_epoch = ?",
-                    (now + lease_s, run_id, worker, epoch),
+                    (now + lease_s, run_id, worker_id, epoch),
                 )
                 if cur.rowcount != 1:
                     lost.add(run_id)
@@ -512,12 +512,12 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
 
         return await self._write(op)
 
-    async def release(self, worker: str, run_id: str, epoch: int) -> None:
+    async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
         await self._write(
             lambda conn, now: conn.execute(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE run_id = ? AND lease_owner = ? AND lease_epoch = ?",
-                (run_id, worker, epoch),
+                (run_id, worker_id, epoch),
             )
         )
 
@@ -763,7 +763,7 @@ def _apply_commit(
             c.run_id,
             c.expected_seq,
             c.epoch,
-            c.worker,
+            c.worker_id,
         ),
     )
     if cur.rowcount != 1:

@@ -137,7 +137,7 @@ def responded(step: int = 1) -> ModelResponded:
 
 def commit_for(
     claim: Claim,
-    worker: str,
+    worker_id: str,
     history: list[Event],
     new: list[Event],
     *,
@@ -151,7 +151,7 @@ def commit_for(
     """The commit of ``new`` after ``history`` under ``claim``, with the folded state."""
     return Commit(
         run_id=claim.run_id,
-        worker=worker,
+        worker_id=worker_id,
         epoch=claim.epoch,
         expected_seq=history[-1].seq if expected_seq is None else expected_seq,
         events=tuple(new),
