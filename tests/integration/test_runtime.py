@@ -291,17 +291,19 @@ def test_max_tokens_total_escalates_the_run(db_url: str) -> None:
 def test_timeout_s_escalates_the_run(db_url: str) -> None:
     script = [{"tool_calls": [{"name": "slow", "arguments": {}}]}] * 10
 
+    finished: list[str] = []
+
     @tool(effect="read", retry=1, timeout_s=30)
     async def slow() -> str:
         await asyncio.sleep(3)
+        finished.append("late")
         return "late"
 
     agent = _agent(script, slow, budgets=Budgets(timeout_s=0.2))
 
     async def scenario(rt: Runtime) -> None:
-        started = time.monotonic()
         run_id, _ = await _run(rt, agent, "wait", script)
-        assert time.monotonic() - started < 2.5, "the budget did not cut the slow call short"
+        assert finished == [], "the budget did not cut the slow call short"
         exceeded = await _escalated_on(rt, run_id, "timeout_seconds")
         assert exceeded.limit == 0.2
         assert exceeded.used >= 0.2
@@ -384,16 +386,18 @@ def test_a_hanging_sync_tool_fails_with_timeout(db_url: str) -> None:
     script = [{"tool_calls": [{"name": "hang", "arguments": {}}]}, {"content": "gave up"}]
     release = threading.Event()
 
+    returned: list[str] = []
+
     @tool(effect="read", retry=1, timeout_s=0.1)
     def hang() -> str:
         release.wait(10)
+        returned.append("finally")
         return "finally"
 
     async def scenario(rt: Runtime) -> None:
         try:
-            started = time.monotonic()
             run_id, _ = await _run(rt, _agent(script, hang), "go", script)
-            assert time.monotonic() - started < 2
+            assert returned == [], "the run waited for the hanging tool"
         finally:
             release.set()  # let the abandoned thread end
         events = await _consistent_events(rt, run_id)
