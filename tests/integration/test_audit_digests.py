@@ -123,7 +123,12 @@ def _event(url: str, run_id: str, type_: str, nth: int = 0) -> tuple[int, str, J
 
 def _write(url: str, run_id: str, seq: int, data: Json) -> None:
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    _sql(url, "UPDATE events SET payload = ? WHERE run_id = ? AND seq = ?", (payload, run_id, seq))
+    _sql(
+        url,
+        "UPDATE event_log SET payload = ?"
+        " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
+        (payload, run_id, seq),
+    )
 
 
 def _charter(tmp_path: Path, url: str, *args: str) -> Any:
@@ -356,8 +361,9 @@ def test_schema_1_events_written_by_hand_still_verify_by_the_old_rule(
             data["$removed"] = {"digest": digest, "at": 5.0, "fields": ["output"]}
             payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         prev = _v1_hash(run_id, seq, type_, at, digest, prev)
-        _sql(store_url, "UPDATE events SET schema_version = 1, payload = ?, hash = ?"
-             " WHERE run_id = ? AND seq = ?", (payload, prev, run_id, seq))  # fmt: skip
+        _sql(store_url, "UPDATE event_log SET schema_version = 1, payload = ?, hash = ?"
+             " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
+             (payload, bytes.fromhex(prev), run_id, seq))  # fmt: skip
     _sql(store_url, "UPDATE runs SET last_hash = ? WHERE run_id = ?", (prev, run_id))
     _repoint_audit_log(store_url, run_id)
 

@@ -37,6 +37,7 @@ from charter.events import (
     Event,
     RunFinished,
     RunResumed,
+    RunStarted,
     RunWaiting,
     ToolCallFailed,
     ToolCallProposed,
@@ -483,8 +484,8 @@ def test_verify_is_empty_for_good_runs_and_names_a_tampered_event(
 
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
             conn.execute(
-                "UPDATE events SET payload = replace(payload, '\"A1\"', '\"B2\"')"
-                " WHERE run_id = ? AND seq = 4",
+                "UPDATE event_log SET payload = replace(payload, '\"A1\"', '\"B2\"')"
+                " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = 4",
                 (bad,),
             )
 
@@ -501,7 +502,11 @@ def test_verify_reports_a_run_whose_last_event_was_deleted(db_url: str, db_path:
     async def scenario(rt: Runtime) -> None:
         run_id, _ = await _run(rt, agent, "refund order A1", REFUND_SCRIPT)
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            conn.execute("DELETE FROM events WHERE run_id = ? AND seq = 11", (run_id,))
+            conn.execute(
+                "DELETE FROM event_log"
+                " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = 11",
+                (run_id,),
+            )
         [broken] = await rt.verify()
         assert broken.run_id == run_id
         assert "head" in broken.reason
@@ -652,3 +657,4 @@ def test_a_message_sent_while_the_run_works_is_answered_before_it_finishes(db_ur
     assert types[late - 1] == "model_responded"  # read right after the would-be final answer
     assert events[late].body.text == "one more thing"  # type: ignore[union-attr]
     assert events[-1].body.output == "answer to the late message"  # type: ignore[union-attr]
+
