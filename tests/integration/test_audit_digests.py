@@ -372,7 +372,7 @@ def test_schema_1_events_written_by_hand_still_verify_by_the_old_rule(
     assert "[removed by retention" in timeline and "schema 1" in timeline
 
 
-def test_a_schema_1_prefix_and_schema_2_events_verify_in_one_chain() -> None:
+def test_a_schema_1_prefix_and_later_events_verify_in_one_chain() -> None:
     run_id = "run_mixed"
     old = ToolCallProposed(step=1, call_id="c1", tool="lookup", effect="read",
                            arguments={"order_id": "7"})  # fmt: skip
@@ -383,8 +383,8 @@ def test_a_schema_1_prefix_and_schema_2_events_verify_in_one_chain() -> None:
         "digest": hashlib.sha256(whole.encode()).hexdigest(), "at": 2.0, "fields": ["arguments"],
     }})  # fmt: skip
     new = Event.seal(run_id=run_id, seq=2, at=3.0, body=old, prev_hash=first)
-    assert new.schema_version == 2
-    rows = [(1, old.type, 1, 1.0, retained, first), (2, new.type, 2, 3.0, new.payload, new.hash)]
+    assert new.schema_version == 3
+    rows = [(1, old.type, 1, 1.0, retained, first), (2, new.type, 3, 3.0, new.payload, new.hash)]
 
     assert verify_chain(rows, run_id) is None
     # The old rule's known gap stays for old events: their skeleton is not covered.
@@ -512,7 +512,7 @@ def test_a_type_with_nothing_removable_is_hashed_as_stored() -> None:
     digest = hashlib.sha256(event.payload.encode()).hexdigest()
     assert content_digest(event.type, event.payload) == digest
     assert event.hash == chain_hash(
-        run_id="r", seq=1, type=event.type, schema_version=2, at=1.0, digest=digest,
+        run_id="r", seq=1, type=event.type, schema_version=3, at=1.0, digest=digest,
         prev=GENESIS_HASH,
     )  # fmt: skip
 
@@ -521,6 +521,6 @@ def test_an_event_of_an_unknown_schema_version_is_a_break() -> None:
     body = _TYPE["run_resumed"](reason="message", worker="w1")
     event = Event.seal(run_id="r", seq=1, at=1.0, body=body, prev_hash=GENESIS_HASH)
 
-    broken = verify_chain([(1, event.type, 3, 1.0, event.payload, event.hash)], "r")
+    broken = verify_chain([(1, event.type, 4, 1.0, event.payload, event.hash)], "r")
 
-    assert broken is not None and broken.reason == "unknown event schema version 3"
+    assert broken is not None and broken.reason == "unknown event schema version 4"

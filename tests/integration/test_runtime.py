@@ -658,3 +658,17 @@ def test_a_message_sent_while_the_run_works_is_answered_before_it_finishes(db_ur
     assert events[late].body.text == "one more thing"  # type: ignore[union-attr]
     assert events[-1].body.output == "answer to the late message"  # type: ignore[union-attr]
 
+
+def test_the_instructions_hash_is_recorded_once_not_on_every_response(db_url: str) -> None:
+    agent = _agent(REFUND_SCRIPT, helper_tools.lookup, helper_tools.refund)
+
+    async def scenario(rt: Runtime) -> list[Event]:
+        run_id, _ = await _run(rt, agent, "refund order A1", REFUND_SCRIPT)
+        return await rt.events(run_id)
+
+    events = _in_runtime(db_url, scenario)
+    started, responses = events[0], [e for e in events if e.type == "model_responded"]
+    assert isinstance(started.body, RunStarted)
+    assert started.body.instructions_hash == agent.instructions_hash
+    assert len(responses) == 3
+    assert all("prompt_hash" not in e.payload and e.schema_version == 3 for e in responses)
