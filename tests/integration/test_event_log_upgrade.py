@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import closing
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,52 @@ def test_a_copy_into_postgresql_keeps_every_hash(tmp_path: Path, pg_url: str) ->
     assert lengths == {32}
     _ok(run_charter(tmp_path, "audit", "verify", "--all", "--db", pg_url))
     _ok(run_charter(tmp_path, "replay", FINISHED, "--db", pg_url))
+
+
+def _postgres_at_schema_10(pg_url: str, sqlite_path: Path) -> None:
+    """The dump's rows in a PostgreSQL database at schema 10, as the previous Charter left
+    it: its migrations 1-10 applied, the same rows in the same tables."""
+    folder = resources.files("charter.store") / "migrations" / "postgres"
+    files = sorted((int(f.name.split("_")[0]), f.read_text()) for f in folder.iterdir()
+                   if f.name.endswith(".sql"))  # fmt: skip
+    with closing(sqlite3.connect(sqlite_path)) as lite, psycopg.connect(pg_url) as pg:
+        pg.execute(
+            "CREATE TABLE charter_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        for version, sql in files:
+            if version <= 10:
+                pg.execute(sql)
+        for table in ("charter_migrations", "agents", "runs", "events", "inbox", "audit_log"):
+            rows = lite.execute(f"SELECT * FROM {table}").fetchall()
+            if rows:
+                marks = ", ".join(["%s"] * len(rows[0]))
+                with pg.cursor() as cur:
+                    cur.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        pg.execute("SELECT setval(pg_get_serial_sequence('inbox', 'inbox_id'), max(inbox_id))"
+                   " FROM inbox")  # fmt: skip
+
+
+def test_a_schema_10_postgresql_database_migrates_and_keeps_working(
+    tmp_path: Path, pg_url: str
+) -> None:
+    path = tmp_path / "old.db"
+    old = _old_database(path)
+    _postgres_at_schema_10(pg_url, path)
+    assert _events(pg_url) == old  # still the old table
+
+    _ok(run_charter(tmp_path, "db", "migrate", "--db", pg_url))
+    assert _events(pg_url) == old  # now the view over event_log
+    with psycopg.connect(pg_url) as pg:
+        assert pg.execute("SELECT max(version) FROM charter_migrations").fetchone() == (11,)
+        lengths = {n for (n,) in pg.execute("SELECT octet_length(hash) FROM event_log")}
+    assert lengths == {32}
+    assert "ok: 2 run(s)" in _ok(run_charter(tmp_path, "audit", "verify", "--all", "--db", pg_url))
+    _ok(run_charter(tmp_path, "replay", FINISHED, "--db", pg_url))
+    _ok(run_charter(tmp_path, "send", WAITING, "order 7", "--db", pg_url))
+    _ok(run_charter(tmp_path, "worker", "--until-idle", "--db", pg_url))
+    _ok(run_charter(tmp_path, "audit", "verify", "--all", "--db", pg_url))
+    assert len(_events(pg_url)) == len(old) + 4
 
 
 @pytest.fixture(autouse=True)
