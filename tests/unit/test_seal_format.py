@@ -12,9 +12,6 @@ from hypothesis import given, strategies as st
 from charter._digests import _canonical
 from charter.events import (
     Event,
-    chain_hash,
-    content_digest,
-    parse_body,
     EventBody,
     ModelResponded,
     PolicyEvaluated,
@@ -23,6 +20,9 @@ from charter.events import (
     ToolCallStarted,
     ToolCallSucceeded,
     Usage,
+    chain_hash,
+    content_digest,
+    parse_body,
 )
 
 # Hashes sealed by Charter (schema 2) before the canonical encoder was built once per process:

@@ -16,8 +16,9 @@ table a later migration adds is copied too. In this order:
    own is refused (two histories cannot be merged into one chain).
 
 Not copied (:data:`NOT_COPIED`): the destination's own schema history and event type codes,
-and the heartbeats of the source's live workers. An interrupted copy can simply be run again. Stop the workers
-first: a run that changes during the copy is copied as it was when it was read.
+and the heartbeats of the source's live workers. An interrupted copy can simply be run
+again. Stop the workers first: a run that changes during the copy is copied as it was when it
+was read.
 """
 
 from __future__ import annotations
