@@ -39,7 +39,7 @@ from charter.events import (
     content_digest,
     verify_chain,
 )
-from charter.store import SQLiteStore
+from charter.store import SQLiteStore, _event_log
 
 TENANTS = ("acme", "globex", "initech", "umbrella")
 AGENTS = ("support", "billing")
@@ -201,7 +201,7 @@ def fill(path: Path, *, runs: int, seed: int = 7) -> int:
     kinds = rng.choices(["succeeded", "failed", "escalated", "approval"], [75, 10, 8, 7], k=runs)
     events = 0
     batch_runs: list[tuple[Any, ...]] = []
-    batch_events: list[Row] = []
+    batch_events: list[tuple[Any, ...]] = []
     for i, kind in enumerate(kinds):
         run_id = f"run_{i:08d}"
         agent, tenant = AGENTS[i % 2], TENANTS[i % 4]
@@ -236,9 +236,10 @@ def fill(path: Path, *, runs: int, seed: int = 7) -> int:
                 states[status],
                 created,
                 rows[-1][4],
+                i + 1,  # run_no
             )
         )
-        batch_events += rows
+        batch_events += [(i + 1, *_event_log.stored(*row[1:])) for row in rows]
         events += len(rows)
         if len(batch_runs) >= 5000:
             _flush(conn, batch_runs, batch_events)
@@ -257,9 +258,11 @@ def fill(path: Path, *, runs: int, seed: int = 7) -> int:
     return events
 
 
-def _flush(conn: sqlite3.Connection, runs: list[tuple[Any, ...]], events: list[Row]) -> None:
-    conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 17)})", runs)
-    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+def _flush(
+    conn: sqlite3.Connection, runs: list[tuple[Any, ...]], events: list[tuple[Any, ...]]
+) -> None:
+    conn.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * 18)})", runs)
+    conn.executemany("INSERT INTO event_log VALUES (?, ?, ?, ?, ?, ?, ?)", events)
     runs.clear()
     events.clear()
 

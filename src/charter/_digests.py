@@ -15,8 +15,9 @@ from typing import Any
 
 import pydantic_core
 
-SCHEMA_VERSION = 2
-"""2: the digest covers the canonical payload, each removable field by its own digest.
+SCHEMA_VERSION = 3
+"""3: as 2; the instructions' hash is on ``run_started``, not on every ``model_responded``.
+2: the digest covers the canonical payload, each removable field by its own digest.
 1: the digest was sha256 of the payload as stored, or the one a retention marker carried."""
 
 
@@ -148,7 +149,7 @@ def content_digest(type: str, payload: str, schema_version: int = SCHEMA_VERSION
     """
     if schema_version == 1:
         return stored_digest(payload)
-    if schema_version != 2:
+    if schema_version not in (2, 3):
         raise ValueError(f"unknown event schema version {schema_version}")
     if type not in _PLANS:
         if REMOVED_KEY in payload and REMOVED_KEY in _as_dict(parse_payload(payload)):

@@ -117,6 +117,9 @@ class RunStarted(_Body):
     idempotency_key: str | None = None
     """The client's key for this start (``Runtime.start(idempotency_key=)``), if it gave one:
     a retried start with it returned this run instead of starting another."""
+    instructions_hash: str | None = None
+    """sha256 of the agent's instructions, the prompt every model call of the run is given
+    (schema 3: recorded here once; schema 2 wrote it on every ``model_responded``)."""
 
 
 class MessageReceived(_Redactable):
@@ -131,7 +134,9 @@ class ModelResponded(_Redactable):
     step: int
     provider: str
     model: str
-    prompt_hash: str
+    prompt_hash: str | None = None
+    """Schema 2 only: the instructions' hash, the same on every response of a run. Schema 3
+    records it once, as ``run_started.instructions_hash``, and leaves it out here."""
     content: str | None = None
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()

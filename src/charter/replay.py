@@ -54,7 +54,8 @@ from charter.store import Claim, RunRecord, Store
 from charter.tools import import_tool
 
 IGNORED: dict[str, frozenset[str]] = {
-    "model_responded": frozenset({"latency_ms"}),
+    # prompt_hash: schema 2 wrote it on every response, schema 3 once, on run_started.
+    "model_responded": frozenset({"latency_ms", "prompt_hash"}),
     "tool_call_succeeded": frozenset({"duration_ms"}),
     "tool_call_failed": frozenset({"duration_ms"}),
     "approval_requested": frozenset({"expires_at"}),

@@ -218,6 +218,7 @@ class Runtime:
                 environment=self.environment,
                 principal_tenant=principal_tenant,
                 idempotency_key=idempotency_key,
+                instructions_hash=agent.instructions_hash,
             ),
             prev_hash=GENESIS_HASH,
         )

@@ -123,7 +123,12 @@ def _event(url: str, run_id: str, type_: str, nth: int = 0) -> tuple[int, str, J
 
 def _write(url: str, run_id: str, seq: int, data: Json) -> None:
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    _sql(url, "UPDATE events SET payload = ? WHERE run_id = ? AND seq = ?", (payload, run_id, seq))
+    _sql(
+        url,
+        "UPDATE event_log SET payload = ?"
+        " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
+        (payload, run_id, seq),
+    )
 
 
 def _charter(tmp_path: Path, url: str, *args: str) -> Any:
@@ -356,8 +361,9 @@ def test_schema_1_events_written_by_hand_still_verify_by_the_old_rule(
             data["$removed"] = {"digest": digest, "at": 5.0, "fields": ["output"]}
             payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         prev = _v1_hash(run_id, seq, type_, at, digest, prev)
-        _sql(store_url, "UPDATE events SET schema_version = 1, payload = ?, hash = ?"
-             " WHERE run_id = ? AND seq = ?", (payload, prev, run_id, seq))  # fmt: skip
+        _sql(store_url, "UPDATE event_log SET schema_version = 1, payload = ?, hash = ?"
+             " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
+             (payload, bytes.fromhex(prev), run_id, seq))  # fmt: skip
     _sql(store_url, "UPDATE runs SET last_hash = ? WHERE run_id = ?", (prev, run_id))
     _repoint_audit_log(store_url, run_id)
 
@@ -366,7 +372,7 @@ def test_schema_1_events_written_by_hand_still_verify_by_the_old_rule(
     assert "[removed by retention" in timeline and "schema 1" in timeline
 
 
-def test_a_schema_1_prefix_and_schema_2_events_verify_in_one_chain() -> None:
+def test_a_schema_1_prefix_and_later_events_verify_in_one_chain() -> None:
     run_id = "run_mixed"
     old = ToolCallProposed(step=1, call_id="c1", tool="lookup", effect="read",
                            arguments={"order_id": "7"})  # fmt: skip
@@ -377,8 +383,8 @@ def test_a_schema_1_prefix_and_schema_2_events_verify_in_one_chain() -> None:
         "digest": hashlib.sha256(whole.encode()).hexdigest(), "at": 2.0, "fields": ["arguments"],
     }})  # fmt: skip
     new = Event.seal(run_id=run_id, seq=2, at=3.0, body=old, prev_hash=first)
-    assert new.schema_version == 2
-    rows = [(1, old.type, 1, 1.0, retained, first), (2, new.type, 2, 3.0, new.payload, new.hash)]
+    assert new.schema_version == 3
+    rows = [(1, old.type, 1, 1.0, retained, first), (2, new.type, 3, 3.0, new.payload, new.hash)]
 
     assert verify_chain(rows, run_id) is None
     # The old rule's known gap stays for old events: their skeleton is not covered.
@@ -506,7 +512,7 @@ def test_a_type_with_nothing_removable_is_hashed_as_stored() -> None:
     digest = hashlib.sha256(event.payload.encode()).hexdigest()
     assert content_digest(event.type, event.payload) == digest
     assert event.hash == chain_hash(
-        run_id="r", seq=1, type=event.type, schema_version=2, at=1.0, digest=digest,
+        run_id="r", seq=1, type=event.type, schema_version=3, at=1.0, digest=digest,
         prev=GENESIS_HASH,
     )  # fmt: skip
 
@@ -515,6 +521,6 @@ def test_an_event_of_an_unknown_schema_version_is_a_break() -> None:
     body = _TYPE["run_resumed"](reason="message", worker="w1")
     event = Event.seal(run_id="r", seq=1, at=1.0, body=body, prev_hash=GENESIS_HASH)
 
-    broken = verify_chain([(1, event.type, 3, 1.0, event.payload, event.hash)], "r")
+    broken = verify_chain([(1, event.type, 4, 1.0, event.payload, event.hash)], "r")
 
-    assert broken is not None and broken.reason == "unknown event schema version 3"
+    assert broken is not None and broken.reason == "unknown event schema version 4"

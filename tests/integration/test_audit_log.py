@@ -72,6 +72,14 @@ def _sql(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+def _delete_run(url: str, run_id: str) -> None:
+    """Delete a run's events, messages and row, behind the store's back."""
+    _sql(url, "DELETE FROM event_log WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?)",
+         run_id)  # fmt: skip
+    _sql(url, "DELETE FROM inbox WHERE run_id = ?", run_id)
+    _sql(url, "DELETE FROM runs WHERE run_id = ?", run_id)
+
+
 def _verify(
     tmp: Path, url: str, *extra: str, key: str | None = KEY
 ) -> subprocess.CompletedProcess[str]:
@@ -98,7 +106,13 @@ def _cut_short(url: str, run_id: str, keep: int) -> None:
         return fold_all(events).model_dump_json(), events[-1].hash
 
     folded, head = asyncio.run(state())
-    _sql(url, "DELETE FROM events WHERE run_id = ? AND seq > ?", run_id, keep)
+    _sql(
+        url,
+        "DELETE FROM event_log WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?)"
+        " AND seq > ?",
+        run_id,
+        keep,
+    )
     _sql(
         url,
         "UPDATE runs SET last_seq = ?, last_hash = ?, state = ?, status = 'waiting'"
@@ -161,8 +175,7 @@ def test_cutting_a_run_short_and_rewinding_its_row_is_detected(
 
 def test_deleting_a_whole_run_is_detected(tmp_path: Path, store_url: str) -> None:
     run_id = _make_runs(store_url)[1]
-    for table in ("events", "inbox", "runs"):
-        _sql(store_url, f"DELETE FROM {table} WHERE run_id = ?", run_id)
+    _delete_run(store_url, run_id)
     _broken(_verify(tmp_path, store_url), run_id, "the run was deleted")
 
 
@@ -183,13 +196,19 @@ def test_a_run_inserted_behind_charters_back_is_detected(tmp_path: Path) -> None
     _make_runs(url)
     other = tmp_path / "other.db"
     forged = _make_runs(f"sqlite:///{other}", n=1)[0]
-    for table in ("agents", "runs", "events"):
-        column = "agent_hash" if table == "agents" else "run_id"
-        with contextlib.closing(sqlite3.connect(tmp_path / "charter.db")) as conn:
-            conn.execute(f"ATTACH DATABASE '{other}' AS o")
-            where = "" if table == "agents" else f" WHERE {column} = '{forged}'"
-            conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM o.{table}{where}")
-            conn.commit()
+    with contextlib.closing(sqlite3.connect(tmp_path / "charter.db")) as conn:
+        conn.execute(f"ATTACH DATABASE '{other}' AS o")
+        # Renumbered past this database's runs (run numbers are per database).
+        conn.execute("UPDATE o.runs SET run_no = run_no + 1000")
+        conn.execute("UPDATE o.event_log SET run_no = run_no + 1000")
+        forged_no = "(SELECT run_no FROM o.runs WHERE run_id = ?)"
+        conn.execute("INSERT OR IGNORE INTO main.agents SELECT * FROM o.agents")
+        conn.execute("INSERT INTO main.runs SELECT * FROM o.runs WHERE run_id = ?", (forged,))
+        conn.execute(
+            f"INSERT INTO main.event_log SELECT * FROM o.event_log WHERE run_no = {forged_no}",
+            (forged,),
+        )
+        conn.commit()
     _broken(_verify(tmp_path, url), forged, "no run_created record")
 
 
@@ -254,8 +273,7 @@ def test_an_anchor_catches_a_run_deleted_with_its_audit_records(
                        env=SEALED)  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert "anchored audit record" in made.stdout
-    for table in ("events", "inbox", "runs"):
-        _sql(store_url, f"DELETE FROM {table} WHERE run_id = ?", last)
+    _delete_run(store_url, last)
     _sql(store_url, "DELETE FROM audit_log WHERE run_id = ?", last)  # its records are the tail
 
     assert _verify(tmp_path, store_url).returncode == 0  # beyond what the key can show
@@ -353,9 +371,19 @@ def test_runs_made_before_the_audit_log_existed_are_named_not_failed(tmp_path: P
     path = tmp_path / "charter.db"
     url = f"sqlite:///{path}"
     old = _make_runs(url, key=None)
-    # The database as Charter left it before schema 10.
-    _sql(url, "DROP TABLE audit_log")
-    _sql(url, "DELETE FROM charter_migrations WHERE version = 10")
+    # The database as Charter left it before schema 10 (and so before 11).
+    for statement in (
+        "CREATE TABLE old_events AS SELECT * FROM events",
+        "DROP VIEW events",
+        "DROP TABLE event_log",
+        "DROP TABLE event_types",
+        "ALTER TABLE old_events RENAME TO events",
+        "DROP INDEX runs_run_no",
+        "ALTER TABLE runs DROP COLUMN run_no",
+        "DROP TABLE audit_log",
+        "DELETE FROM charter_migrations WHERE version >= 10",
+    ):
+        _sql(url, statement)
     new = _make_runs(url)  # opening it to write migrates it: the genesis lists the old runs
     done = _verify(tmp_path, url)
     assert done.returncode == 0, done.stdout + done.stderr

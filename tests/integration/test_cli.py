@@ -113,8 +113,8 @@ def test_audit_verify_names_the_first_altered_event(tmp_path: Path, agent: Path)
     assert charter(tmp_path, "audit", "verify", "--all").returncode == 0
     with sqlite3.connect(tmp_path / "charter.db") as conn:
         conn.execute(
-            "UPDATE events SET payload = replace(payload, 'Which order?', 'Which card?')"
-            " WHERE run_id = ? AND seq = 3",
+            "UPDATE event_log SET payload = replace(payload, 'Which order?', 'Which card?')"
+            " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = 3",
             (run_id,),
         )
     conn.close()

@@ -133,3 +133,33 @@ def test_kill_switches_and_roles_are_copied_before_any_run(tmp_path: Path) -> No
 
     asyncio.run(scenario())
     assert seen == [(1, 1), (1, 1)]
+
+
+def test_runs_are_renumbered_by_the_copy_and_keep_their_own_events(tmp_path: Path) -> None:
+    """Run numbers (``runs.run_no``) are per database: a copy gives each run the destination's
+    next number, and no event lands on another run or is left without one."""
+    source_path = tmp_path / "source.db"
+    _populate(tmp_path, f"sqlite:///{source_path}")
+    with contextlib.closing(sqlite3.connect(source_path)) as conn, conn:
+        # Numbers as a database that has had other runs would give: the destination, which
+        # numbers runs in the order it copies them, gives them others.
+        for table in ("runs", "event_log"):
+            conn.execute(f"UPDATE {table} SET run_no = -run_no")
+            conn.execute(f"UPDATE {table} SET run_no = 3 - 2 * run_no")  # 1 -> 5, 2 -> 7
+    target_path = tmp_path / "copy.db"
+    done = run_charter(tmp_path, "db", "copy", "--from", f"sqlite:///{source_path}",
+                       "--to", f"sqlite:///{target_path}")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    def log(path: Path) -> tuple[list[tuple[Any, ...]], int]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT run_id, seq, type, hash FROM events ORDER BY 1, 2")
+            [(stored,)] = conn.execute("SELECT count(*) FROM event_log")
+            return rows.fetchall(), stored
+
+    (source, source_count), (target, target_count) = log(source_path), log(target_path)
+    assert target == source
+    assert target_count == source_count == len(source)
+    verified = run_charter(tmp_path, "audit", "verify", "--all", "--db",
+                           f"sqlite:///{target_path}")  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -103,7 +103,8 @@ def _tamper(db_path: Path, run_id: str, kind: str, edit: Any) -> int:
         body = json.loads(payload)
         edit(body)
         conn.execute(
-            "UPDATE events SET payload = ? WHERE run_id = ? AND seq = ?",
+            "UPDATE event_log SET payload = ?"
+            " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
             (json.dumps(body), run_id, seq),
         )
     return int(seq)

@@ -267,7 +267,8 @@ def _strip(db_path: Path, run_id: str, kind: str, field: str) -> None:
         assert field in body
         del body[field]
         conn.execute(
-            "UPDATE events SET payload = ? WHERE run_id = ? AND seq = ?",
+            "UPDATE event_log SET payload = ?"
+            " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = ?",
             (json.dumps(body), run_id, seq),
         )
 

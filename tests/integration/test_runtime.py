@@ -37,6 +37,7 @@ from charter.events import (
     Event,
     RunFinished,
     RunResumed,
+    RunStarted,
     RunWaiting,
     ToolCallFailed,
     ToolCallProposed,
@@ -487,8 +488,8 @@ def test_verify_is_empty_for_good_runs_and_names_a_tampered_event(
 
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
             conn.execute(
-                "UPDATE events SET payload = replace(payload, '\"A1\"', '\"B2\"')"
-                " WHERE run_id = ? AND seq = 4",
+                "UPDATE event_log SET payload = replace(payload, '\"A1\"', '\"B2\"')"
+                " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = 4",
                 (bad,),
             )
 
@@ -505,7 +506,11 @@ def test_verify_reports_a_run_whose_last_event_was_deleted(db_url: str, db_path:
     async def scenario(rt: Runtime) -> None:
         run_id, _ = await _run(rt, agent, "refund order A1", REFUND_SCRIPT)
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            conn.execute("DELETE FROM events WHERE run_id = ? AND seq = 11", (run_id,))
+            conn.execute(
+                "DELETE FROM event_log"
+                " WHERE run_no = (SELECT run_no FROM runs WHERE run_id = ?) AND seq = 11",
+                (run_id,),
+            )
         [broken] = await rt.verify()
         assert broken.run_id == run_id
         assert "head" in broken.reason
@@ -683,3 +688,18 @@ def test_a_message_sent_while_the_run_works_is_answered_before_it_finishes(db_ur
     assert types[late - 1] == "model_responded"  # read right after the would-be final answer
     assert events[late].body.text == "one more thing"  # type: ignore[union-attr]
     assert events[-1].body.output == "answer to the late message"  # type: ignore[union-attr]
+
+
+def test_the_instructions_hash_is_recorded_once_not_on_every_response(db_url: str) -> None:
+    agent = _agent(REFUND_SCRIPT, helper_tools.lookup, helper_tools.refund)
+
+    async def scenario(rt: Runtime) -> list[Event]:
+        run_id, _ = await _run(rt, agent, "refund order A1", REFUND_SCRIPT)
+        return await rt.events(run_id)
+
+    events = _in_runtime(db_url, scenario)
+    started, responses = events[0], [e for e in events if e.type == "model_responded"]
+    assert isinstance(started.body, RunStarted)
+    assert started.body.instructions_hash == agent.instructions_hash
+    assert len(responses) == 3
+    assert all("prompt_hash" not in e.payload and e.schema_version == 3 for e in responses)

@@ -154,7 +154,7 @@ def test_stored_events_keep_a_verifiable_chain_and_the_state_round_trips(
 
     _with_store(backend, scenario, clock=clock)
     # Verification reads what was stored: a payload changed behind the store breaks the chain.
-    backend.sql("UPDATE events SET payload = '{\"step\":9}' WHERE seq = 4")
+    backend.sql("UPDATE event_log SET payload = '{\"step\":9}' WHERE seq = 4")
 
     async def check(store: Store) -> None:
         found = verify_chain(await store.event_rows("run_1"), "run_1")
@@ -235,16 +235,16 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 10
+        assert await store.schema_version() == store.latest_schema_version() == 11
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(8,)]
-    tables = {"runs", "events", "inbox", "memory", "agents", "workers", "killswitch", "counters"}
-    tables.add("run_keys")
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(9,)]
+    tables = {"runs", "event_log", "inbox", "memory", "agents", "workers", "killswitch"}
+    tables.update(("counters", "run_keys", "event_types"))
     assert tables <= backend.tables()
 
 
@@ -288,10 +288,10 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [10] * 6
+    assert asyncio.run(scenario()) == [11] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,)]
 
 
 _OPEN_READ_ONLY = """

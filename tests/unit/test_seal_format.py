@@ -20,11 +20,14 @@ from charter.events import (
     ToolCallStarted,
     ToolCallSucceeded,
     Usage,
+    chain_hash,
+    content_digest,
+    parse_body,
 )
 
-# Hashes sealed by Charter before the canonical encoder was built once per process: an event
-# sealed by one version must verify with the next.
-PINNED: list[tuple[EventBody, str]] = [
+# Hashes sealed by Charter (schema 2) before the canonical encoder was built once per process:
+# an event sealed by one version must verify with the next.
+PINNED_2: list[tuple[EventBody, str]] = [
     (
         ModelResponded(
             step=2, provider="openai", model="gpt-4o-mini", prompt_hash="9f" * 32,
@@ -73,12 +76,44 @@ PINNED: list[tuple[EventBody, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("body", "expected"), PINNED, ids=lambda v: getattr(v, "type", ""))
+# Schema 3 (sealed today): the same bodies, but the response carries no prompt_hash (the run's
+# run_started records the instructions' hash once). The version is part of every hash.
+PINNED_3: list[tuple[EventBody, str]] = [
+    (PINNED_2[0][0].model_copy(update={"prompt_hash": None}),
+     "ad586de7e16152d9176126758ab57eeb4afa287c78b5ae3a2ac7fbf6f943af6b"),
+    (PINNED_2[1][0], "a9707aa5cd3068261e08483fba606150ec74486de674657a2b544176b7eced05"),
+    (PINNED_2[2][0], "2ade69eef80e3b28a26bb21486e8ec194a6ff1469bb05e653754b7c0297a6a2a"),
+    (PINNED_2[3][0], "30afaa9c6aa0d197e5b6b0b21fdfe7dd46ed36cc91e4f81ff336f8d43d4bdc99"),
+    (PINNED_2[4][0], "cb92d962729ea34514d816e8caf293f49d1a15cda809dc1f534f19c48355e40c"),
+    (PINNED_2[5][0], "04ac6d13e29dd03ff5f955d3a4fe88d0995baded3c8aae98880cbdd562b72bf7"),
+]  # fmt: skip
+_ids = {"ids": lambda v: getattr(v, "type", "")}
+
+
+@pytest.mark.parametrize(("body", "expected"), PINNED_3, **_ids)
 def test_a_sealed_event_hashes_to_its_pinned_value(body: EventBody, expected: str) -> None:
     event = Event.seal(
         run_id="run_pinned", seq=3, at=1765000000.125, body=body, prev_hash="ab" * 32
     )
+    assert event.schema_version == 3
     assert event.hash == expected
+
+
+@pytest.mark.parametrize(("body", "expected"), PINNED_2, **_ids)
+def test_an_event_sealed_by_schema_2_still_verifies(body: EventBody, expected: str) -> None:
+    payload = body.model_dump_json(exclude_defaults=True)
+    row = (3, body.type, 2, 1765000000.125, payload, expected)
+    prev = "ab" * 32
+    digest = content_digest(body.type, payload, 2)
+    material = dict(run_id="run_pinned", seq=3, type=body.type, at=1765000000.125, prev=prev)
+    assert chain_hash(schema_version=2, digest=digest, **material) == expected
+    # and the schema-2 payload still parses into today's body, field for field
+    assert parse_body(row[4], body.type) == body
+
+
+def test_a_response_no_longer_repeats_the_instructions_hash() -> None:
+    event = Event.seal(run_id="r", seq=3, at=1.0, body=PINNED_3[0][0], prev_hash="ab" * 32)
+    assert "prompt_hash" not in event.payload
 
 
 _json_values = st.recursive(

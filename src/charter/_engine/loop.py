@@ -371,7 +371,6 @@ class RunDriver(UnknownOutcomes):
                 step=self.state.step + 1,
                 provider=step.model.provider,
                 model=response.model,
-                prompt_hash=self.agent.instructions_hash,
                 content=response.content,
                 tool_calls=response.tool_calls,
                 latency_ms=0.0 if cached else round((self.clock() - started) * 1000, 3),

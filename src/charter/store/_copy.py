@@ -15,9 +15,10 @@ table a later migration adds is copied too. In this order:
    genesis record, or extends the copy made before; a destination with an audit log of its
    own is refused (two histories cannot be merged into one chain).
 
-Not copied (:data:`NOT_COPIED`): the destination's own schema history, and the heartbeats of
-the source's live workers. An interrupted copy can simply be run again. Stop the workers
-first: a run that changes during the copy is copied as it was when it was read.
+Not copied (:data:`NOT_COPIED`): the destination's own schema history and event type codes,
+and the heartbeats of the source's live workers. An interrupted copy can simply be run
+again. Stop the workers first: a run that changes during the copy is copied as it was when it
+was read.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from charter.store._base import Store
 NOT_COPIED = {
     "charter_migrations": "the destination has its own schema history",
     "workers": "heartbeats of the source's live worker processes, not state",
+    "event_types": "the destination's store writes its own (the same codes, from Charter)",
 }
 FIRST = ("killswitch", "role_grants")
 """Copied before any run: the switches that keep writes off, and who may decide."""
-BY_RUN = ("runs", "events", "inbox")
-"""Copied run by run (``export_run``/``import_run``), every chain verified."""
+BY_RUN = ("runs", "event_log", "inbox")
+"""Copied run by run (``export_run``/``import_run``), every chain verified. Run numbers
+(``runs.run_no``, which ``event_log`` rows name) are the destination's own."""
 AUDIT_LOG = "audit_log"
 """Copied whole after the runs: it replaces the destination's fresh genesis record."""
 

@@ -44,6 +44,7 @@ from charter.store import (
     _audit,
     _cache,
     _counters,
+    _event_log,
     _opening,
     _postgres_approvals as _approvals,
     _run_keys,
@@ -80,10 +81,7 @@ _RUN_COLUMNS = (
     " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
     " created_at, updated_at"
 )
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-)
+_INSERT_EVENT = _event_log.insert_sql("%s")
 _CLAIM = """
 WITH picked AS (
     SELECT run_id, status, waiting_for, ready_at FROM runs
@@ -298,6 +296,12 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
                             entry = _audit.genesis([r[0] for r in await cur.fetchall()])
                             now = await self._now(cur)
                             await _audit.postgres_append(cur, [entry], now, self.audit_key)
+                await cur.execute("SELECT code, type FROM event_types")
+                _event_log.check_types(await cur.fetchall())
+                await cur.executemany(
+                    "INSERT INTO event_types (code, type) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    _event_log.type_rows(),
+                )
         except psycopg.Error as exc:
             raise translate(exc, self.target) from exc
         finally:
@@ -383,14 +387,10 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         # One row before the range, for the first event's prev_hash.
-        rows = await self._fetch(
-            "SELECT seq, type, at, payload, hash, schema_version FROM events"
-            " WHERE run_id = %s AND seq >= %s ORDER BY seq",
-            (run_id, after_seq),
-        )
+        rows = await self._fetch(_event_log.select_sql("%s"), (run_id, after_seq))
         prev = GENESIS_HASH
         events = []
-        for seq, type_, at, payload, hash_, version in rows:
+        for seq, type_, version, at, payload, hash_ in map(_event_log.shown, rows):
             if seq > after_seq:
                 body = parse_body(payload, type_)
                 events.append(Event(run_id, seq, at, body, payload, prev, hash_, version))
@@ -398,12 +398,8 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         return events
 
     async def event_rows(self, run_id: str) -> list[EventRow]:
-        rows = await self._fetch(
-            "SELECT seq, type, schema_version, at, payload, hash FROM events"
-            " WHERE run_id = %s ORDER BY seq",
-            (run_id,),
-        )
-        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        rows = await self._fetch(_event_log.select_sql("%s"), (run_id, 0))
+        return [_event_log.shown(r) for r in rows]
 
     async def commit(self, commit: Commit) -> None:
         async with self._cursor(write=True) as cur:
@@ -670,7 +666,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         values[14] = export.state_text or json.dumps(r.state)
         async with self._cursor(write=True, run_id=r.run_id) as cur:
             await _insert_run(cur, values, export.agent_spec)
-            await cur.executemany(_INSERT_EVENT, [(r.run_id, *row) for row in export.events])
+            await cur.executemany(
+                _INSERT_EVENT, [(r.run_id, *_event_log.stored(*row)) for row in export.events]
+            )
             # Inbox ids are kept (message_received events name them); the identity moves past.
             await cur.executemany(
                 "INSERT INTO inbox (inbox_id, run_id, text, sent_at, consumed_at)"
@@ -729,8 +727,7 @@ async def _notify(cur: Cursor, run_id: str) -> None:
 
 
 async def _insert_events(cur: Cursor, events: Iterable[Event]) -> None:
-    rows = [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events]
-    await cur.executemany(_INSERT_EVENT, rows)
+    await cur.executemany(_INSERT_EVENT, _event_log.stored_events(events))
 
 
 async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:

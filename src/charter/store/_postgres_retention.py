@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from charter.events import FINAL_STATUSES
+from charter.store import _event_log
 from charter.store._base import PayloadRow
 
 Row = tuple[Any, ...]
@@ -55,8 +56,7 @@ class PostgresRetention:
         done = 0
         for run_id, seq, old, new in changes:
             rows = await self._fetch(
-                "UPDATE events SET payload = %s WHERE run_id = %s AND seq = %s AND payload = %s"
-                " RETURNING seq",
+                _event_log.replace_payload_sql("%s") + " RETURNING seq",
                 (new, run_id, seq, old),
             )
             done += len(rows)

@@ -34,6 +34,7 @@ from charter.stats import StatsReport
 from charter.store import (
     _audit,
     _cache,
+    _event_log,
     _opening,
     _run_keys,
     _sqlite_approvals as _approvals,
@@ -65,6 +66,8 @@ _RUN_COLUMNS = (
     " ready_at, lease_owner, lease_expires_at, lease_epoch, last_seq, last_hash, state,"
     " created_at, updated_at"
 )
+_NEXT_RUN_NO = "(SELECT coalesce(max(run_no), 0) + 1 FROM runs)"
+"""A new run's number (schema 11): one writer, so the largest plus one is free."""
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -166,6 +169,7 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         migrations = _migrations()
         latest = migrations[-1][0]
+        conn.create_function("charter_unhex", 1, _event_log.unhex, deterministic=True)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -191,6 +195,11 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
                         runs = [r[0] for r in conn.execute("SELECT run_id FROM runs")]
                         entry = _audit.genesis(runs)
                         _audit.sqlite_append(conn, [entry], self._clock(), self.audit_key)
+            _event_log.check_types(conn.execute("SELECT code, type FROM event_types"))
+            conn.executemany(
+                "INSERT OR IGNORE INTO event_types (code, type) VALUES (?, ?)",
+                _event_log.type_rows(),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -313,8 +322,8 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
             ).rowcount
             last = run.events[-1]
             conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, 'queued', NULL, ?, NULL, NULL, 0, ?, ?, ?, ?, ?)",
+                f"INSERT INTO runs ({_RUN_COLUMNS}, run_no) VALUES (?, ?, ?, ?, ?, ?, 'queued',"
+                f" NULL, ?, NULL, NULL, 0, ?, ?, ?, ?, ?, {_NEXT_RUN_NO})",
                 (
                     run.run_id,
                     run.agent_name,
@@ -398,14 +407,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         def op(conn: sqlite3.Connection) -> list[Event]:
             # One row before the range, for the first event's prev_hash.
-            rows = conn.execute(
-                "SELECT seq, type, at, payload, hash, schema_version FROM events"
-                " WHERE run_id = ? AND seq >= ? ORDER BY seq",
-                (run_id, after_seq),
-            ).fetchall()
+            rows = conn.execute(_event_log.select_sql("?"), (run_id, after_seq)).fetchall()
             prev = GENESIS_HASH
             events = []
-            for seq, type_, at, payload, hash_, version in rows:
+            for seq, type_, version, at, payload, hash_ in map(_event_log.shown, rows):
                 if seq > after_seq:
                     events.append(
                         Event(
@@ -425,13 +430,10 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         return await self._read(op)
 
     async def event_rows(self, run_id: str) -> list[EventRow]:
-        return await self._read(
-            lambda c: c.execute(
-                "SELECT seq, type, schema_version, at, payload, hash FROM events"
-                " WHERE run_id = ? ORDER BY seq",
-                (run_id,),
-            ).fetchall()
+        rows = await self._read(
+            lambda c: c.execute(_event_log.select_sql("?"), (run_id, 0)).fetchall()
         )
+        return [_event_log.shown(r) for r in rows]
 
     async def commit(self, commit: Commit) -> None:
         await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
@@ -687,12 +689,13 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
             values = [getattr(r, name.strip()) for name in _RUN_COLUMNS.split(",")]
             values[14] = export.state_text or json.dumps(r.state)
             conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 17)})", values
+                f"INSERT INTO runs ({_RUN_COLUMNS}, run_no)"
+                f" VALUES ({', '.join('?' * 17)}, {_NEXT_RUN_NO})",
+                values,
             )
             conn.executemany(
-                "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.run_id, *row) for row in export.events],
+                _event_log.insert_sql("?"),
+                [(r.run_id, *_event_log.stored(*row)) for row in export.events],
             )
             # Inbox ids are kept: message_received events name them.
             conn.executemany(
@@ -733,11 +736,7 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
-    conn.executemany(
-        "INSERT INTO events (run_id, seq, type, schema_version, at, payload, hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(e.run_id, e.seq, e.type, e.schema_version, e.at, e.payload, e.hash) for e in events],
-    )
+    conn.executemany(_event_log.insert_sql("?"), _event_log.stored_events(events))
 
 
 def _apply_commit(

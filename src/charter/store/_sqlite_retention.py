@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from charter.events import FINAL_STATUSES
+from charter.store import _event_log
 from charter.store._base import PayloadRow
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ class SQLiteRetention:
             done = 0
             for run_id, seq, old, new in changes:
                 cur = conn.execute(
-                    "UPDATE events SET payload = ? WHERE run_id = ? AND seq = ? AND payload = ?",
+                    _event_log.replace_payload_sql("?"),
                     (new, run_id, seq, old),
                 )
                 done += cur.rowcount

@@ -1,6 +1,7 @@
 """``Store.stats()``: the SQL, in a SQLite and a PostgreSQL dialect, and the report's assembly.
 
-Speed comes from reading the events table once and parsing each payload once. Payloads are JSON
+Speed comes from reading the event log once (``event_log``, by type code: no join per event)
+and parsing each payload once. Payloads are JSON
 text with no index on what stats need, so each pass over the log is a full scan, and SQLite
 sorts for every GROUP BY. So one statement scans the events of the selected runs and computes
 everything with filtered aggregates and no GROUP BY. Measured on SQLite (bench/stats.py): a
@@ -27,16 +28,27 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from charter.stats import ApprovalStats, LatencyStats, StatsReport, ToolStats, ratio, reason_kind
+from charter.store import _event_log
 
 Dialect = Literal["sqlite", "postgres"]
 _SEP = "\x1f"
-_OUTCOMES = "('tool_call_succeeded', 'tool_call_failed', 'tool_call_rejected')"
-_TYPES = (
-    "('model_responded', 'model_call_failed', 'tool_call_proposed', 'tool_call_succeeded',"
-    " 'tool_call_failed', 'tool_call_rejected', 'run_finished', 'approval_requested',"
-    " 'approval_decided')"
-)
 _SUCCEEDED, _FAILED, _REJECTED = "tool_call_succeeded", "tool_call_failed", "tool_call_rejected"
+
+
+def _t(name: str) -> int:
+    """An event type as the log stores it (``x.type`` is the code: no join per event)."""
+    return _event_log.code(name)
+
+
+def _codes(*names: str) -> str:
+    return f"({', '.join(str(_t(n)) for n in names)})"
+
+
+_OUTCOMES = _codes(_SUCCEEDED, _FAILED, _REJECTED)
+_TYPES = _codes(
+    "model_responded", "model_call_failed", "tool_call_proposed", _SUCCEEDED, _FAILED,
+    _REJECTED, "run_finished", "approval_requested", "approval_decided",
+)  # fmt: skip
 _MODEL = ("latency_ms", "usage.input_tokens", "usage.output_tokens", "cost_usd")
 _TOOL = ("tool", "duration_ms", "attempts", "cost_usd")
 _SPENT = ("usage.input_tokens", "usage.output_tokens", "cost_usd")
@@ -104,17 +116,18 @@ class StatsQuery:
         payload = "e.payload" if self.dialect == "sqlite" else "e.payload::jsonb"
         # SQLite: CROSS JOIN keeps runs as the outer loop (events by primary-key prefix).
         return (
-            f"(SELECT r.status = 'succeeded' AS ok, r.status AS status, e.run_id, e.type, e.at,"
-            f" {payload} AS p FROM runs r CROSS JOIN events e WHERE e.run_id = r.run_id"
-            f" AND e.type IN {types} AND {self._where_runs()}{extra}) x"
+            f"(SELECT r.status = 'succeeded' AS ok, r.status AS status, r.run_id, r.run_no,"
+            f" e.type_code AS type, e.at, {payload} AS p FROM runs r CROSS JOIN event_log e"
+            f" WHERE e.run_no = r.run_no AND e.type_code IN {types}"
+            f" AND {self._where_runs()}{extra}) x"
         )
 
     # -- statements -----------------------------------------------------------------------------
 
     def events_sql(self) -> str:
         """One row; :func:`assemble` reads its columns by these positions."""
-        model, failed = "x.type = 'model_responded'", "x.type = 'model_call_failed'"
-        proposed = "x.type = 'tool_call_proposed'"
+        model, failed = f"x.type = {_t('model_responded')}", f"x.type = {_t('model_call_failed')}"
+        proposed = f"x.type = {_t('tool_call_proposed')}"
         ok = "x.ok = 1" if self.dialect == "sqlite" else "x.ok"
         if self.dialect == "sqlite":
             versions = (
@@ -135,14 +148,16 @@ class StatsQuery:
             f"{versions} FILTER (WHERE {proposed})",
             # 7-10: succeeded calls in succeeded runs, in the others; failed calls likewise
             *(
-                self._rows(_TOOL, f"x.type = '{kind}' AND {cond}")
+                self._rows(_TOOL, f"x.type = {_t(kind)} AND {cond}")
                 for kind in (_SUCCEEDED, _FAILED)
                 for cond in (ok, f"NOT {ok}")
             ),
             # 11: tools of rejected calls; 12: reasons of escalated runs
-            self._array(self._text("tool"), f"x.type = '{_REJECTED}'"),
-            self._array(self._text("reason"), "x.type = 'run_finished' AND x.status = 'escalated'"),
-            # 13: approvals: [run_id, type, at, approval_id, decision, decided_at]
+            self._array(self._text("tool"), f"x.type = {_t(_REJECTED)}"),
+            self._array(
+                self._text("reason"), f"x.type = {_t('run_finished')} AND x.status = 'escalated'"
+            ),
+            # 13: approvals: [run_id, type code, at, approval_id, decision, decided_at]
             self._array(
                 self._tuple(
                     "x.run_id",
@@ -152,7 +167,7 @@ class StatsQuery:
                     self._text("decision"),
                     self._num("decided_at"),
                 ),
-                "x.type IN ('approval_requested', 'approval_decided')",
+                f"x.type IN {_codes('approval_requested', 'approval_decided')}",
             ),
             # 14, 15: the answered but unusable attempts of failed model calls (_SPENT fields),
             # in succeeded runs and in the others
@@ -163,13 +178,13 @@ class StatsQuery:
 
     def versioned_outcomes_sql(self, tools: Sequence[str]) -> tuple[str, dict[str, Any]]:
         """Outcomes of ``tools`` with the version their proposal recorded, in one row:
-        [[type, tool, version, duration, attempts, cost], ...]."""
+        [[type code, tool, version, duration, attempts, cost], ...]."""
         names = {f"tool{i}": name for i, name in enumerate(tools)}
         listed = ", ".join(self._param(k) for k in names)
         pe = "pe.payload" if self.dialect == "sqlite" else "pe.payload::jsonb"
         version = (
-            f"(SELECT {self._text('tool_version', pe)} FROM events pe WHERE pe.run_id = x.run_id"
-            f" AND pe.type = 'tool_call_proposed'"
+            f"(SELECT {self._text('tool_version', pe)} FROM event_log pe"
+            f" WHERE pe.run_no = x.run_no AND pe.type_code = {_t('tool_call_proposed')}"
             f" AND {self._text('call_id', pe)} = {self._text('call_id')} LIMIT 1)"
         )
         e = "e.payload" if self.dialect == "sqlite" else "e.payload::jsonb"
@@ -340,7 +355,8 @@ class _Tools:
         return cost_ok
 
     def add_versioned(self, records: Sequence[Any]) -> None:
-        for kind, tool, version, ms, attempts, cost in records:
+        for code, tool, version, ms, attempts, cost in records:
+            kind = _event_log.type_name(int(code))
             acc = self.by_key[(tool, version)]
             acc.cost += float(cost or 0)
             if kind == _REJECTED:
@@ -382,7 +398,7 @@ def _approvals(records: list[Any]) -> ApprovalStats:
     decided: dict[tuple[str, str], tuple[str, float]] = {}
     for run_id, type_, at, approval_id, decision, decided_at in records:
         key = (str(run_id), str(approval_id))
-        if type_ == "approval_requested":
+        if _event_log.type_name(int(type_)) == "approval_requested":
             requested[key] = float(at)
         else:
             decided[key] = (str(decision), float(decided_at if decided_at is not None else at))
