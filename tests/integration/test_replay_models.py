@@ -14,6 +14,8 @@ from typing import Any
 
 from charter import Agent, ModelSpec, Runtime, tool
 from charter.events import ModelCallFailed, ModelResponded, RunWaiting
+from charter.models import ReplayModel
+from charter.models._routing import describe
 from charter.replay import ReplayReport, replay_run
 from charter.testing import FakeOpenAIServer
 
@@ -77,3 +79,24 @@ def test_unusable_answers_fail_again_with_their_excerpt(store_url: str) -> None:
     (failed,) = [b for b in bodies if isinstance(b, ModelCallFailed)]
     assert failed.excerpt == "I cannot answer in JSON."
     assert report.identical, report.divergence
+
+
+def test_a_local_model_is_described_with_the_file_version_and_parameters_it_recorded() -> None:
+    """``describe`` is what the routing records on a model event: a replay's model must give
+    the recorded GGUF file, its sha256 and the sampling parameters, not the spec's defaults."""
+    recorded = ModelResponded(
+        step=1,
+        provider="local",
+        model="qwen",
+        prompt_hash="p",
+        content="hi",
+        endpoint="/models/qwen.gguf",
+        model_version="1d96",
+        parameters={"temperature": 0.0, "max_tokens": 256},
+    )
+    spec = ModelSpec(provider="local", name="qwen")
+    assert describe(ReplayModel([recorded]), spec) == (
+        "/models/qwen.gguf",
+        "1d96",
+        {"temperature": 0.0, "max_tokens": 256},
+    )

@@ -50,7 +50,7 @@ _ERRORS: dict[str, type[ModelError]] = {
 
 
 class ReplayModel:
-    """Serves recorded responses by step. ``provider``, ``name``, ``endpoint`` and
+    """Serves recorded responses by step. ``provider``, ``name``, ``endpoint``, ``sha256`` and
     :meth:`parameters` follow the last served one."""
 
     def __init__(
@@ -73,6 +73,8 @@ class ReplayModel:
         """The endpoint the original called: the replayed model events record it again."""
         answered = [b for bs in self._by_step.values() for b in bs if isinstance(b, ModelResponded)]
         self._parameters = dict(answered[0].parameters) if answered else {}
+        self.sha256 = answered[0].model_version if answered else None
+        """A local model's file version, as the original recorded it (``model_version``)."""
 
     def parameters(self) -> dict[str, Any]:
         """The sampling parameters the original sent (``model_responded.parameters``)."""
@@ -88,6 +90,7 @@ class ReplayModel:
         self.endpoint = recorded.endpoint
         if isinstance(recorded, ModelResponded):
             self._parameters = dict(recorded.parameters)
+            self.sha256 = recorded.model_version
         attempt = self._calls[step] = self._calls.get(step, 0) + 1
         if attempt >= recorded.attempts and len(events) > 1:
             events.pop(0)  # this asking is settled: the next one gets the next event
