@@ -41,6 +41,10 @@ from charter.retention import strip
 from charter.store import AuditEntry
 from charter.store._audit import seal
 
+pytestmark = pytest.mark.replay_exempt(
+    "forges retention markers and applies retention: a replay needs the whole, untampered log"
+)
+
 Json = dict[str, Any]
 
 
