@@ -8,6 +8,23 @@ empty schema in it, named by the URL (``?options=-csearch_path%3Dt_<n>``) and dr
 test. A schema costs milliseconds where a database costs a checkpoint. ``pg_databases.create()``
 makes a whole fresh database for a test that needs one. CI guarantees the server: when it is
 unreachable the PostgreSQL tests fail, they are not skipped.
+
+Every run replays identically: at the teardown of each test that passed, every run in every
+store the test used is replayed (``charter.replay.replay_run``, :mod:`tests.helpers.replays`)
+and the test fails (an error at teardown) naming each run that is not identical, with its
+divergence, or that cannot be replayed. The stores checked are the schema ``pg_url`` (and
+so ``store_url``) handed out, replayed before it is dropped, and every Charter SQLite database
+under the test's ``tmp_path``, whoever wrote it (``db_path``, ``db_url``, a CLI subprocess's
+``charter.db``, a durability test's workers), replayed after the test's fixtures are torn
+down (a store is opened to read; a file or schema without Charter's tables is passed over).
+A test whose log cannot replay by design opts out with
+``@pytest.mark.replay_exempt("the reason")`` (``pytestmark = ...`` for a module); a reason is
+required. Use it for logs broken on purpose (tampering, a forged chain or marker, truncated
+tables, payloads removed by retention, a schema from the future), logs written by hand through
+the store API, tools that import only inside a script or a test function, and prose reworded
+by monkeypatching (gone by teardown). Stores that outlive a test (module fixtures under
+``tmp_path_factory``) are not seen here: replay them in a test of their own, as
+``test_redteam.py`` does. ``tests/integration/test_replay_check.py`` tests the check itself.
 """
 
 from __future__ import annotations
@@ -17,7 +34,7 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -30,6 +47,8 @@ if str(ROOT) not in sys.path:
     # Tool references such as "tests.helpers.tools:lookup" are imported by module name, as a
     # worker in another process would import them.
     sys.path.insert(0, str(ROOT))
+
+from tests.helpers import replays  # noqa: E402  (the repository root is on sys.path now)
 
 PG_ADMIN_ENV = "CHARTER_TEST_PG_ADMIN"
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -151,13 +170,18 @@ def pg_databases() -> Iterator[PostgresDatabases]:
 
 
 @pytest.fixture
-def pg_url(pg_databases: PostgresDatabases) -> Iterator[str]:
-    """A PostgreSQL URL to a fresh, empty place (its own schema), dropped after the test."""
+def pg_url(request: pytest.FixtureRequest, pg_databases: PostgresDatabases) -> Iterator[str]:
+    """A PostgreSQL URL to a fresh, empty place (its own schema), dropped after the test (its
+    runs replayed first)."""
     name = pg_databases.create_schema()
+    url = pg_databases.url(pg_databases.session_db, schema=name)
     try:
-        yield pg_databases.url(pg_databases.session_db, schema=name)
+        yield url
     finally:
-        pg_databases.drop_schema(name)
+        try:
+            _replay_check(request.node, url)
+        finally:
+            pg_databases.drop_schema(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -166,3 +190,52 @@ def store_url(request: pytest.FixtureRequest, db_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{db_path}"
     return str(request.getfixturevalue("pg_url"))
+
+
+# -- every run replays identically ------------------------------------------------------------
+
+_PASSED = pytest.StashKey[bool]()
+_REPLAY_PROBLEMS = pytest.StashKey[list[str]]()
+
+
+def _replay_check(item: pytest.Item, url: str) -> None:
+    """Replay every run at ``url`` if ``item`` passed and is not exempt; keep the problems."""
+    marker = item.get_closest_marker("replay_exempt")
+    if marker is not None or not item.stash.get(_PASSED, False):
+        return
+    try:
+        found = replays.problems(url)
+    except Exception as exc:  # the check itself broke: say so, as a failure of the test
+        found = [f"{url}: replaying its runs raised {exc!r}"]
+    item.stash.setdefault(_REPLAY_PROBLEMS, []).extend(found)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[_PASSED] = report.passed
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    result = yield  # the fixtures' own teardown first: workers stopped, pg_url checked
+    marker = item.get_closest_marker("replay_exempt")
+    if marker is not None and not (marker.args and str(marker.args[0]).strip()):
+        pytest.fail("replay_exempt needs a reason: @pytest.mark.replay_exempt('why')")
+    if isinstance(tmp, Path):
+        for path in replays.sqlite_files(tmp):
+            _replay_check(item, f"sqlite:///{path}")
+    found = item.stash.get(_REPLAY_PROBLEMS, [])
+    if found:
+        pytest.fail(
+            "not every run of this test replays identically (a bug in replay or in recording;"
+            " a test that breaks its log on purpose: @pytest.mark.replay_exempt('why')):\n"
+            + "\n".join(found),
+            pytrace=False,
+        )
+    return result

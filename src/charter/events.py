@@ -487,6 +487,9 @@ class RunFinished(_Redactable):
     status: Literal["succeeded", "failed", "escalated", "cancelled"]
     output: str | None = None
     reason: str | None = None
+    abandoned: bool = False
+    """Written from outside the run's loop, which failed (a worker error, a rerun's unrecorded
+    call): the step the loop was in was never committed. A replay stops there."""
 
 
 EventBody = Annotated[

@@ -43,6 +43,7 @@ from charter._engine.recorded import (
     RecordedPort,
     Recording,
     ReplayExecutor,
+    ReplayRedactor,
     replay_agent,
 )
 from charter.agents import Agent
@@ -204,7 +205,7 @@ async def replay_events(
     recording = Recording(events)
     cursor = Cursor(recording)
     scratch = RecordedPort(cursor, halt_past_last=True)
-    model = ReplayModel(recording.model)
+    model = ReplayModel(recording.model, proposals=recording.proposals)
     executor = ReplayExecutor(cursor)
     twin = replay_agent(agent, cursor)
     record = _record(recording.events[0])
@@ -212,7 +213,8 @@ async def replay_events(
     for number, drive in enumerate(recording.drives, start=1):
         cursor.drive, cursor.driver = drive, None
         final = number == len(recording.drives)
-        scratch.halt_past_last = in_flight or not final
+        abandoned = final and recording.abandoned is not None
+        scratch.halt_past_last = in_flight or not final or abandoned
         scratch.apply_decisions(recording.decisions(drive))
         driver = RunDriver(
             store=scratch,
@@ -227,15 +229,19 @@ async def replay_events(
             rand=new_random(0),
         )
         driver.limiter.refresh_s = 0.0  # read each cap where the loop asks: served by position
+        if driver.redactor is not None:  # the log holds what the original's redaction left
+            driver.redactor = ReplayRedactor(agent.logging, cursor, ignored=IGNORED)
         scratch.spend_caps = {key: name for name, key, _ in driver.limiter.caps}
         cursor.driver = driver
         with contextlib.suppress(Halt):  # the original worker stopped there
             await driver.drive()
-        end = None if final else drive.last
+        end = None if final and not abandoned else drive.last
         found = first_divergence(recording.events, scratch.events, start=checked + 1, end=end)
         if found is not None:
             return _report(recording, scratch, number, found)
         checked = drive.last
+    if recording.abandoned is not None:  # written from outside the loop: an outside answer
+        scratch.events.append(recording.abandoned)
     return _report(recording, scratch, len(recording.drives), None)
 
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from tests.helpers.cli import run_charter
 from tests.helpers.refund_agent import write_refund_agent
 
@@ -82,6 +83,7 @@ def test_deny_needs_a_reason_and_unknown_ids_are_clear_errors(tmp_path: Path) ->
     assert "charter approvals list" in unknown.stderr
 
 
+@pytest.mark.replay_exempt("forges the arguments hash of an approval decision")
 def test_a_grant_for_other_arguments_is_refused_before_execution(tmp_path: Path) -> None:
     """The run re-checks the grant's arguments hash: a tampered request never executes."""
     run_id, request = _held_run(tmp_path)

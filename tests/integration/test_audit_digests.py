@@ -167,6 +167,7 @@ ALL_KINDS = ("prompts=0s", "tool_payloads=0s", "decisions=0s")
 # -- a marker cannot stand for content it does not match --------------------------------------
 
 
+@pytest.mark.replay_exempt("forges a removal marker over a field it blanks")
 @pytest.mark.parametrize("form", ["original digest", "leaf digests"])
 def test_a_forged_marker_cannot_cover_a_changed_shown_field(
     store_url: str, tmp_path: Path, form: str
@@ -213,6 +214,7 @@ def _verify_lines(tmp_path: Path, url: str) -> dict[str, str]:
     return {line.split()[1]: line for line in lines}
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_after_real_retention_a_changed_kept_field_is_detected(
     store_url: str, tmp_path: Path
 ) -> None:
@@ -235,6 +237,7 @@ def test_after_real_retention_a_changed_kept_field_is_detected(
         assert f"at event {where[edit]}:" in line and "does not match" in line, (edit, broken)
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_real_retention_verifies_pass_after_pass_and_the_marker_merges(
     store_url: str, tmp_path: Path
 ) -> None:
@@ -297,6 +300,7 @@ MARKER_LIES: dict[str, tuple[str, Callable[[Json], None], str]] = {
 }
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_a_marker_that_does_not_match_the_event_is_a_break(store_url: str, tmp_path: Path) -> None:
     """Each lie on a run of its own (one retention pass and one verify for all of them)."""
     runs = {lie: _finished_run(store_url) for lie in MARKER_LIES}
@@ -344,6 +348,7 @@ def _repoint_audit_log(url: str, run_id: str) -> None:
         _sql(url, "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
 
 
+@pytest.mark.replay_exempt("writes schema-1 events with a removal marker by hand")
 def test_schema_1_events_written_by_hand_still_verify_by_the_old_rule(
     store_url: str, tmp_path: Path
 ) -> None:

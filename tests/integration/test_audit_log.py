@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from tests.helpers.cli import run_charter
 from tests.helpers.refund_agent import write_refund_agent
 
@@ -164,6 +165,7 @@ def test_an_untouched_database_verifies_and_says_what_it_cannot_see_without_a_ke
 # -- tampering with runs -------------------------------------------------------------------------
 
 
+@pytest.mark.replay_exempt("cuts a run's log short")
 def test_cutting_a_run_short_and_rewinding_its_row_is_detected(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -215,6 +217,7 @@ def test_a_run_inserted_behind_charters_back_is_detected(tmp_path: Path) -> None
 # -- tampering with the audit log ----------------------------------------------------------------
 
 
+@pytest.mark.replay_exempt("rewrites a run's log and its audit entries")
 def test_rewriting_the_audit_log_to_match_is_caught_by_the_key_and_only_by_it(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -291,6 +294,7 @@ def test_an_anchor_catches_a_run_deleted_with_its_audit_records(
 # -- operator actions ----------------------------------------------------------------------------
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_operator_actions_are_recorded_with_their_actors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'charter.db'}"
     write_refund_agent(tmp_path)

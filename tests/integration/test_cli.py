@@ -108,6 +108,7 @@ def test_db_option_and_environment_variable(tmp_path: Path, agent: Path) -> None
     assert not (tmp_path / "charter.db").exists()
 
 
+@pytest.mark.replay_exempt("alters an event of the log")
 def test_audit_verify_names_the_first_altered_event(tmp_path: Path, agent: Path) -> None:
     run_id = charter(tmp_path, "run", "agent.yaml", "--input", "hi").stdout.split()[0]
     assert charter(tmp_path, "audit", "verify", "--all").returncode == 0
@@ -174,6 +175,7 @@ def test_send_to_a_finished_run(tmp_path: Path, agent: Path) -> None:
     _assert_clean_error(charter(tmp_path, "send", run_id, "more"), 6, "finished")
 
 
+@pytest.mark.replay_exempt("gives the database a schema version from the future")
 def test_database_from_a_newer_version_is_refused(tmp_path: Path, agent: Path) -> None:
     assert charter(tmp_path, "start", "agent.yaml", "--input", "x").returncode == 0
     before = (tmp_path / "charter.db").read_bytes()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
+import pytest
 from tests.helpers import tools as helper_tools
 
 from charter import (
@@ -166,6 +167,10 @@ def _charge_tool(url: str) -> Tool:
     return charge
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_three_workers_share_thirty_runs_and_each_effect_happens_once(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE ledger (idempotency_key TEXT, run_id TEXT, order_id TEXT)")

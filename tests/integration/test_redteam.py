@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.helpers import replays
 
 from charter.demo.tools import TOOLS
 from charter.policy import PolicySet
@@ -18,10 +19,24 @@ INSTRUCTIONS = (ROOT / "src" / "charter" / "demo" / "support_triage.md").read_te
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CaseResult]:
-    workdir = tmp_path_factory.mktemp("redteam")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("redteam")
+
+
+@pytest.fixture(scope="module")
+def results(workdir: Path) -> dict[str, CaseResult]:
     done = run_corpus(CASES, policy=POLICY, instructions=INSTRUCTIONS, tools=TOOLS, workdir=workdir)
     return {r.case.id: r for r in done}
+
+
+def test_every_run_of_the_corpus_replays_identically(
+    results: dict[str, CaseResult], workdir: Path
+) -> None:
+    """The corpus's stores live for the module (not a test's tmp_path), so the suite-wide
+    check at each test's teardown does not see them: they are replayed here."""
+    stores = list(replays.sqlite_files(workdir))
+    assert stores
+    assert [p for s in stores for p in replays.problems(f"sqlite:///{s}")] == []
 
 
 def test_the_corpus_covers_every_family_with_enough_cases() -> None:

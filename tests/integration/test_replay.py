@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.helpers.cli import run_charter
 
 from charter import Agent, ModelSpec, Runtime, ToolContext, tool
@@ -110,6 +111,7 @@ def _tamper(db_path: Path, run_id: str, kind: str, edit: Any) -> int:
     return int(seq)
 
 
+@pytest.mark.replay_exempt("tampers with an event of the log")
 def test_a_tampered_log_diverges_at_the_tampered_event(
     db_url: str, db_path: Path, tmp_path: Path
 ) -> None:

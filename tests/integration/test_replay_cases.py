@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.helpers.cli import run_charter
 
 from charter import Agent, ModelSpec, Runtime, tool
-from charter.events import ModelResponded, ToolCallSucceeded
+from charter.events import ModelResponded, RunFinished, ToolCallSucceeded
 from charter.models._routing import CachePolicy
+from charter.redaction import LoggingSettings
 from charter.replay import replay_run
+from charter.rerun import RerunChanges, rerun
 
 
 @tool(effect="read", cacheable=True)
@@ -114,6 +118,10 @@ def _importable_run(url: str) -> str:
     return asyncio.run(main())
 
 
+@pytest.mark.replay_exempt(
+    "its script's run uses the tool __main__:lookup_order, which imports only in that script:"
+    " replay is unavailable elsewhere by design, as the test checks"
+)
 def test_a_run_whose_tools_do_not_import_gets_one_message_and_breaks_no_other_command(
     store_url: str, tmp_path: Path
 ) -> None:
@@ -143,6 +151,7 @@ def test_a_run_whose_tools_do_not_import_gets_one_message_and_breaks_no_other_co
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.replay_exempt("retention removes its run's payloads, which a replay needs")
 def test_a_run_whose_payloads_retention_removed_cannot_be_replayed_or_rerun(
     store_url: str, tmp_path: Path
 ) -> None:
@@ -182,3 +191,92 @@ def test_rerun_exits_non_zero_when_the_rerun_failed(db_url: str, tmp_path: Path)
     bad = run_charter(tmp_path, "rerun", run_id, "--instructions", "latin1.md", "--db", db_url)
     assert bad.returncode == 2, (bad.stdout, bad.stderr)
     assert bad.stderr.startswith("error: --instructions latin1.md is not UTF-8 text")
+
+
+def test_a_rerun_replays_identically_with_its_served_results_marked(store_url: str) -> None:
+    """A rerun's results carry ``simulated: recording``; its replay serves the same mark."""
+
+    async def main() -> tuple[str, list[str | None]]:
+        async with Runtime.open(store_url) as rt:
+            original = await rt.run(_cached_agent(), "Kettles?")
+            again = await rerun(rt, original.run_id, changes=RerunChanges(model="script-r"))
+            assert again.status == "succeeded", again
+            served = [
+                e.body.simulated
+                for e in await rt.events(again.run_id)
+                if isinstance(e.body, ToolCallSucceeded)
+            ]
+            report = await replay_run(rt.store, again.run_id)
+            assert report.identical, report.divergence
+            return again.run_id, served
+
+    _, served = asyncio.run(main())
+    assert served == ["recording"]
+
+
+def test_a_rerun_stopped_by_an_unrecorded_call_replays_up_to_where_it_stopped(
+    store_url: str,
+) -> None:
+    """The rerun's loop never commits the step it was in; ``run_finished.abandoned`` says the
+    run was ended from outside its loop there, so the replay stops there too."""
+    toaster = ModelSpec(provider="scripted", name="script-t", script=[
+        {"tool_calls": [{"name": "stock", "arguments": {"sku": "toaster"}}]},
+        {"content": "done"},
+    ])  # fmt: skip
+
+    async def main() -> None:
+        async with Runtime.open(store_url) as rt:
+            original = await rt.run(_cached_agent(), "Kettles?")
+            changed = dataclasses.replace(_cached_agent(), model=toaster)
+            stopped = await rerun(rt, original.run_id, changes=RerunChanges(agent=changed))
+            assert stopped.status == "failed" and "unrecorded call" in (stopped.reason or "")
+            last = (await rt.events(stopped.run_id))[-1].body
+            assert isinstance(last, RunFinished) and last.abandoned
+            report = await replay_run(rt.store, stopped.run_id)
+            assert report.identical, report.divergence
+            assert report.replayed == report.events
+
+    asyncio.run(main())
+
+
+@tool(effect="read")
+def customer(order_id: str) -> dict[str, Any]:
+    """Who ordered."""
+    return {"name": "Ann", "email": "ann@example.com", "order": f"ORD-{order_id}"}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [LoggingSettings(pii_redaction=True), LoggingSettings(store_prompt=False, store_tool_io=False)],
+    ids=["pii_redaction", "nothing_stored"],
+)
+def test_a_run_whose_log_was_redacted_replays_identically(
+    store_url: str, settings: LoggingSettings
+) -> None:
+    """The log holds the values as redacted: the replay's model proposes the calls with the
+    arguments ``tool_call_proposed`` kept (never redacted), and its redaction of what is
+    already redacted records the paths the original recorded."""
+    script = [
+        {"tool_calls": [{"name": "customer", "arguments": {"order_id": "123456"}}]},
+        {"content": "Mailed ann@example.com about ORD-123456"},
+    ]
+    agent = Agent(
+        name="mailer",
+        instructions="Mail the customer.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[customer],
+        logging=settings,
+    )
+
+    async def main() -> None:
+        async with Runtime.open(store_url) as rt:
+            run = await rt.run(agent, "Who ordered 123456?")
+            assert run.status == "succeeded"
+            responded = [
+                e.body for e in await rt.events(run.run_id) if isinstance(e.body, ModelResponded)
+            ]
+            assert responded[0].redacted or responded[-1].redacted  # the log was redacted
+            report = await replay_run(rt.store, run.run_id)
+            assert report.identical, report.divergence
+
+    asyncio.run(main())

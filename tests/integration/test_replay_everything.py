@@ -141,6 +141,10 @@ asyncio.run(replay())
 """
 
 
+@pytest.mark.replay_exempt(
+    "its run's tools live in the script (__main__), where the test replays it; elsewhere"
+    " replay is unavailable by design, as the test checks"
+)
 def test_the_readme_example_run_replays_in_its_own_process(store_url: str, tmp_path: Path) -> None:
     """Its tools live in the script (``__main__``): replay where they import, on both stores."""
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)

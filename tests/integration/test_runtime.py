@@ -154,6 +154,10 @@ def test_a_run_succeeds_and_its_stored_state_is_the_fold_of_its_log(db_url: str)
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_read_calls_proposed_together_run_concurrently(db_url: str) -> None:
     script = [
         {"tool_calls": [{"name": "left", "arguments": {}}, {"name": "right", "arguments": {}}]},
@@ -289,6 +293,10 @@ def test_max_tokens_total_escalates_the_run(db_url: str) -> None:
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_timeout_s_escalates_the_run(db_url: str) -> None:
     script = [{"tool_calls": [{"name": "slow", "arguments": {}}]}] * 10
 
@@ -317,6 +325,10 @@ def test_timeout_s_escalates_the_run(db_url: str) -> None:
 # -- tool calls -------------------------------------------------------------------------------
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_a_write_gets_a_stable_idempotency_key_and_a_read_gets_none(db_url: str) -> None:
     script = [
         {
@@ -358,6 +370,10 @@ def test_a_write_gets_a_stable_idempotency_key_and_a_read_gets_none(db_url: str)
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_a_tool_that_raises_fails_the_call_and_the_run_continues(db_url: str) -> None:
     script = [
         {"tool_calls": [{"name": "explode", "arguments": {"order_id": "A1"}}]},
@@ -383,6 +399,10 @@ def test_a_tool_that_raises_fails_the_call_and_the_run_continues(db_url: str) ->
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_a_hanging_sync_tool_fails_with_timeout(db_url: str) -> None:
     script = [{"tool_calls": [{"name": "hang", "arguments": {}}]}, {"content": "gave up"}]
     release = threading.Event()
@@ -475,6 +495,7 @@ def test_sleep_parks_the_run_until_its_timer(db_url: str) -> None:
 # -- reading and verifying --------------------------------------------------------------------
 
 
+@pytest.mark.replay_exempt("tampers with an event of the log")
 def test_verify_is_empty_for_good_runs_and_names_a_tampered_event(
     db_url: str, db_path: Path
 ) -> None:
@@ -500,6 +521,7 @@ def test_verify_is_empty_for_good_runs_and_names_a_tampered_event(
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt("deletes the last event of a log")
 def test_verify_reports_a_run_whose_last_event_was_deleted(db_url: str, db_path: Path) -> None:
     agent = _agent(REFUND_SCRIPT, helper_tools.lookup, helper_tools.refund)
 
@@ -613,6 +635,7 @@ def _unimportable_agent() -> Agent:
     return _agent([{"content": "hi"}], local_only, name="unimportable")
 
 
+@pytest.mark.replay_exempt("its agent's tool is made unimportable on purpose")
 def test_work_on_a_run_whose_agent_cannot_be_rebuilt_reports_the_error_and_returns(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -657,6 +680,10 @@ def test_a_model_raising_an_unexpected_exception_does_not_hang_run(db_url: str) 
     _in_runtime(db_url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_a_message_sent_while_the_run_works_is_answered_before_it_finishes(db_url: str) -> None:
     entered, gate = asyncio.Event(), asyncio.Event()
 

@@ -240,6 +240,10 @@ def _stats(url: str, **filters: Any) -> StatsReport:
     return _with_store(url, scenario)
 
 
+@pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
 def test_stats_over_the_whole_log_match_the_figures_worked_out_by_hand(store_url: str) -> None:
     r = _stats(store_url)
     assert (r.runs, r.finished, r.in_flight) == (6, 5, 1)
@@ -280,6 +284,10 @@ def test_stats_over_the_whole_log_match_the_figures_worked_out_by_hand(store_url
     assert a.time_to_decision_s.p95 == 90.0
 
 
+@pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
 def test_stats_filter_by_creation_time_agent_and_tenant(store_url: str) -> None:
     async def scenario(store: Store) -> list[StatsReport]:
         await _build_log(store)
@@ -304,6 +312,10 @@ def test_stats_filter_by_creation_time_agent_and_tenant(store_url: str) -> None:
     assert empty.model_latency_ms.count == 0 and empty.model_latency_ms.p50 is None
 
 
+@pytest.mark.replay_exempt(
+    "its tools are functions local to the test, which do not import by reference:"
+    " replay is unavailable outside the test by design"
+)
 def test_a_tool_at_two_versions_is_reported_per_version(store_url: str) -> None:
     """Two agents ship ``lookup`` at versions 3 and 4: real runs, through the runtime."""
 
@@ -369,6 +381,10 @@ def logged_db(db_url: str) -> str:
     return db_url
 
 
+@pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
 def test_charter_stats_prints_a_readable_report(logged_db: str, tmp_path: Path) -> None:
     done = run_charter(tmp_path, "stats", "--since", "all", "--db", logged_db)
     assert done.returncode == 0, done.stderr
@@ -387,6 +403,10 @@ def test_charter_stats_prints_a_readable_report(logged_db: str, tmp_path: Path) 
     assert lines["lookup"][:7] == ["lookup", "2", "2", "0", "0", "0.0%", "1"]
 
 
+@pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
 def test_charter_stats_json_and_filters(logged_db: str, tmp_path: Path) -> None:
     done = run_charter(tmp_path, "stats", "--json", "--since", "all", "--db", logged_db)
     assert done.returncode == 0, done.stderr
@@ -411,6 +431,10 @@ def test_charter_stats_with_no_runs_says_so(db_url: str, tmp_path: Path) -> None
     assert done.stdout.splitlines()[-1] == "no runs"
 
 
+@pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
 def test_a_bad_since_is_one_line_and_exit_code_2(logged_db: str, tmp_path: Path) -> None:
     done = run_charter(tmp_path, "stats", "--since", "7x", "--db", logged_db)
     assert done.returncode == 2

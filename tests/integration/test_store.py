@@ -51,6 +51,11 @@ from charter.testing.store_conformance import (
     state_of,
 )
 
+pytestmark = pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
+
 T = TypeVar("T")
 
 

@@ -12,6 +12,11 @@ from charter.events import ApprovalRequested, Event, RunWaiting, arguments_hash
 from charter.store import ApprovalRecord, Commit, Store
 from charter.testing.store_conformance import FakeClock, new_run, next_events
 
+pytestmark = pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
+
 WORKER = "w1"
 
 

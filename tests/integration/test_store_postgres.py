@@ -20,6 +20,11 @@ from charter.store import (
 )
 from charter.testing.store_conformance import new_run, park
 
+pytestmark = pytest.mark.replay_exempt(
+    "writes logs by hand through the store API (made-up agent specs and events), not"
+    " runs the engine made"
+)
+
 # -- PostgreSQL: bad input and broken connections ---------------------------------------------
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from tests.helpers.cli import run_charter
 from tests.helpers.models import Recording
 
@@ -52,6 +53,7 @@ _POLICY_DOC = {
 POLICY = RetentionPolicy.from_dict(_POLICY_DOC)
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_retention_removes_expired_payloads_and_the_chain_still_verifies(store_url: str) -> None:
     async def main() -> None:
         async with Runtime.open(store_url) as rt:
@@ -105,6 +107,7 @@ def test_decisions_are_kept_forever_unless_a_ttl_says_otherwise() -> None:
     assert '"fields":["arguments","reason"]' in twice
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_the_cli_applies_retention_and_audit_verify_still_passes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'charter.db'}"
 

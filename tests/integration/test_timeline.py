@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.helpers.cli import run_charter
 from tests.helpers.models import Recording
 
@@ -232,6 +233,7 @@ def test_events_lists_every_event_with_the_same_details(tmp_path: Path) -> None:
     assert shown["run_id"] == run_id and shown["status"] == "succeeded"
 
 
+@pytest.mark.replay_exempt("applies retention, which removes payloads a replay needs")
 def test_redacted_values_and_payloads_removed_by_retention_are_marked(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'charter.db'}"
     run_id, _ = _make_run(url, logging=LoggingSettings(pii_redaction=True))

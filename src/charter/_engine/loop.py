@@ -84,7 +84,7 @@ async def abandon(store: RunPort, claim: Claim, worker_id: str, reason: str) -> 
         run_id=claim.run_id,
         seq=events[-1].seq + 1,
         at=wall_clock(),
-        body=RunFinished(status="failed", reason=reason),
+        body=RunFinished(status="failed", reason=reason, abandoned=True),
         prev_hash=events[-1].hash,
     )
     state = fold(state, finished)

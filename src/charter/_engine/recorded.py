@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -63,6 +63,7 @@ from charter.events import (
     ToolOutcomeUnknown,
 )
 from charter.models import ModelResponse
+from charter.redaction import LoggingSettings, Redactor
 from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, KillSwitchAction
 from charter.tools import Reconciliation, Tool, ToolContext
 
@@ -108,6 +109,11 @@ class Recording:
                 self.rewrites[b.call_id] = b.arguments
             elif isinstance(b, ApprovalRequested):
                 self.approvals[b.call_id] = b
+        last = self.events[-1]
+        ended = isinstance(last.body, RunFinished) and last.body.abandoned
+        self.abandoned = last if ended else None
+        """The ``run_finished`` written from outside the loop after it failed (``abandoned``):
+        the last drive ends before it, and the replay appends it as recorded."""
         self.drives = self._drives()
 
     def _drives(self) -> list[Drive]:
@@ -120,7 +126,8 @@ class Recording:
             assert isinstance(resumed, RunResumed)
             status = "running" if resumed.reason == "recovery" else "waiting"
             first, worker_id = seq, resumed.worker
-        drives.append(Drive(first, len(self.events), status, worker_id))
+        end = len(self.events) - (1 if self.abandoned is not None else 0)
+        drives.append(Drive(first, end, status, worker_id))
         return drives
 
     def at(self, seq: int) -> EventBody | None:
@@ -364,9 +371,11 @@ class ReplayExecutor:
                 if isinstance(body, ToolCallSucceeded):
                     return Outcome(ok=True, output=body.output, attempts=body.attempts,
                                    duration_ms=body.duration_ms, late=body.late,
-                                   cached=body.cached, cache_key=body.cache_key)  # fmt: skip
+                                   cached=body.cached, cache_key=body.cache_key,
+                                   simulated=body.simulated)  # fmt: skip
                 return Outcome(ok=False, error=body.error, attempts=body.attempts,
-                               duration_ms=body.duration_ms, late=body.late)  # fmt: skip
+                               duration_ms=body.duration_ms, late=body.late,
+                               simulated=body.simulated)  # fmt: skip
             unknown = isinstance(body, ToolOutcomeUnknown) and body.call_id == ctx.call_id
             if unknown or isinstance(body, RunFinished):
                 error = ErrorInfo(code="timeout", message="recorded: outcome unknown")
@@ -417,3 +426,28 @@ def _stand_in(tool: Tool, cursor: Cursor) -> Tool:
     twin.reconcile = reconcile if tool.reconcile is not None else None
     twin.preview = preview if tool.preview is not None else None
     return twin
+
+
+class ReplayRedactor(Redactor):
+    """The agent's redactor, for a replay: the log holds values already redacted, in which the
+    patterns find nothing again. When the redacted body is the recorded event's but for its
+    ``redacted`` paths (and the ``ignored`` fields, which the comparison leaves out), it gets
+    the recorded paths; anything else stays as redacting made it (the comparison shows it)."""
+
+    def __init__(
+        self, settings: LoggingSettings, cursor: Cursor, *, ignored: Mapping[str, Set[str]]
+    ) -> None:
+        super().__init__(settings)
+        self.cursor = cursor
+        self.ignored = ignored
+
+    def apply(self, body: EventBody) -> EventBody:
+        stored = super().apply(body)
+        recorded = self.cursor.recording.at(self.cursor.pos)  # the loop appends at ``pos``
+        paths = getattr(recorded, "redacted", ())
+        if not paths or recorded is None or type(recorded) is not type(stored):
+            return stored
+        left_out = {"redacted", *self.ignored.get(stored.type, ())}
+        if stored.model_dump(exclude=left_out) == recorded.model_dump(exclude=left_out):
+            return stored.model_copy(update={"redacted": paths})
+        return stored
