@@ -35,8 +35,9 @@ def _run_and_tamper(url, path):
             (run_id,),
         ).fetchone()
         body = dict(json.loads(payload), output="edited afterwards")
-        conn.execute("UPDATE events SET payload = ? WHERE run_id = ? AND seq = ?",
-                     (json.dumps(body), run_id, seq))
+        conn.execute("UPDATE event_log SET payload = ? WHERE seq = ?"
+                     " AND run_no = (SELECT run_no FROM runs WHERE run_id = ?)",
+                     (json.dumps(body), seq, run_id))
     return run_id
 
 
