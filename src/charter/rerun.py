@@ -64,7 +64,15 @@ from charter.events import (
 from charter.models import ModelSpec, build_model
 from charter.replay import check_whole, stored_agent
 from charter.runtime import Runtime
-from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, NewRun, Store
+from charter.store import (
+    ApprovalRecord,
+    CancelRequest,
+    Commit,
+    InboxMessage,
+    KillSwitch,
+    NewRun,
+    Store,
+)
 from charter.tools import Tool, ToolContext
 
 Simulator = Callable[[dict[str, Any]], Any]
@@ -214,6 +222,9 @@ class RerunPort:
 
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:
         return await self._store.pending_messages(run_id)
+
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        return await self._store.cancel_request(run_id)
 
     async def kill_switches(self) -> list[KillSwitch]:
         return await self._store.kill_switches()

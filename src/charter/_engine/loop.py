@@ -48,6 +48,7 @@ from charter.agents import Agent
 from charter.clock import Clock, Random, new_random, wall_clock
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
+    CancelSeen,
     ErrorInfo,
     Event,
     EventBody,
@@ -101,6 +102,14 @@ async def abandon(store: RunPort, claim: Claim, worker_id: str, reason: str) -> 
             release=True,
         )
     )
+
+
+def _honoured(events: list[Event]) -> str | None:
+    """The request to cancel that these events finish the run for (the commit consumes it)."""
+    last = events[-1].body if events else None
+    if isinstance(last, RunFinished) and last.cancel is not None:
+        return last.cancel.request_id
+    return None
 
 
 class RunDriver(UnknownOutcomes):
@@ -172,9 +181,13 @@ class RunDriver(UnknownOutcomes):
         while True:
             now = self._time_budget_reading()
             decision = decider.next_effect(
-                self.state, self.agent.budgets, active_s=self._worked_s(now), now=now
+                self.state,
+                self.agent.budgets,
+                active_s=self._worked_s(now),
+                now=now,
+                cancel=await self._cancel_request(),
             )
-            self._append_all(decision.events)  # a budget exhausted: the run escalates
+            self._append_all(decision.events)  # cancelled, or a budget exhausted: escalated
             match decision.effect:
                 case Park():
                     if self._unflushed:
@@ -218,6 +231,20 @@ class RunDriver(UnknownOutcomes):
             self._append(RunResumed(reason=reason, worker=self.worker_id))
         if not self.state.finished:
             await self._take_messages()
+
+    async def _cancel_request(self) -> CancelSeen | None:
+        """The request to cancel the run, read at each step boundary (none once it finished)."""
+        if self.state.finished:
+            return None
+        found = await self.store.cancel_request(self.run_id)
+        if found is None:
+            return None
+        return CancelSeen(
+            request_id=found.request_id,
+            requested_by=found.requested_by,
+            reason=found.reason,
+            requested_at=found.requested_at,
+        )
 
     async def _take_messages(self) -> int:
         """Append the messages waiting in the run's inbox; return how many."""
@@ -274,6 +301,7 @@ class RunDriver(UnknownOutcomes):
             awaiting=tuple(p.approval_id for p in state.pending if p.approval_id)
             if state.waiting_for == "approval"
             else (),
+            cancelled=_honoured(self._unflushed),
         )
         await self.store.commit(commit)  # ConflictError: another worker owns the run now
         self._committed_seq = self._seq

@@ -63,7 +63,14 @@ from charter.events import (
     ToolOutcomeUnknown,
 )
 from charter.models import ModelResponse
-from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, KillSwitchAction
+from charter.store import (
+    ApprovalRecord,
+    CancelRequest,
+    Commit,
+    InboxMessage,
+    KillSwitch,
+    KillSwitchAction,
+)
 from charter.tools import Reconciliation, Tool, ToolContext
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
@@ -205,6 +212,16 @@ class RecordedPort:
                 found.append(InboxMessage(body.inbox_id or 0, body.text, at))
             offset += 1
         return found
+
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        """The request the original honoured here, as its next event recorded it."""
+        body = self.cursor.next()
+        if not isinstance(body, RunFinished) or body.cancel is None:
+            return None
+        seen = body.cancel
+        return CancelRequest(
+            seen.request_id, run_id, seen.reason, seen.requested_by, seen.requested_at
+        )
 
     async def kill_switches(self) -> list[KillSwitch]:
         """The switch the original found here, as its next event recorded it."""

@@ -62,6 +62,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._cancels import PostgresCancels, honour_postgres
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 from charter.store._postgres_tables import PostgresTables
@@ -175,7 +176,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
+class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, PostgresTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -260,6 +261,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
             return self._clock()
         await cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
         return float((await _one(cur))[0])
+
+    async def _announce(self, cur: Cursor, run_id: str) -> None:
+        await _notify(cur, run_id)
 
     async def _migrate(self) -> None:
         migrations = _migrations()
@@ -758,6 +762,8 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
             (now, list(c.consumed_inbox)),
         )
     await _approvals.insert(cur, c.approvals)
+    if await honour_postgres(cur, c, now):
+        return now
     awaiting = c.waiting_for == "approval" and c.awaiting
     if awaiting and await _approvals.wake_if_decided(cur, c.run_id, c.awaiting, now):
         return now

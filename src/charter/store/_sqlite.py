@@ -52,6 +52,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._cancels import SQLiteCancels, honour_sqlite
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 from charter.store._sqlite_tables import SQLiteTables
@@ -103,7 +104,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
+class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -779,6 +780,7 @@ def _apply_commit(
         )
     if c.approvals:
         _approvals.insert(conn, c.approvals)
+    honour_sqlite(conn, c, now)
     if c.waiting_for == "approval" and c.awaiting:
         _approvals.wake_if_decided(conn, c.run_id, c.awaiting, now)
     if c.waiting_for == "message":
