@@ -62,7 +62,7 @@ def test_a_write_in_flight_is_settled_once_then_the_run_is_cancelled(
     statuses, breaks, events = inspect(store_url, run_ids)
     assert statuses == dict.fromkeys(run_ids, "cancelled")
     assert breaks == []
-    for run_id, evs in events.items():
+    for evs in events.values():
         bodies = [e.body for e in evs]
         finished = [b for b in bodies if isinstance(b, RunFinished)]
         assert len(finished) == 1 and finished[0].cancel is not None, event_trail(evs)

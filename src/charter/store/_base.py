@@ -102,7 +102,8 @@ class ApprovalRecord:
     """An approval request as the store keeps it: the held call, who may decide, the decision.
 
     ``status`` moves once, by compare-and-set, from ``pending`` to ``granted``, ``denied`` or
-    ``expired``; the run reads the decision from here and records it in its log.
+    ``expired``; the run reads the decision from here and records it in its log. A cancelled
+    run's pending requests become ``withdrawn`` (recorded in its ``run_finished``).
     """
 
     approval_id: str
