@@ -257,7 +257,7 @@ class RerunPort:
     async def counter(self, key: str, *, window_s: float) -> float:
         return 0.0
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         waits = commit.status == "waiting" and commit.waiting_for != "approval"
         if waits and (commit.waiting_for != "message" or not self._messages_left()):
             last = commit.events[-1]
@@ -279,7 +279,7 @@ class RerunPort:
                 waiting_for=None,
                 release=True,
             )
-        await self._store.commit(commit)
+        return await self._store.commit(commit)
 
 
 async def rerun(

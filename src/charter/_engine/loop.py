@@ -68,7 +68,7 @@ from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
-from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord
+from charter.store import ApprovalRecord, CancelRequest, Claim, Commit, KillSwitch, RunRecord
 from charter.tools import Tool, ToolContext
 
 
@@ -158,6 +158,8 @@ class RunDriver(UnknownOutcomes):
         self.conversation = Conversation()
         self.redactor = Redactor(agent.logging) if agent.logging.active else None
         self._unflushed: list[Event] = []
+        self._cancel_answer: CancelRequest | None = None  # a request the last commit found
+        self._answered = False  # and nothing was appended since
         self._consumed: list[int] = []
         self._taken: set[int] = set()
         self._seq = 0
@@ -233,10 +235,14 @@ class RunDriver(UnknownOutcomes):
             await self._take_messages()
 
     async def _cancel_request(self) -> CancelSeen | None:
-        """The request to cancel the run, read at each step boundary (none once it finished)."""
+        """The request to cancel the run at this step boundary (none once it finished): the
+        answer of the commit just made, if nothing was appended since; else read."""
         if self.state.finished:
             return None
-        found = await self.store.cancel_request(self.run_id)
+        found = self._cancel_answer
+        if not self._answered:
+            found = await self.store.cancel_request(self.run_id)
+        self._answered = False
         if found is None:
             return None
         return CancelSeen(
@@ -268,6 +274,7 @@ class RunDriver(UnknownOutcomes):
             run_id=self.run_id, seq=self._seq, at=self.clock(), body=stored, prev_hash=self._hash
         )
         self._hash = event.hash
+        self._answered = False  # the last commit's answer is about a step that went on
         self._unflushed.append(event)
         self.state = fold(self.state, event)  # the stored state folds what is stored
         if stored is not body:  # the model and policy go on with the values as they were
@@ -303,7 +310,9 @@ class RunDriver(UnknownOutcomes):
             else (),
             cancelled=_honoured(self._unflushed),
         )
-        await self.store.commit(commit)  # ConflictError: another worker owns the run now
+        # ConflictError: another worker owns the run now
+        self._cancel_answer = await self.store.commit(commit)
+        self._answered = True
         self._committed_seq = self._seq
         self._unflushed.clear()
         self._consumed.clear()

@@ -192,7 +192,7 @@ class RecordedPort:
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         return self.events[after_seq:]
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         drive = self.cursor.drive
         if commit.events[0].seq > drive.last and self.halt_past_last:
             raise Halt  # the original committed nothing more in this drive
@@ -200,6 +200,7 @@ class RecordedPort:
         self.events.extend(commit.events)
         for record in commit.approvals:
             self.filed[record.approval_id] = record
+        return await self.cancel_request(commit.run_id)
 
     async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
         return None

@@ -93,6 +93,14 @@ class SQLiteCancels:
         return None if row is None else _request(row)
 
 
+def pending_sqlite(conn: sqlite3.Connection, c: Commit) -> CancelRequest | None:
+    """Inside a commit that leaves the run going: its pending request, if any."""
+    if c.cancelled is not None or c.status in FINAL_STATUSES:
+        return None
+    row = conn.execute(_PENDING.format(p="?") + " AND consumed_at IS NULL", (c.run_id,)).fetchone()
+    return None if row is None else _request(row)
+
+
 def honour_sqlite(conn: sqlite3.Connection, c: Commit, now: float) -> None:
     """Inside a commit: consume the request it honours, withdraw the run's open approvals;
     a run that parks with a request pending (it came in after the run last looked) is made
@@ -153,6 +161,15 @@ class PostgresCancels:
     async def cancel_request(self, run_id: str) -> CancelRequest | None:
         rows = await self._fetch(_PENDING.format(p="%s") + " AND consumed_at IS NULL", (run_id,))
         return _request(rows[0]) if rows else None
+
+
+async def pending_postgres(cur: Any, c: Commit) -> CancelRequest | None:
+    """:func:`pending_sqlite` for PostgreSQL."""
+    if c.cancelled is not None or c.status in FINAL_STATUSES:
+        return None
+    await cur.execute(_PENDING.format(p="%s") + " AND consumed_at IS NULL", (c.run_id,))
+    row = await cur.fetchone()
+    return None if row is None else _request(row)
 
 
 async def honour_postgres(cur: Any, c: Commit, now: float) -> bool:

@@ -51,6 +51,7 @@ from charter.store import (
 )
 from charter.store._base import (
     ApprovalRecord,
+    CancelRequest,
     Claim,
     Commit,
     EventRow,
@@ -62,7 +63,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
-from charter.store._cancels import PostgresCancels, honour_postgres
+from charter.store._cancels import PostgresCancels, honour_postgres, pending_postgres
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 from charter.store._postgres_tables import PostgresTables
@@ -409,14 +410,16 @@ class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, Post
         )
         return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         async with self._cursor(write=True) as cur:
             now = await self._now(cur)
             ready_at = await _apply_commit(cur, commit, now)
             if commit.release and ready_at is not None and ready_at <= now:
                 await _notify(cur, commit.run_id)
+            pending = await pending_postgres(cur, commit)
             heads = _audit.head(commit.run_id, commit.status, commit.events)
             await _audit.postgres_append(cur, heads, now, self.audit_key)
+            return pending
 
     # -- inbox --------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from charter.store import (
 )
 from charter.store._base import (
     ApprovalRecord,
+    CancelRequest,
     Claim,
     Commit,
     EventRow,
@@ -52,7 +53,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
-from charter.store._cancels import SQLiteCancels, honour_sqlite
+from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 from charter.store._sqlite_tables import SQLiteTables
@@ -434,8 +435,8 @@ class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables
             ).fetchall()
         )
 
-    async def commit(self, commit: Commit) -> None:
-        await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
+    async def commit(self, commit: Commit) -> CancelRequest | None:
+        return await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -743,7 +744,7 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
 
 def _apply_commit(
     conn: sqlite3.Connection, c: Commit, now: float, key: _audit.AuditKey | None
-) -> None:
+) -> CancelRequest | None:
     last = c.events[-1] if c.events else None
     cur = conn.execute(
         "UPDATE runs SET last_seq = ?, last_hash = coalesce(?, last_hash), state = ?, status = ?,"
@@ -791,6 +792,7 @@ def _apply_commit(
             (now, c.run_id, c.run_id),
         )
     _audit.sqlite_append(conn, _audit.head(c.run_id, c.status, c.events), now, key)
+    return pending_sqlite(conn, c)
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
