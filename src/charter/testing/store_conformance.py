@@ -553,7 +553,7 @@ class BaseConformance:
             commit = commit_for(
                 claim, "w2", history, finished, status="cancelled", ready_at=None, release=True
             )
-            await store.commit(dataclasses.replace(commit, cancelled="cancel_1"))
+            assert await store.commit(dataclasses.replace(commit, cancelled="cancel_1")) is None
             assert await store.cancel_request("run_1") is None
             assert (await store.get_run("run_1")).status == "cancelled"
             late = await store.request_cancel("run_1", request_id="c3", reason="x", actor="y")
@@ -573,16 +573,19 @@ class BaseConformance:
         async def scenario(store: Store) -> None:
             await store.create_run(run)
             [claim] = await store.claim("w1", lease_s=30, limit=1)
-            await store.request_cancel("run_1", request_id="cancel_1", reason="r", actor="a")
+            asked = await store.request_cancel(
+                "run_1", request_id="cancel_1", reason="r", actor="a"
+            )
             history = list(run.events)
             parked = next_events(history, RunWaiting(waiting_for="message"))
             clock.now = 1_003.0
-            await store.commit(
+            answered = await store.commit(
                 commit_for(
                     claim, "w1", history, parked, status="waiting", ready_at=None,
                     waiting_for="message", release=True,
                 )
             )  # fmt: skip
+            assert answered == asked  # the commit says a request is pending
             assert (await store.get_run("run_1")).ready_at == 1_003.0
             assert [c.run_id for c in await store.claim("w2", lease_s=30, limit=1)] == ["run_1"]
 
