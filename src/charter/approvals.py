@@ -105,6 +105,11 @@ def _check_open(record: ApprovalRecord) -> None:
             f"approval {record.approval_id} expired at {_when(record.expires_at)};"
             f" the run resolves it as its rule says (on expiry: {record.on_expiry})"
         )
+    if record.decided_by is None:  # withdrawn: its run was cancelled
+        raise ConflictError(
+            f"approval {record.approval_id} was {record.status} at {_when(record.decided_at)}:"
+            f" {record.note or 'it can no longer be decided'}"
+        )
     raise ConflictError(
         f"approval {record.approval_id} was already {record.status} by {record.decided_by}"
         f" at {_when(record.decided_at)}"

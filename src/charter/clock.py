@@ -45,6 +45,11 @@ def new_run_id(clock: Clock = wall_clock) -> str:
     return f"run_{int(clock() * 1000):012x}{secrets.token_hex(4)}"
 
 
+def new_cancel_id(clock: Clock = wall_clock) -> str:
+    """A request to cancel a run: time-ordered and unique, like a run id."""
+    return f"cancel_{int(clock() * 1000):012x}{secrets.token_hex(4)}"
+
+
 def new_worker_id() -> str:
     """This process's worker id: host, pid and 6 random hex digits."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

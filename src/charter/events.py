@@ -482,6 +482,17 @@ class BudgetExceeded(_Body):
     was measured at (None in older logs, and for the other budgets, counted from the log)."""
 
 
+class CancelSeen(_Body):
+    """The request to cancel that a run honoured (``Runtime.cancel``), as the store held it."""
+
+    request_id: str
+    requested_by: str
+    reason: str
+    requested_at: float
+    withdrawn: tuple[str, ...] = ()
+    """The approval requests of held calls withdrawn with it (no longer grantable)."""
+
+
 class RunFinished(_Redactable):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["succeeded", "failed", "escalated", "cancelled"]
@@ -490,6 +501,8 @@ class RunFinished(_Redactable):
     abandoned: bool = False
     """Written from outside the run's loop, which failed (a worker error, a rerun's unrecorded
     call): the step the loop was in was never committed. A replay stops there."""
+    cancel: CancelSeen | None = None
+    """``cancelled`` by a request: who asked, why, when, and the request's id."""
 
 
 EventBody = Annotated[

@@ -64,7 +64,15 @@ from charter.events import (
 from charter.models import ModelSpec, build_model
 from charter.replay import check_whole, stored_agent
 from charter.runtime import Runtime
-from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, NewRun, Store
+from charter.store import (
+    ApprovalRecord,
+    CancelRequest,
+    Commit,
+    InboxMessage,
+    KillSwitch,
+    NewRun,
+    Store,
+)
 from charter.tools import Tool, ToolContext
 
 Simulator = Callable[[dict[str, Any]], Any]
@@ -215,6 +223,9 @@ class RerunPort:
     async def pending_messages(self, run_id: str) -> list[InboxMessage]:
         return await self._store.pending_messages(run_id)
 
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        return await self._store.cancel_request(run_id)
+
     async def kill_switches(self) -> list[KillSwitch]:
         return await self._store.kill_switches()
 
@@ -246,7 +257,7 @@ class RerunPort:
     async def counter(self, key: str, *, window_s: float) -> float:
         return 0.0
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         waits = commit.status == "waiting" and commit.waiting_for != "approval"
         if waits and (commit.waiting_for != "message" or not self._messages_left()):
             last = commit.events[-1]
@@ -268,7 +279,7 @@ class RerunPort:
                 waiting_for=None,
                 release=True,
             )
-        await self._store.commit(commit)
+        return await self._store.commit(commit)
 
 
 async def rerun(

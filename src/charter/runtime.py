@@ -27,9 +27,9 @@ from charter._engine.state import fold_all
 from charter._engine.worker import Worker, WorkerOptions, WorkerReport
 from charter.agents import Agent
 from charter.audit import AuditReport, anchor, audit
-from charter.clock import Clock, new_run_id, wall_clock
+from charter.clock import Clock, new_cancel_id, new_run_id, wall_clock
 from charter.diff import RunDiff, diff_runs
-from charter.errors import IdempotencyConflictError, StoreError, ToolImportError
+from charter.errors import IdempotencyConflictError, InputError, StoreError, ToolImportError
 from charter.events import (
     GENESIS_HASH,
     ChainBreak,
@@ -50,6 +50,7 @@ from charter.store import (
     ApprovalRecord,
     AuditKey,
     AuditRecord,
+    CancelRequest,
     NewRun,
     RunRecord,
     Store,
@@ -274,6 +275,26 @@ class Runtime:
         """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
         check_text(text, what="the message", max_bytes=self.max_input_bytes)
         return await self.store.send(run_id, text)
+
+    async def cancel(self, run_id: str, *, reason: str, actor: str) -> CancelRequest:
+        """Ask for a run to be cancelled, as ``actor``, for ``reason``; durable at once.
+
+        A worker honours it at the run's next step boundary (a waiting or queued run is made
+        runnable for it): a write whose outcome is unknown is settled first, the approvals of
+        held calls are withdrawn, and the run finishes ``cancelled`` with the request in its
+        ``run_finished`` event. A second request for the run answers with the first (marked
+        ``already_requested``); a run finished otherwise is ``RunStateError``.
+        """
+        check_text(reason, what="the reason", max_bytes=self.max_input_bytes)
+        if not reason.strip():
+            raise InputError(
+                "the reason is empty", hint="say why the run is cancelled (--reason TEXT)"
+            )
+        if not actor.strip():
+            raise InputError("the actor is empty", hint="name who cancels the run (--as NAME)")
+        return await self.store.request_cancel(
+            run_id, request_id=new_cancel_id(self.clock), reason=reason, actor=actor
+        )
 
     def worker(
         self, options: WorkerOptions | None = None, *, worker_id: str | None = None

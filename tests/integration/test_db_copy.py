@@ -24,7 +24,7 @@ history, and the live heartbeats of the source's worker processes."""
 
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
-    switch, counters, cache entries, memory, and a worker's heartbeat."""
+    switch, a cancel request, counters, cache entries, memory, and a worker's heartbeat."""
     write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
@@ -34,6 +34,8 @@ def _populate(tmp: Path, db: str) -> None:
     assert run_charter(tmp, "worker", "--until-idle", "--db", db).returncode == 0
     first = json.loads(run_charter(tmp, "runs", "list", "--json", "--db", db).stdout)[0]
     assert run_charter(tmp, "send", first["run_id"], "hello?", "--db", db).returncode == 0
+    cancel = ("runs", "cancel", first["run_id"], "--reason", "duplicate", "--db", db)
+    assert run_charter(tmp, *cancel).returncode == 0  # pending: no worker honours it here
     for args in (
         ("roles", "add", "bob", "lead", "--tenant", "acme"),
         ("killswitch", "on", "--tenant", "acme", "--reason", "incident 12"),

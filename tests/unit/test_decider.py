@@ -32,6 +32,7 @@ from charter._engine.state import PendingCall, RunState
 from charter.events import (
     ApprovalDecided,
     BudgetExceeded,
+    CancelSeen,
     ErrorInfo,
     KillSwitchSeen,
     RunFinished,
@@ -140,6 +141,39 @@ def test_a_started_write_is_settled_before_anything_else() -> None:
     started = call("started", "c2")
     state = running(call("held", "c1"), started, step=99)  # over budget too: settle first
     assert effect(state) == Decision(effect=Settle(started))
+
+
+CANCEL = CancelSeen(
+    request_id="cancel_1", requested_by="lead@acme", reason="withdrawn", requested_at=50.0
+)
+
+
+def cancel(state: RunState) -> Decision:
+    return decider.next_effect(state, BUDGETS, active_s=0.0, now=None, cancel=CANCEL)
+
+
+def test_a_cancel_waits_for_a_write_whose_outcome_is_unknown() -> None:
+    started = call("started", "c2")
+    assert cancel(running(call("proposed", "c1"), started)) == Decision(effect=Settle(started))
+
+
+def test_a_cancel_finishes_the_run_withdrawing_held_calls_and_dropping_the_rest() -> None:
+    state = running(
+        call("held", "c1", approval_id="ap_1"), call("proposed", "c2"), call("held", "c3"), step=99
+    )
+    [finished] = cancel(state).events  # over budget too: the request comes first
+    withdrawn = CANCEL.model_copy(update={"withdrawn": ("ap_1",)})
+    assert finished == RunFinished(
+        status="cancelled", reason="cancelled by lead@acme: withdrawn", cancel=withdrawn
+    )
+    assert cancel(running()).effect is None  # nothing runs, the model is not asked
+
+
+@pytest.mark.parametrize(
+    "state", [RunState(status="succeeded"), RunState(status="waiting", waiting_for="timer")]
+)
+def test_a_cancel_does_nothing_to_a_finished_or_parked_state(state: RunState) -> None:
+    assert cancel(state) == Decision(effect=Park())
 
 
 def test_the_decisions_are_taken_when_every_call_left_is_held() -> None:

@@ -13,7 +13,8 @@ A step, as the shell drives it::
 
 * :func:`next_effect` chooses among the effects: park (commit and let the run go), settle a
   write's unknown outcome, take the humans' decisions on held calls, run the pending calls, or
-  ask the model; the budget check on the way may finish the run instead.
+  ask the model; a request to cancel (once no write's outcome is unknown) or the budget check
+  on the way may finish the run instead.
 * The ``after_*`` functions turn one answer into events (and, for an unknown outcome, the next
   effect: call the write again with its key, or ask its reconcile hook).
 """
@@ -27,6 +28,7 @@ from charter._engine.state import OUTAGE_CODES, PendingCall, RunState
 from charter.events import (
     ApprovalDecided,
     BudgetExceeded,
+    CancelSeen,
     ErrorInfo,
     EventBody,
     KillSwitchSeen,
@@ -166,15 +168,23 @@ TIME_BUDGET = "timeout_seconds"
 
 
 def next_effect(
-    state: RunState, budgets: Limits, *, active_s: float, now: float | None
+    state: RunState,
+    budgets: Limits,
+    *,
+    active_s: float,
+    now: float | None,
+    cancel: CancelSeen | None = None,
 ) -> Decision:
     """What the run does next. ``active_s`` is its work time by the clock reading ``now`` (the
-    shell reads the clock only when the run has a time budget: None otherwise)."""
+    shell reads the clock only when the run has a time budget: None otherwise); ``cancel`` is
+    the request to cancel the run that the shell found pending, if any."""
     if state.finished or state.status == "waiting":
         return Decision(effect=Park())
     started = [p for p in state.pending if p.stage == "started"]
     if started:
         return Decision(effect=Settle(started[0]))
+    if cancel is not None:
+        return Decision(events=cancelled(state, cancel))
     held = tuple(p for p in state.pending if p.stage == "held")
     if held and len(held) == len(state.pending):
         return Decision(effect=TakeDecisions(held))
@@ -182,6 +192,16 @@ def next_effect(
     if exhausted:
         return Decision(events=exhausted)
     return Decision(effect=RunCalls() if state.pending else AskModel())
+
+
+def cancelled(state: RunState, request: CancelSeen) -> tuple[EventBody, ...]:
+    """A run cancelled at a step boundary: no write's outcome is unknown any more (those are
+    settled first), calls not started are dropped, and the approvals of held calls are
+    withdrawn; the request is recorded with the run's end."""
+    withdrawn = tuple(p.approval_id for p in state.pending if p.stage == "held" and p.approval_id)
+    seen = request.model_copy(update={"withdrawn": withdrawn})
+    reason = f"cancelled by {request.requested_by}: {request.reason}"
+    return (RunFinished(status="cancelled", reason=reason, cancel=seen),)
 
 
 def active_s(state: RunState, *, claimed_at: float, now: float) -> float:

@@ -48,6 +48,7 @@ from charter.agents import Agent
 from charter.clock import Clock, Random, new_random, wall_clock
 from charter.errors import LeaseLost, ModelError
 from charter.events import (
+    CancelSeen,
     ErrorInfo,
     Event,
     EventBody,
@@ -67,7 +68,7 @@ from charter.models import Model, ModelRequest, ModelResponse, ToolSpec
 from charter.observer import Observer
 from charter.policy import Decision
 from charter.redaction import Redactor
-from charter.store import ApprovalRecord, Claim, Commit, KillSwitch, RunRecord
+from charter.store import ApprovalRecord, CancelRequest, Claim, Commit, KillSwitch, RunRecord
 from charter.tools import Tool, ToolContext
 
 
@@ -101,6 +102,14 @@ async def abandon(store: RunPort, claim: Claim, worker_id: str, reason: str) -> 
             release=True,
         )
     )
+
+
+def _honoured(events: list[Event]) -> str | None:
+    """The request to cancel that these events finish the run for (the commit consumes it)."""
+    last = events[-1].body if events else None
+    if isinstance(last, RunFinished) and last.cancel is not None:
+        return last.cancel.request_id
+    return None
 
 
 class RunDriver(UnknownOutcomes):
@@ -149,6 +158,8 @@ class RunDriver(UnknownOutcomes):
         self.conversation = Conversation()
         self.redactor = Redactor(agent.logging) if agent.logging.active else None
         self._unflushed: list[Event] = []
+        self._cancel_answer: CancelRequest | None = None  # a request the last commit found
+        self._answered = False  # and nothing was appended since
         self._consumed: list[int] = []
         self._taken: set[int] = set()
         self._seq = 0
@@ -172,9 +183,13 @@ class RunDriver(UnknownOutcomes):
         while True:
             now = self._time_budget_reading()
             decision = decider.next_effect(
-                self.state, self.agent.budgets, active_s=self._worked_s(now), now=now
+                self.state,
+                self.agent.budgets,
+                active_s=self._worked_s(now),
+                now=now,
+                cancel=await self._cancel_request(),
             )
-            self._append_all(decision.events)  # a budget exhausted: the run escalates
+            self._append_all(decision.events)  # cancelled, or a budget exhausted: escalated
             match decision.effect:
                 case Park():
                     if self._unflushed:
@@ -219,6 +234,24 @@ class RunDriver(UnknownOutcomes):
         if not self.state.finished:
             await self._take_messages()
 
+    async def _cancel_request(self) -> CancelSeen | None:
+        """The request to cancel the run at this step boundary (none once it finished): the
+        answer of the commit just made, if nothing was appended since; else read."""
+        if self.state.finished:
+            return None
+        found = self._cancel_answer
+        if not self._answered:
+            found = await self.store.cancel_request(self.run_id)
+        self._answered = False
+        if found is None:
+            return None
+        return CancelSeen(
+            request_id=found.request_id,
+            requested_by=found.requested_by,
+            reason=found.reason,
+            requested_at=found.requested_at,
+        )
+
     async def _take_messages(self) -> int:
         """Append the messages waiting in the run's inbox; return how many."""
         messages = [
@@ -241,6 +274,7 @@ class RunDriver(UnknownOutcomes):
             run_id=self.run_id, seq=self._seq, at=self.clock(), body=stored, prev_hash=self._hash
         )
         self._hash = event.hash
+        self._answered = False  # the last commit's answer is about a step that went on
         self._unflushed.append(event)
         self.state = fold(self.state, event)  # the stored state folds what is stored
         if stored is not body:  # the model and policy go on with the values as they were
@@ -274,8 +308,11 @@ class RunDriver(UnknownOutcomes):
             awaiting=tuple(p.approval_id for p in state.pending if p.approval_id)
             if state.waiting_for == "approval"
             else (),
+            cancelled=_honoured(self._unflushed),
         )
-        await self.store.commit(commit)  # ConflictError: another worker owns the run now
+        # ConflictError: another worker owns the run now
+        self._cancel_answer = await self.store.commit(commit)
+        self._answered = True
         self._committed_seq = self._seq
         self._unflushed.clear()
         self._consumed.clear()

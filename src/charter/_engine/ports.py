@@ -15,7 +15,14 @@ from typing import Any, Literal, Protocol
 from charter._engine.attempts import OverdueHook
 from charter._engine.decider import Outcome
 from charter.events import Event
-from charter.store import ApprovalRecord, CacheStorage, Commit, InboxMessage, KillSwitch
+from charter.store import (
+    ApprovalRecord,
+    CacheStorage,
+    CancelRequest,
+    Commit,
+    InboxMessage,
+    KillSwitch,
+)
 from charter.tools import Tool, ToolContext
 
 
@@ -30,12 +37,14 @@ class Counters(Protocol):
 
 
 class RunPort(Counters, CacheStorage, Protocol):
-    """The run's log and inbox, the governance state a run reads, counters and caches."""
+    """The run's log, inbox and cancel request, the governance state a run reads, counters and
+    caches."""
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]: ...
-    async def commit(self, commit: Commit) -> None: ...
+    async def commit(self, commit: Commit) -> CancelRequest | None: ...
     async def release(self, worker_id: str, run_id: str, epoch: int) -> None: ...
     async def pending_messages(self, run_id: str) -> list[InboxMessage]: ...
+    async def cancel_request(self, run_id: str) -> CancelRequest | None: ...
     async def kill_switches(self) -> list[KillSwitch]: ...
     async def get_approval(self, approval_id: str) -> ApprovalRecord: ...
     async def decide_approval(

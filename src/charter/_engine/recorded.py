@@ -64,7 +64,14 @@ from charter.events import (
 )
 from charter.models import ModelResponse
 from charter.redaction import LoggingSettings, Redactor
-from charter.store import ApprovalRecord, Commit, InboxMessage, KillSwitch, KillSwitchAction
+from charter.store import (
+    ApprovalRecord,
+    CancelRequest,
+    Commit,
+    InboxMessage,
+    KillSwitch,
+    KillSwitchAction,
+)
 from charter.tools import Reconciliation, Tool, ToolContext
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
@@ -192,7 +199,7 @@ class RecordedPort:
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         return self.events[after_seq:]
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         drive = self.cursor.drive
         if commit.events[0].seq > drive.last and self.halt_past_last:
             raise Halt  # the original committed nothing more in this drive
@@ -200,6 +207,7 @@ class RecordedPort:
         self.events.extend(commit.events)
         for record in commit.approvals:
             self.filed[record.approval_id] = record
+        return await self.cancel_request(commit.run_id)
 
     async def release(self, worker_id: str, run_id: str, epoch: int) -> None:
         return None
@@ -212,6 +220,16 @@ class RecordedPort:
                 found.append(InboxMessage(body.inbox_id or 0, body.text, at))
             offset += 1
         return found
+
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        """The request the original honoured here, as its next event recorded it."""
+        body = self.cursor.next()
+        if not isinstance(body, RunFinished) or body.cancel is None:
+            return None
+        seen = body.cancel
+        return CancelRequest(
+            seen.request_id, run_id, seen.reason, seen.requested_by, seen.requested_at
+        )
 
     async def kill_switches(self) -> list[KillSwitch]:
         """The switch the original found here, as its next event recorded it."""

@@ -18,17 +18,20 @@ from charter.cli._audit import audit_group
 from charter.cli._evals import eval_command, gate_command
 from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import (
+    actor_option,
     db_option,
     debug_option,
     given_text,
     input_file_option,
     json_option,
     max_input_option,
+    operator,
     with_runtime,
 )
 from charter.cli._policy import policy_group
 from charter.cli._render import (
     RUN_HEADERS,
+    clock_time,
     echo_json,
     run_detail,
     run_line,
@@ -359,6 +362,39 @@ def runs_show(run_id: str, db_url: str, as_json: bool, debug: bool) -> None:
     run_detail(record)
     click.echo()
     render_timeline(events)
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", required=True, metavar="TEXT", help="Why the run is cancelled.")
+@actor_option
+@db_option
+@json_option
+@debug_option
+def runs_cancel(
+    run_id: str, reason: str, actor: str | None, db_url: str, as_json: bool, debug: bool
+) -> None:
+    """Cancel a run: durable at once, honoured by a worker at the run's next step boundary.
+
+    A write whose outcome is unknown is settled first (by its key, its reconcile hook, or a
+    human); calls held for approval are withdrawn; the run finishes cancelled with who asked,
+    why and when in its log. Asking again is harmless: it answers with the first request.
+    A finished run cannot be cancelled (exit 6).
+    """
+    request = with_runtime(
+        db_url, lambda rt: rt.cancel(run_id, reason=reason, actor=operator(actor))
+    )
+    if as_json:
+        echo_json(request.to_dict())
+        return
+    if request.already_requested:
+        by = f"by {request.requested_by} at {clock_time(request.requested_at)}"
+        click.echo(f"cancel of {run_id} was already requested {by}: {request.reason}")
+        if request.consumed_at is not None:
+            click.echo(f"the run was cancelled at {clock_time(request.consumed_at)}")
+    else:
+        click.echo(f"cancel of {run_id} requested ({request.request_id}); a worker ends the run")
+        click.echo("at its next step boundary: charter runs show " + run_id)
 
 
 @cli.command("events")

@@ -22,7 +22,7 @@ from charter.errors import ConfigError
 from charter.store import ApprovalRecord, RoleGrant
 
 T = TypeVar("T")
-STATUSES = ("pending", "granted", "denied", "expired", "all")
+STATUSES = ("pending", "granted", "denied", "expired", "withdrawn", "all")
 
 
 @click.group("approvals")

@@ -229,6 +229,11 @@ def _waiting(b: RunWaiting) -> str:
 
 
 def _finished(b: RunFinished) -> str:
+    if b.cancel is not None:
+        c = b.cancel
+        asked = f"by {c.requested_by} at {clock_time(c.requested_at)} ({c.request_id})"
+        withdrawn = f"; approvals withdrawn: {', '.join(c.withdrawn)}" if c.withdrawn else ""
+        return f"run finished: cancelled {asked}: {clip(c.reason)}{withdrawn}"
     detail = b.output if b.status == "succeeded" else (b.reason or b.output)
     return f"run finished: {b.status}" + (f": {clip(detail)}" if detail else "")
 

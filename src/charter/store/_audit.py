@@ -4,7 +4,8 @@ Each run's events form their own chain; this one records what a run's chain cann
 itself: that the run was created (``run_created``), where its head stood each time it parked
 or finished (``run_head``), which agent specs and policies the runtime saw (``agent_seen``),
 and every operator action with its actor (``role_granted``, ``role_removed``,
-``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``retention_applied``).
+``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``cancel_requested``,
+``retention_applied``).
 
 A record is appended in the same transaction as what it records. Its hash covers its
 sequence number, time, kind, run, actor, detail and the previous record's hash:
@@ -196,6 +197,11 @@ def kill_switch(
     if on:
         detail.update(reason=reason, action=action)
     return AuditEntry("killswitch_on" if on else "killswitch_off", None, actor, detail)
+
+
+def cancel_requested(run_id: str, actor: str, request_id: str, reason: str) -> AuditEntry:
+    detail = {"request_id": request_id, "reason": reason}
+    return AuditEntry("cancel_requested", run_id, actor, detail)
 
 
 def role(on: bool, actor: str | None, principal: str, role_name: str, tenant: str) -> AuditEntry:

@@ -92,6 +92,9 @@ class Commit:
     """Approval requests to file with this step (their ``approval_requested`` events are in it)."""
     awaiting: tuple[str, ...] = field(default_factory=tuple)
     """Approval ids a parking run waits for: one decided already makes it runnable at once."""
+    cancelled: str | None = None
+    """The cancel request this commit honours (its ``run_finished`` records it): consumed, and
+    the run's pending approvals withdrawn, in the same transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,8 @@ class ApprovalRecord:
     """An approval request as the store keeps it: the held call, who may decide, the decision.
 
     ``status`` moves once, by compare-and-set, from ``pending`` to ``granted``, ``denied`` or
-    ``expired``; the run reads the decision from here and records it in its log.
+    ``expired``; the run reads the decision from here and records it in its log. A cancelled
+    run's pending requests become ``withdrawn`` (recorded in its ``run_finished``).
     """
 
     approval_id: str
@@ -169,6 +173,27 @@ class InboxMessage:
     inbox_id: int
     text: str
     sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A request to cancel a run (``Runtime.cancel``): one per run, honoured at the run's next
+    step boundary, consumed in the commit that finishes the run ``cancelled``."""
+
+    request_id: str
+    run_id: str
+    reason: str
+    requested_by: str
+    requested_at: float
+    consumed_at: float | None = None
+    already_requested: bool = False
+    """Set on the answer to a request that found an earlier one for the run (that one is it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+CANCEL_COLUMNS = "request_id, run_id, reason, requested_by, requested_at, consumed_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,11 +302,29 @@ class RunLog(Protocol):
     # -- events -----------------------------------------------------------------------------
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]: ...
     async def event_rows(self, run_id: str) -> list[EventRow]: ...
-    async def commit(self, commit: Commit) -> None: ...
+    async def commit(self, commit: Commit) -> CancelRequest | None:
+        """Append a step (``ConflictError`` if the run moved on). Returns the run's request to
+        cancel that is still pending after it, if any: the shell honours it at the next step
+        boundary without reading again."""
+        ...
 
     # -- inbox ------------------------------------------------------------------------------
     async def send(self, run_id: str, text: str) -> int: ...
     async def pending_messages(self, run_id: str) -> list[InboxMessage]: ...
+
+    # -- cancellation -----------------------------------------------------------------------
+    async def request_cancel(
+        self, run_id: str, *, request_id: str, reason: str, actor: str
+    ) -> CancelRequest:
+        """Record a request to cancel a run that has not finished (``RunStateError`` if it
+        has), audited with ``actor``, and make the run runnable so that a worker honours it.
+        A run that has a request already keeps it: that one is returned, marked
+        ``already_requested``, and nothing is written."""
+        ...
+
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        """The run's request to cancel that no commit has honoured yet, if any."""
+        ...
 
 
 class Leases(Protocol):

@@ -52,6 +52,7 @@ from charter.store import (
 )
 from charter.store._base import (
     ApprovalRecord,
+    CancelRequest,
     Claim,
     Commit,
     EventRow,
@@ -63,6 +64,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._cancels import PostgresCancels, honour_postgres, pending_postgres
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 from charter.store._postgres_tables import PostgresTables
@@ -173,7 +175,7 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
+class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, PostgresTables):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -258,6 +260,9 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
             return self._clock()
         await cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
         return float((await _one(cur))[0])
+
+    async def _announce(self, cur: Cursor, run_id: str) -> None:
+        await _notify(cur, run_id)
 
     async def _migrate(self) -> None:
         migrations = _migrations()
@@ -401,14 +406,16 @@ class PostgresStore(PostgresRetention, PostgresSideTables, PostgresTables):
         rows = await self._fetch(_event_log.select_sql("%s"), (run_id, 0))
         return [_event_log.shown(r) for r in rows]
 
-    async def commit(self, commit: Commit) -> None:
+    async def commit(self, commit: Commit) -> CancelRequest | None:
         async with self._cursor(write=True) as cur:
             now = await self._now(cur)
             ready_at = await _apply_commit(cur, commit, now)
             if commit.release and ready_at is not None and ready_at <= now:
                 await _notify(cur, commit.run_id)
+            pending = await pending_postgres(cur, commit)
             heads = _audit.head(commit.run_id, commit.status, commit.events)
             await _audit.postgres_append(cur, heads, now, self.audit_key)
+            return pending
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -755,6 +762,8 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
             (now, list(c.consumed_inbox)),
         )
     await _approvals.insert(cur, c.approvals)
+    if await honour_postgres(cur, c, now):
+        return now
     awaiting = c.waiting_for == "approval" and c.awaiting
     if awaiting and await _approvals.wake_if_decided(cur, c.run_id, c.awaiting, now):
         return now

@@ -42,6 +42,7 @@ from charter.store import (
 )
 from charter.store._base import (
     ApprovalRecord,
+    CancelRequest,
     Claim,
     Commit,
     EventRow,
@@ -53,6 +54,7 @@ from charter.store._base import (
     RunExport,
     RunRecord,
 )
+from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 from charter.store._sqlite_tables import SQLiteTables
@@ -106,7 +108,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
+class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -435,8 +437,8 @@ class SQLiteStore(SQLiteRetention, SQLiteSideTables, SQLiteTables):
         )
         return [_event_log.shown(r) for r in rows]
 
-    async def commit(self, commit: Commit) -> None:
-        await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
+    async def commit(self, commit: Commit) -> CancelRequest | None:
+        return await self._write(lambda conn, now: _apply_commit(conn, commit, now, self.audit_key))
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -741,7 +743,7 @@ def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
 
 def _apply_commit(
     conn: sqlite3.Connection, c: Commit, now: float, key: _audit.AuditKey | None
-) -> None:
+) -> CancelRequest | None:
     last = c.events[-1] if c.events else None
     cur = conn.execute(
         "UPDATE runs SET last_seq = ?, last_hash = coalesce(?, last_hash), state = ?, status = ?,"
@@ -778,6 +780,7 @@ def _apply_commit(
         )
     if c.approvals:
         _approvals.insert(conn, c.approvals)
+    honour_sqlite(conn, c, now)
     if c.waiting_for == "approval" and c.awaiting:
         _approvals.wake_if_decided(conn, c.run_id, c.awaiting, now)
     if c.waiting_for == "message":
@@ -788,6 +791,7 @@ def _apply_commit(
             (now, c.run_id, c.run_id),
         )
     _audit.sqlite_append(conn, _audit.head(c.run_id, c.status, c.events), now, key)
+    return pending_sqlite(conn, c)
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

@@ -27,6 +27,7 @@ matters, and closes it. The suite needs pytest (a dev dependency, not a runtime 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -518,6 +519,90 @@ class BaseConformance:
             ]
 
         _with_store(store_factory, scenario, clock=clock)
+
+    def test_a_cancel_request_wakes_a_waiting_run_once_and_is_consumed_by_its_commit(
+        self, store_factory: StoreFactory
+    ) -> None:
+        clock = FakeClock()
+
+        async def scenario(store: Store) -> None:
+            history = await park(
+                store, new_run("run_1", clock.now), status="waiting", waiting_for="message"
+            )
+            clock.now = 1_001.0
+            asked = await store.request_cancel(
+                "run_1", request_id="cancel_1", reason="duplicate", actor="lead"
+            )
+            assert (asked.request_id, asked.requested_at, asked.already_requested) == (
+                "cancel_1",
+                1_001.0,
+                False,
+            )
+            again = await store.request_cancel(
+                "run_1", request_id="cancel_2", reason="other", actor="bob"
+            )
+            assert (again.request_id, again.reason, again.already_requested) == (
+                "cancel_1",
+                "duplicate",
+                True,
+            )
+            assert await store.cancel_request("run_1") == asked
+
+            [claim] = await store.claim("w2", lease_s=30, limit=1)  # woken for the request
+            finished = next_events(history, RunFinished(status="cancelled", reason="duplicate"))
+            commit = commit_for(
+                claim, "w2", history, finished, status="cancelled", ready_at=None, release=True
+            )
+            assert await store.commit(dataclasses.replace(commit, cancelled="cancel_1")) is None
+            assert await store.cancel_request("run_1") is None
+            assert (await store.get_run("run_1")).status == "cancelled"
+            late = await store.request_cancel("run_1", request_id="c3", reason="x", actor="y")
+            assert late.already_requested and late.consumed_at == 1_001.0
+            kinds = [(r.kind, r.actor) for r in await store.audit_records()]
+            assert kinds.count(("cancel_requested", "lead")) == 1
+            assert ("cancel_requested", "bob") not in kinds
+
+        _with_store(store_factory, scenario, clock=clock)
+
+    def test_a_cancel_requested_while_the_run_works_readies_it_when_it_parks(
+        self, store_factory: StoreFactory
+    ) -> None:
+        clock = FakeClock()
+        run = new_run("run_1", clock.now)
+
+        async def scenario(store: Store) -> None:
+            await store.create_run(run)
+            [claim] = await store.claim("w1", lease_s=30, limit=1)
+            asked = await store.request_cancel(
+                "run_1", request_id="cancel_1", reason="r", actor="a"
+            )
+            history = list(run.events)
+            parked = next_events(history, RunWaiting(waiting_for="message"))
+            clock.now = 1_003.0
+            answered = await store.commit(
+                commit_for(
+                    claim, "w1", history, parked, status="waiting", ready_at=None,
+                    waiting_for="message", release=True,
+                )
+            )  # fmt: skip
+            assert answered == asked  # the commit says a request is pending
+            assert (await store.get_run("run_1")).ready_at == 1_003.0
+            assert [c.run_id for c in await store.claim("w2", lease_s=30, limit=1)] == ["run_1"]
+
+        _with_store(store_factory, scenario, clock=clock)
+
+    def test_cancel_of_a_finished_or_missing_run_is_refused(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            await park(store, new_run("run_1", 1_000.0), status="succeeded", waiting_for=None)
+            with pytest.raises(RunStateError, match="finished"):
+                await store.request_cancel("run_1", request_id="c1", reason="r", actor="a")
+            with pytest.raises(NotFoundError):
+                await store.request_cancel("run_2", request_id="c2", reason="r", actor="a")
+            assert await store.cancel_request("run_1") is None
+
+        _with_store(store_factory, scenario)
 
     def test_send_to_a_finished_run_is_a_run_state_error(self, store_factory: StoreFactory) -> None:
         async def scenario(store: Store) -> None:
