@@ -247,7 +247,7 @@ def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(9,)]
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(10,)]
     tables = {"runs", "event_log", "inbox", "memory", "agents", "workers", "killswitch"}
     tables.update(("counters", "run_keys", "event_types", "cancel_requests"))
     assert tables <= backend.tables()
@@ -293,7 +293,7 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [11] * 6
+    assert asyncio.run(scenario()) == [12] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
     assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,), (12,)]
