@@ -235,7 +235,7 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 10
+        assert await store.schema_version() == store.latest_schema_version() == 11
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
