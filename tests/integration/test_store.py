@@ -239,10 +239,10 @@ def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(8,)]
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(9,)]
     tables = {"runs", "events", "inbox", "memory", "agents", "workers", "killswitch", "counters"}
     tables.add("run_keys")
     assert tables <= backend.tables()
@@ -288,10 +288,10 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [10] * 6
+    assert asyncio.run(scenario()) == [11] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,)]
 
 
 _OPEN_READ_ONLY = """
