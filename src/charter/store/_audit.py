@@ -4,7 +4,8 @@ Each run's events form their own chain; this one records what a run's chain cann
 itself: that the run was created (``run_created``), where its head stood each time it parked
 or finished (``run_head``), which agent specs and policies the runtime saw (``agent_seen``),
 and every operator action with its actor (``role_granted``, ``role_removed``,
-``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``retention_applied``).
+``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``retention_applied``,
+``token_created``, ``token_revoked``: see ``store/_tokens.py``).
 
 A record is appended in the same transaction as what it records. Its hash covers its
 sequence number, time, kind, run, actor, detail and the previous record's hash:
