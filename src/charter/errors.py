@@ -14,6 +14,8 @@
     │   └── ConflictError             conflict        5   a concurrent append or a lost lease
     ├── RunStateError                 run_state       6   e.g. send to a finished run
     ├── ForbiddenError                forbidden       9   e.g. approving one's own request
+    ├── UnauthenticatedError          unauthenticated  12  an API token missing, unknown,
+    │                                                     expired or revoked (charter serve)
     ├── ReplayUnavailableError        replay_unavailable  10  a run that cannot be replayed or
     │                                                         rerun: its tools do not import
     │                                                         here, retention removed payloads,
@@ -31,6 +33,9 @@
     │       └── ModelTruncatedError   model_truncated     7  cut off at the token limit
     └── ToolError                     tool            8   a tool call failed (carried to the model)
         └── TransientToolError        tool_transient  8   safe to retry: the effect did not happen
+
+``http_status(error)`` gives the status ``charter serve`` answers an error with (the table
+``HTTP_STATUS`` at the bottom: 400, 401, 403, 404, 409, 503; anything else 500).
 
 Signals the runtime injects into user code derive from ``BaseException`` so that
 ``except Exception`` in a tool cannot swallow them::
@@ -117,6 +122,14 @@ class ForbiddenError(CharterError):
 
     code = "forbidden"
     exit_code = 9
+
+
+class UnauthenticatedError(CharterError):
+    """A request to ``charter serve`` carried no API token, or one that is unknown, expired or
+    revoked."""
+
+    code = "unauthenticated"
+    exit_code = 12
 
 
 class ReplayUnavailableError(CharterError):
@@ -232,3 +245,24 @@ class LeaseLost(BaseException):
     """
 
     code = "lease_lost"
+
+
+HTTP_STATUS: dict[type[CharterError], int] = {
+    ConfigError: 400,
+    InputError: 400,
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    RunStateError: 409,
+    IdempotencyConflictError: 409,
+    ConflictError: 409,
+    StoreError: 503,
+}
+"""The HTTP status of an error (its nearest class listed here); 500 for the rest."""
+
+
+def http_status(error: CharterError) -> int:
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500

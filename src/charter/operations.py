@@ -8,22 +8,29 @@
 
 The runtime works runs; its :attr:`~charter.runtime.Runtime.operations` look after the
 database they live in: its schema and status, a copy to another database, the workers that
-announced themselves, the kill switches, who holds which role, payload retention and the fleet
-figures. Each method is one call that returns plain data (records with ``to_dict``, reports),
-so the command line renders it and an HTTP server can serve it. Whether the database may be
+announced themselves, the kill switches, who holds which role, the API tokens of ``charter
+serve``, payload retention and the fleet figures. Each method is one call that returns plain
+data (records with ``to_dict``, reports), so the command line renders it and an HTTP server
+can serve it. Whether the database may be
 created, migrated or written is decided once, when the runtime is opened (``read_only``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from charter import approvals
+from charter.clock import Clock, wall_clock
+from charter.errors import ConfigError, UnauthenticatedError
+from charter.principals import canonical_principal
 from charter.retention import RetentionPolicy, RetentionReport, apply
 from charter.stats import StatsReport
 from charter.store import (
+    TOKEN_PREFIX,
+    ApiToken,
     CopyReport,
     KillSwitch,
     KillSwitchAction,
@@ -32,6 +39,7 @@ from charter.store import (
     WorkerInfo,
     copy_store,
     open_store,
+    token_hash,
 )
 
 
@@ -62,8 +70,9 @@ class DatabaseStatus:
 class Operations:
     """The operator's calls on one store (``Runtime.operations``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Clock = wall_clock) -> None:
         self.store = store
+        self.clock = clock
 
     # -- the database ---------------------------------------------------------------------------
 
@@ -144,6 +153,67 @@ class Operations:
             self.store, principal=principal, role=role, tenant=tenant, on=on, actor=actor
         )
         return await approvals.role_grants(self.store, principal=principal)
+
+    # -- API tokens (charter serve) -------------------------------------------------------------
+
+    async def create_token(
+        self,
+        *,
+        principal: str,
+        tenant: str,
+        roles: Sequence[str] = (),
+        expires_in_s: float | None = None,
+        actor: str | None = None,
+    ) -> tuple[str, ApiToken]:
+        """A new API token for ``principal`` in ``tenant`` with ``roles``: the token itself
+        (shown once, never stored) and its stored record (which holds only its sha256).
+        Recorded in the audit log with ``actor``."""
+        if not tenant or tenant == "*":
+            raise ConfigError(
+                f"a token belongs to one tenant, not {tenant!r}", hint="give --tenant NAME"
+            )
+        if expires_in_s is not None and expires_in_s <= 0:
+            raise ConfigError("a token's lifetime must be positive", hint="e.g. --expires 30d")
+        token_id = f"tok_{secrets.token_hex(6)}"
+        token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        now = self.clock()
+        record = ApiToken(
+            token_id=token_id,
+            token_hash=token_hash(token),
+            principal=canonical_principal(principal),
+            tenant=tenant,
+            roles=tuple(dict.fromkeys(roles)),
+            created_at=now,
+            expires_at=None if expires_in_s is None else now + expires_in_s,
+            revoked_at=None,
+        )
+        await self.store.insert_token(record, actor=actor)
+        return token, record
+
+    async def tokens(self) -> list[ApiToken]:
+        """Every API token, oldest first (their hashes, never their secrets)."""
+        return await self.store.api_tokens()
+
+    async def revoke_token(self, token_id: str, *, actor: str | None = None) -> ApiToken:
+        """Refuse ``token_id`` from now on (audited with ``actor``); NotFoundError if unknown."""
+        return await self.store.revoke_token(token_id, at=self.clock(), actor=actor)
+
+    async def authenticate(self, token: str | None) -> ApiToken:
+        """The token record a bearer presents; UnauthenticatedError, naming why, when it is
+        missing, unknown, expired or revoked."""
+        if not token:
+            raise UnauthenticatedError(
+                "no API token: send the header Authorization: Bearer TOKEN",
+                hint="create one with: charter tokens create PRINCIPAL --tenant T --role R",
+            )
+        record = await self.store.find_token(token_hash(token))
+        if record is None:
+            raise UnauthenticatedError("unknown API token", hint="check it was copied whole")
+        if record.revoked_at is not None:
+            raise UnauthenticatedError(f"API token {record.token_id} was revoked")
+        if not record.valid_at(self.clock()):
+            raise UnauthenticatedError(f"API token {record.token_id} has expired")
+        return record
 
     # -- retention and figures ------------------------------------------------------------------
 

@@ -29,7 +29,13 @@ from charter.agents import Agent
 from charter.audit import AuditReport, anchor, audit
 from charter.clock import Clock, new_cancel_id, new_run_id, wall_clock
 from charter.diff import RunDiff, diff_runs
-from charter.errors import IdempotencyConflictError, InputError, StoreError, ToolImportError
+from charter.errors import (
+    IdempotencyConflictError,
+    InputError,
+    NotFoundError,
+    StoreError,
+    ToolImportError,
+)
 from charter.events import (
     GENESIS_HASH,
     ChainBreak,
@@ -271,9 +277,12 @@ class Runtime:
             )
         return run_id
 
-    async def send(self, run_id: str, text: str) -> int:
-        """Deliver a message to a run's inbox; a run waiting for one becomes runnable."""
+    async def send(self, run_id: str, text: str, *, tenant: str | None = None) -> int:
+        """Deliver a message to a run's inbox; a run waiting for one becomes runnable.
+        ``tenant``: only to a run of that tenant (as :meth:`get_run`)."""
         check_text(text, what="the message", max_bytes=self.max_input_bytes)
+        if tenant is not None:
+            await self.get_run(run_id, tenant=tenant)
         return await self.store.send(run_id, text)
 
     async def cancel(self, run_id: str, *, reason: str, actor: str) -> CancelRequest:
@@ -387,20 +396,40 @@ class Runtime:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def get_run(self, run_id: str) -> RunRecord:
-        return await self.store.get_run(run_id)
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        """A run's record. ``tenant``: only a run of that tenant; another tenant's run is
+        NotFoundError with the same message as an unknown id (its existence is not told)."""
+        record = await self.store.get_run(run_id)
+        if tenant is not None and record.tenant != tenant:
+            raise NotFoundError(
+                f"no run {run_id!r} in {self.store.url}", hint="'charter runs list' shows the runs"
+            )
+        return record
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100, model: str | None = None
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        model: str | None = None,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
         """Runs, newest first; ``model``: only those in which that model (its served id, or
-        a local file's sha256) answered or was called."""
+        a local file's sha256) answered or was called. ``tenant``, ``agent`` (name),
+        ``since`` (created at or after) filter; ``before`` is the ``(created_at, run_id)`` of
+        the previous page's last run (not with ``model``)."""
         if model is not None:
             return await self.store.runs_with_model(model, status=status, limit=limit)
-        return await self.store.list_runs(status=status, limit=limit)
+        return await self.store.list_runs(
+            status=status, limit=limit, tenant=tenant, agent=agent, since=since, before=before
+        )
 
-    async def events(self, run_id: str) -> list[Event]:
-        await self.store.get_run(run_id)  # NotFoundError for an unknown id
+    async def events(self, run_id: str, *, tenant: str | None = None) -> list[Event]:
+        """A run's log (``tenant``: as :meth:`get_run`)."""
+        await self.get_run(run_id, tenant=tenant)  # NotFoundError for an unknown id
         return await self.store.load_events(run_id)
 
     async def verify(self, run_id: str | None = None) -> list[ChainBreak]:
@@ -479,7 +508,7 @@ class Runtime:
     def operations(self) -> Operations:
         """What an operator does to the database as a whole: status, copy, workers, kill
         switches, roles, retention, figures (:mod:`charter.operations`)."""
-        return Operations(self.store)
+        return Operations(self.store, clock=self.clock)
 
     async def approval(self, approval_id: str) -> ApprovalRecord:
         """One approval request in full (NotFoundError for an unknown id)."""

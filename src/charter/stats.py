@@ -159,6 +159,16 @@ _SINCE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
+def parse_duration(text: str, *, option: str) -> float:
+    """``30m``, ``24h``, ``7d``, ``2w`` → seconds (``option`` names the flag in the error)."""
+    found = _SINCE.match(text.strip().lower())
+    if found is None:
+        raise ConfigError(
+            f"{option} {text!r} is not a duration: use a number and a unit (30m, 24h, 7d, 2w)"
+        )
+    return float(found.group(1)) * _UNIT_S[found.group(2)]
+
+
 def parse_since(text: str, *, now: float | None = None) -> float | None:
     """``30m``, ``24h``, ``7d``, ``2w`` → the unix time that long ago; ``all`` → None."""
     value = text.strip().lower()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.helpers.cli import run_charter
+from tests.helpers.server import serving
 
 from charter.testing import FakeOpenAIServer
 from charter.testing.systems import Systems
@@ -93,3 +96,29 @@ def test_readme_agent_file_runs_against_an_openai_compatible_endpoint(tmp_path: 
     assert [r["model"] for r in server.requests] == ["qwen2.5-0.5b-instruct"] * 2
     names = {t["function"]["name"] for t in server.requests[0]["tools"]}
     assert names == {"kb_search", "refund"}
+
+
+def test_readme_serve_example_runs(tmp_path: Path) -> None:
+    """The Serve section as written: the token command, the server with the example agent,
+    and the curl request's body and headers (the worker needs the local model; not here)."""
+    (block,) = [b for b in _blocks("sh") if "charter serve" in b]
+    shutil.copytree(README.parent / "examples", tmp_path / "examples")
+    lines = [line.split("   #")[0] for line in block.replace("\\\n", " ").splitlines()]
+    create = shlex.split(lines[0])
+    assert create[:3] == ["charter", "tokens", "create"]
+    made = run_charter(tmp_path, *create[1:], "--json")
+    assert made.returncode == 0, made.stderr
+    secret = json.loads(made.stdout)["token"]
+    serve = shlex.split(lines[1].rstrip("& "))
+    assert serve[:2] == ["charter", "serve"]
+    db, agent = serve[serve.index("--db") + 1], serve[serve.index("--agent") + 1]
+    curl = shlex.split(lines[3])
+    given = [curl[i + 1] for i, arg in enumerate(curl) if arg == "-H"]
+    headers = dict(h.split(": ", 1) for h in given)
+    headers["Authorization"] = f"Bearer {secret}"
+    body = curl[curl.index("-d") + 1]
+    with serving(tmp_path, db, agent) as base:
+        posted = httpx.post(f"{base}/v1/runs", content=body, headers=headers, timeout=30)
+        again = httpx.post(f"{base}/v1/runs", content=body, headers=headers, timeout=30)
+    assert posted.status_code == 201, posted.text
+    assert again.json() == posted.json()  # the same Idempotency-Key: the same run

@@ -39,6 +39,7 @@ from charter.cli._render import (
 )
 from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
+from charter.cli._serve import serve_command, tokens_group
 from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
 from charter.events import FINAL_STATUSES, RunStatus
@@ -489,6 +490,8 @@ cli.add_command(rerun_command)
 cli.add_command(diff_command)
 cli.add_command(eval_command)
 cli.add_command(gate_command)
+cli.add_command(tokens_group)
+cli.add_command(serve_command)
 
 
 @cli.command("demo")

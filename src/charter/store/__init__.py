@@ -48,12 +48,15 @@ from charter.store._copy import CopyReport, copy_store
 from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore
 from charter.store._sqlite import SQLiteStore
+from charter.store._tokens import TOKEN_PREFIX, ApiToken, token_hash
 
 DEFAULT_URL = "sqlite:///charter.db"
 
 __all__ = [
     "DEFAULT_URL",
+    "TOKEN_PREFIX",
     "Admin",
+    "ApiToken",
     "ApprovalRecord",
     "AuditEntry",
     "AuditKey",
@@ -85,6 +88,7 @@ __all__ = [
     "WorkerInfo",
     "copy_store",
     "open_store",
+    "token_hash",
 ]
 
 

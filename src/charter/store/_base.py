@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from charter.events import Event, RunStatus
 from charter.stats import StatsReport
 from charter.store._audit import AuditEntry, AuditKey, AuditRecord
+from charter.store._tokens import ApiToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +293,20 @@ class RunLog(Protocol):
 
     async def get_run(self, run_id: str) -> RunRecord: ...
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
-    ) -> list[RunRecord]: ...
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
+    ) -> list[RunRecord]:
+        """Runs, newest first (``created_at``, then ``run_id``), matching every filter given;
+        ``since``: created at or after; ``before``: after the ``(created_at, run_id)`` of the
+        previous page's last run."""
+        ...
+
     async def run_ids(self) -> list[str]: ...
     async def run_counts(self) -> dict[str, int]:
         """Runs by status."""
@@ -413,6 +426,21 @@ class Governance(Protocol):
         ...
 
     async def role_grants(self, *, principal: str | None = None) -> list[RoleGrant]: ...
+
+    # -- API tokens (store/_tokens.py) ------------------------------------------------------
+    async def insert_token(self, token: ApiToken, *, actor: str | None) -> None:
+        """Store a new token (its hash, never its secret), audited with ``actor``."""
+        ...
+
+    async def find_token(self, token_hash: str) -> ApiToken | None: ...
+    async def api_tokens(self) -> list[ApiToken]:
+        """Every token, oldest first, revoked and expired ones too."""
+        ...
+
+    async def revoke_token(self, token_id: str, *, at: float, actor: str | None) -> ApiToken:
+        """Mark a token revoked at ``at`` (audited once, with ``actor``; revoking it again
+        changes nothing); NotFoundError for an unknown id."""
+        ...
 
     # -- counters (rate limits, spending) ---------------------------------------------------
     async def take(

@@ -47,6 +47,7 @@ from charter.store import (
     _event_log,
     _opening,
     _postgres_approvals as _approvals,
+    _run_filter,
     _run_keys,
     _stats,
 )
@@ -375,10 +376,19 @@ class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, Post
         )
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        where, args = ("WHERE status = %s", [status]) if status else ("", [])
-        query = f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT %s"
+        where, args = _run_filter.where(
+            "%s", status=status, tenant=tenant, agent=agent, since=since, before=before
+        )
+        query = f"SELECT {_RUN_COLUMNS} FROM runs{where}{_run_filter.ORDER} LIMIT %s"
         return [_record(r) for r in await self._fetch(query, [*args, limit])]
 
     async def run_counts(self) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""PostgreSQL: the small tables beside the runs (workers, memory, counters, caches), as a part of
-:class:`PostgresStore`.
+"""PostgreSQL: the small tables beside the runs (workers, memory, counters, caches, API
+tokens), as a part of :class:`PostgresStore`.
 
 Kept apart so that the store's own module stays about runs, events and leases. The methods use
 the store's ``_fetch`` (one statement; ``now=True`` binds the database's time as ``%(now)s``).
@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
-from charter.store import _cache, _counters
+from charter.errors import NotFoundError
+from charter.store import _audit, _cache, _counters, _tokens
 from charter.store._base import MemoryItem, WorkerInfo
+from charter.store._tokens import ApiToken
 
 Row = tuple[Any, ...]
 Args = Sequence[Any] | dict[str, Any] | None
+_SELECT_TOKENS = f"SELECT {_tokens.COLUMNS} FROM api_tokens"
 
 
 class PostgresSideTables:
@@ -29,6 +32,9 @@ class PostgresSideTables:
             self, *, write: bool, run_id: str | None = None
         ) -> AbstractAsyncContextManager[Any]: ...
         async def _now(self, cur: Any) -> float: ...
+
+        url: str
+        audit_key: _audit.AuditKey | None
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -53,6 +59,42 @@ class PostgresSideTables:
             now=True,
         )
         return [WorkerInfo(*row) for row in rows]
+
+    # -- API tokens (store/_tokens.py) ---------------------------------------------------------
+
+    async def insert_token(self, token: ApiToken, *, actor: str | None) -> None:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(_tokens.INSERT.format(p="%s"), token.row())
+            entry = _tokens.created(token, actor)
+            await _audit.postgres_append(cur, [entry], await self._now(cur), self.audit_key)
+
+    async def find_token(self, token_hash: str) -> ApiToken | None:
+        rows = await self._fetch(f"{_SELECT_TOKENS} WHERE token_hash = %s", (token_hash,))
+        return ApiToken.from_row(rows[0]) if rows else None
+
+    async def api_tokens(self) -> list[ApiToken]:
+        rows = await self._fetch(f"{_SELECT_TOKENS} ORDER BY created_at, token_id")
+        return [ApiToken.from_row(r) for r in rows]
+
+    async def revoke_token(self, token_id: str, *, at: float, actor: str | None) -> ApiToken:
+        async with self._cursor(write=True) as cur:
+            await cur.execute(
+                "UPDATE api_tokens SET revoked_at = %s WHERE token_id = %s AND revoked_at IS NULL",
+                (at, token_id),
+            )
+            changed = cur.rowcount
+            await cur.execute(f"{_SELECT_TOKENS} WHERE token_id = %s", (token_id,))
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"no API token {token_id!r} in {self.url}",
+                    hint="list them with: charter tokens list",
+                )
+            token = ApiToken.from_row(row)
+            if changed:
+                entry = _tokens.revoked(token, actor)
+                await _audit.postgres_append(cur, [entry], await self._now(cur), self.audit_key)
+            return token
 
     # -- memory -------------------------------------------------------------------------------
 

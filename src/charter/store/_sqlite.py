@@ -36,6 +36,7 @@ from charter.store import (
     _cache,
     _event_log,
     _opening,
+    _run_filter,
     _run_keys,
     _sqlite_approvals as _approvals,
     _stats,
@@ -381,12 +382,22 @@ class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables
         return record
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 100
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        tenant: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
+        where, args = _run_filter.where(
+            "?", status=status, tenant=tenant, agent=agent, since=since, before=before
+        )
+
         def op(conn: sqlite3.Connection) -> list[RunRecord]:
-            where, args = ("WHERE status = ?", [status]) if status else ("", [])
             rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT ?",
+                f"SELECT {_RUN_COLUMNS} FROM runs{where}{_run_filter.ORDER} LIMIT ?",
                 [*args, limit],
             ).fetchall()
             return [_record(r) for r in rows]

@@ -1,5 +1,5 @@
-"""SQLite: the small tables beside the runs (workers, memory, counters, caches), as a part
-of :class:`SQLiteStore`.
+"""SQLite: the small tables beside the runs (workers, memory, counters, caches, API tokens),
+as a part of :class:`SQLiteStore`.
 
 Kept apart so that the store's own module stays about runs, events and leases. The methods use
 the store's writer and reader (``_write``, ``_read``) and clock.
@@ -12,8 +12,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from charter.store import _cache, _counters
+from charter.errors import NotFoundError
+from charter.store import _audit, _cache, _counters, _tokens
 from charter.store._base import MemoryItem, WorkerInfo
+from charter.store._tokens import ApiToken
 
 T = TypeVar("T")
 
@@ -21,6 +23,8 @@ T = TypeVar("T")
 class SQLiteSideTables:
     if TYPE_CHECKING:  # provided by SQLiteStore
         _clock: Callable[[], float]
+        url: str
+        audit_key: _audit.AuditKey | None
 
         async def _write(self, op: Callable[[sqlite3.Connection, float], T]) -> T: ...
         async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -53,6 +57,52 @@ class SQLiteSideTables:
             ).fetchall()
         )
         return [WorkerInfo(*row) for row in rows]
+
+    # -- API tokens (store/_tokens.py) ---------------------------------------------------------
+
+    async def insert_token(self, token: ApiToken, *, actor: str | None) -> None:
+        def op(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(_tokens.INSERT.format(p="?"), token.row())
+            _audit.sqlite_append(conn, [_tokens.created(token, actor)], now, self.audit_key)
+
+        await self._write(op)
+
+    async def find_token(self, token_hash: str) -> ApiToken | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_tokens.COLUMNS} FROM api_tokens WHERE token_hash = ?", (token_hash,)
+            ).fetchone()
+        )
+        return None if row is None else ApiToken.from_row(row)
+
+    async def api_tokens(self) -> list[ApiToken]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_tokens.COLUMNS} FROM api_tokens ORDER BY created_at, token_id"
+            ).fetchall()
+        )
+        return [ApiToken.from_row(r) for r in rows]
+
+    async def revoke_token(self, token_id: str, *, at: float, actor: str | None) -> ApiToken:
+        def op(conn: sqlite3.Connection, now: float) -> ApiToken:
+            changed = conn.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+                (at, token_id),
+            ).rowcount
+            row = conn.execute(
+                f"SELECT {_tokens.COLUMNS} FROM api_tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(
+                    f"no API token {token_id!r} in {self.url}",
+                    hint="list them with: charter tokens list",
+                )
+            token = ApiToken.from_row(row)
+            if changed:
+                _audit.sqlite_append(conn, [_tokens.revoked(token, actor)], now, self.audit_key)
+            return token
+
+        return await self._write(op)
 
     # -- memory -------------------------------------------------------------------------------
 

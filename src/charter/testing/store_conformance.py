@@ -18,7 +18,8 @@ Two levels of capability:
 * :class:`BaseConformance` — the run log (runs, events, commits fenced by sequence number and
   lease epoch, the hash chain), the inbox, leases, claims and workers: what it takes for
   workers to run agents durably;
-* :class:`StoreConformance` — the base plus governance state (kill switches) and memory.
+* :class:`StoreConformance` — the base plus governance state (kill switches, API tokens) and
+  memory.
 
 Every test opens its store through the factory, works it with a fake clock where time
 matters, and closes it. The suite needs pytest (a dev dependency, not a runtime one).
@@ -30,6 +31,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -48,7 +50,7 @@ from charter.events import (
     verify_chain,
 )
 from charter.memory import StoreMemory
-from charter.store import Claim, Commit, NewRun, Store, WorkerInfo
+from charter.store import ApiToken, Claim, Commit, NewRun, Store, WorkerInfo
 
 __all__ = [
     "BaseConformance",
@@ -230,6 +232,31 @@ class BaseConformance:
             assert [r.run_id for r in await store.list_runs(status="queued")] == ["run_1"]
             assert await store.list_runs(status="running") == []
             assert await store.run_counts() == {"queued": 1}
+
+        _with_store(store_factory, scenario)
+
+    def test_runs_are_listed_by_tenant_agent_and_time_a_page_at_a_time(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            for i, (run_id, at) in enumerate([("run_a", 10.0), ("run_b", 20.0), ("run_c", 20.0)]):
+                run = new_run(run_id, at)
+                if i == 2:
+                    run = replace(run, tenant="globex", agent_name="b")
+                await store.create_run(run)
+
+            def ids(runs: list[Any]) -> list[str]:
+                return [r.run_id for r in runs]
+
+            assert ids(await store.list_runs()) == ["run_c", "run_b", "run_a"]  # ties: by id
+            assert ids(await store.list_runs(tenant="acme")) == ["run_b", "run_a"]
+            assert ids(await store.list_runs(agent="b")) == ["run_c"]
+            assert ids(await store.list_runs(since=15.0)) == ["run_c", "run_b"]
+            first = await store.list_runs(limit=1)
+            second = await store.list_runs(limit=1, before=(first[0].created_at, "run_c"))
+            third = await store.list_runs(limit=5, before=(second[0].created_at, "run_b"))
+            assert ids(first + second + third) == ["run_c", "run_b", "run_a"]
+            assert await store.list_runs(status="queued", tenant="initech") == []
 
         _with_store(store_factory, scenario)
 
@@ -777,6 +804,31 @@ class StoreConformance(BaseConformance):
             ]
 
         _with_store(store_factory, scenario, clock=clock)
+
+    def test_api_tokens_are_found_by_hash_listed_and_revoked_once(
+        self, store_factory: StoreFactory
+    ) -> None:
+        token = ApiToken(
+            token_id="tok_1", token_hash="f" * 64, principal="ann@acme.com", tenant="acme",
+            roles=("support", "lead"), created_at=1_000.0, expires_at=2_000.0, revoked_at=None,
+        )  # fmt: skip
+
+        async def scenario(store: Store) -> None:
+            assert await store.api_tokens() == []
+            await store.insert_token(token, actor="root")
+            assert await store.find_token("f" * 64) == token
+            assert await store.find_token("e" * 64) is None
+            assert await store.api_tokens() == [token]
+            revoked = await store.revoke_token("tok_1", at=1_500.0, actor="root")
+            assert revoked == replace(token, revoked_at=1_500.0)
+            again = await store.revoke_token("tok_1", at=1_600.0, actor="root")
+            assert again.revoked_at == 1_500.0  # the first revocation stands
+            with pytest.raises(NotFoundError):
+                await store.revoke_token("tok_nope", at=1_600.0, actor="root")
+            kinds = [r.kind for r in await store.audit_records() if r.kind.startswith("token_")]
+            assert kinds == ["token_created", "token_revoked"]
+
+        _with_store(store_factory, scenario)
 
     def test_kill_switches_are_set_listed_and_lifted(self, store_factory: StoreFactory) -> None:
         async def scenario(store: Store) -> None:

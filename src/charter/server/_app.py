@@ -1,0 +1,138 @@
+"""The FastAPI application: one thin route per call on the runtime or its operations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from charter.agents import Agent
+from charter.errors import CharterError, InputError, NotFoundError, http_status
+from charter.events import RunStatus
+from charter.runtime import Runtime
+from charter.server import _schemas as s
+from charter.server._auth import Caller, RuntimeDep
+from charter.stats import parse_since
+
+MAX_PAGE = 500
+
+
+def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: Any) -> FastAPI:
+    """The API over a runtime opened on ``db_url`` when the app starts (closed when it
+    stops); ``agents`` are the ones ``POST /v1/runs`` may name."""
+    by_name = {agent.name: agent for agent in agents}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Runtime.open(db_url, **runtime_options) as rt:
+            app.state.runtime = rt
+            yield
+
+    app = FastAPI(
+        title="Charter",
+        version="1",
+        lifespan=lifespan,
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+    app.add_exception_handler(CharterError, _charter_error)
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    _routes(app, by_name)
+    return app
+
+
+def _error(status: int, error: CharterError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": error.to_dict()}, status_code=status, headers=headers)
+
+
+async def _charter_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CharterError)
+    return _error(http_status(exc), exc)
+
+
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return _error(400, InputError(f"bad request: {problems}", hint="see /v1/openapi.json"))
+
+
+def _routes(app: FastAPI, agents: dict[str, Agent]) -> None:
+    @app.get("/v1/health")
+    async def health() -> dict[str, str]:
+        """Liveness, without a token."""
+        return {"status": "ok"}
+
+    @app.post("/v1/runs", status_code=201)
+    async def start_run(
+        body: s.StartRun,
+        who: Caller,
+        rt: RuntimeDep,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> s.RunStarted:
+        """Start a run for the token's principal and tenant; a worker works it. A repeated
+        request with the same Idempotency-Key returns the run the first one started."""
+        agent = agents.get(body.agent)
+        if agent is None:
+            raise NotFoundError(
+                f"no agent {body.agent!r} on this server",
+                hint=f"this server runs: {', '.join(sorted(agents)) or 'no agents'}",
+            )
+        run_id = await rt.start(
+            agent,
+            body.input,
+            tenant=who.tenant,
+            principal=who.principal,
+            roles=who.roles,
+            principal_tenant=who.tenant,
+            idempotency_key=idempotency_key,
+        )
+        return s.RunStarted(run_id=run_id)
+
+    @app.get("/v1/runs")
+    async def list_runs(
+        who: Caller,
+        rt: RuntimeDep,
+        status: RunStatus | None = None,
+        agent: str | None = None,
+        since: Annotated[str | None, Query(description="30m, 24h, 7d, 2w")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: str | None = None,
+    ) -> s.RunList:
+        """The tenant's runs, newest first, a page at a time."""
+        runs = await rt.list_runs(
+            tenant=who.tenant,
+            status=status,
+            agent=agent,
+            since=None if since is None else parse_since(since),
+            before=None if cursor is None else s.parse_cursor(cursor),
+            limit=limit + 1,  # one more than the page: is there a next one?
+        )
+        page = runs[:limit]
+        return s.RunList(
+            runs=[s.run_view(r) for r in page],
+            next_cursor=s.cursor_of(page[-1]) if len(runs) > limit else None,
+        )
+
+    @app.get("/v1/runs/{run_id}")
+    async def get_run(run_id: str, who: Caller, rt: RuntimeDep) -> dict[str, Any]:
+        """A run's record: status, lease, state."""
+        return s.run_view(await rt.get_run(run_id, tenant=who.tenant))
+
+    @app.get("/v1/runs/{run_id}/events")
+    async def run_events(run_id: str, who: Caller, rt: RuntimeDep) -> list[dict[str, Any]]:
+        """A run's log, oldest first."""
+        return [e.to_dict() for e in await rt.events(run_id, tenant=who.tenant)]
+
+    @app.post("/v1/runs/{run_id}/messages", status_code=202)
+    async def send_message(
+        run_id: str, body: s.NewMessage, who: Caller, rt: RuntimeDep
+    ) -> s.MessageSent:
+        """Deliver a message to the run's inbox; a run waiting for one becomes runnable."""
+        message_id = await rt.send(run_id, body.text, tenant=who.tenant)
+        return s.MessageSent(run_id=run_id, message_id=message_id)

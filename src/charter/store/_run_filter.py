@@ -1,0 +1,36 @@
+"""The WHERE clause of ``list_runs``, for both backends (``mark``: ``?`` or ``%s``).
+
+Runs come newest first, ordered by ``(created_at, run_id)``; ``before`` is the position of the
+last run of the previous page (keyset pagination: a page never shifts when runs are added).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def where(
+    mark: str,
+    *,
+    status: str | None,
+    tenant: str | None,
+    agent: str | None,
+    since: float | None,
+    before: tuple[float, str] | None,
+) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    for column, value in (("status", status), ("tenant", tenant), ("agent_name", agent)):
+        if value is not None:
+            parts.append(f"{column} = {mark}")
+            args.append(value)
+    if since is not None:
+        parts.append(f"created_at >= {mark}")
+        args.append(since)
+    if before is not None:
+        parts.append(f"(created_at < {mark} OR (created_at = {mark} AND run_id < {mark}))")
+        args += [before[0], before[0], before[1]]
+    return (" WHERE " + " AND ".join(parts) if parts else ""), args
+
+
+ORDER = " ORDER BY created_at DESC, run_id DESC"
