@@ -24,7 +24,7 @@ history, and the live heartbeats of the source's worker processes."""
 
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
-    switch, a cancel request, counters, cache entries, memory, and a worker's heartbeat."""
+    switch, a cancel request, an API token, counters, cache entries, memory, and a worker's heartbeat."""
     write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
@@ -39,6 +39,7 @@ def _populate(tmp: Path, db: str) -> None:
     for args in (
         ("roles", "add", "bob", "lead", "--tenant", "acme"),
         ("killswitch", "on", "--tenant", "acme", "--reason", "incident 12"),
+        ("tokens", "create", "carol", "--tenant", "acme", "--role", "support"),
     ):
         done = run_charter(tmp, *args, "--db", db)
         assert done.returncode == 0, done.stderr
