@@ -167,3 +167,25 @@ def test_runs_are_renumbered_by_the_copy_and_keep_their_own_events(tmp_path: Pat
     verified = run_charter(tmp_path, "audit", "verify", "--all", "--db",
                            f"sqlite:///{target_path}")  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_destination_with_its_own_audit_log_is_refused_before_anything_is_copied(
+    tmp_path: Path,
+) -> None:
+    """Two audit histories cannot be merged into one chain, so the copy is refused — and it
+    must be refused up front: a copy stopped at its last step would leave the destination
+    holding the source's runs and tables with none of its audit log (half-written)."""
+    source, dest = tmp_path / "source.db", tmp_path / "dest.db"
+    _populate(tmp_path, f"sqlite:///{source}")
+    own = ("roles", "add", "dan", "lead", "--tenant", "acme", "--db", f"sqlite:///{dest}")
+    assert run_charter(tmp_path, *own).returncode == 0  # an operator action: its own audit log
+    before = _tables(dest)
+
+    copied = run_charter(
+        tmp_path, "db", "copy", "--from", f"sqlite:///{source}", "--to", f"sqlite:///{dest}"
+    )
+
+    assert copied.returncode != 0
+    assert "audit log of its own" in copied.stderr
+    assert "Traceback" not in copied.stderr
+    assert _tables(dest) == before

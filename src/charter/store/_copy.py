@@ -12,8 +12,8 @@ table a later migration adds is copied too. In this order:
    migration adds), row by row; a row whose key is already in the destination is kept as it
    is there;
 4. the audit log, whole and as stored (seals included): it replaces the destination's fresh
-   genesis record, or extends the copy made before; a destination with an audit log of its
-   own is refused (two histories cannot be merged into one chain).
+   genesis record, or extends the copy made before. A destination with an audit log of its
+   own is refused before anything is written (two histories cannot be merged into one chain).
 
 Not copied (:data:`NOT_COPIED`): the destination's own schema history and event type codes,
 and the heartbeats of the source's live workers. An interrupted copy can simply be run
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from charter.errors import StoreError
 from charter.events import verify_chain
+from charter.store._audit import adoption
 from charter.store._base import Store
 
 NOT_COPIED = {
@@ -66,6 +67,8 @@ async def copy_store(
             " source's",
             hint="upgrade Charter on the destination, then run: charter db migrate --db URL",
         )
+    if AUDIT_LOG in tables:  # refused now, not after the runs: nothing half-written
+        adoption(await target.audit_records(), await source.audit_records())
     for table in FIRST:
         if table in tables:
             await _copy_table(source, target, table, report)
