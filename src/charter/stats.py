@@ -88,7 +88,10 @@ class ApprovalStats(_Value):
     denied: int = 0
     expired: int = 0
     pending: int = 0
-    """Requested and not decided (yet): still waiting, or the run ended another way."""
+    """Requested and not decided (yet): still waiting, or the run ended another way than
+    by a cancel."""
+    withdrawn: int = 0
+    """Requested and withdrawn undecided when the run was cancelled."""
     time_to_decision_s: LatencyStats = LatencyStats()
 
 

@@ -198,6 +198,8 @@ def test_a_held_call_is_withdrawn_and_its_approval_can_no_longer_be_granted(
             await rt.grant(requested.approval_id, by="bob")
         assert PAID == []
         assert await rt.approvals(tenant="acme") == []  # no longer in the inbox
+        figures = (await rt.operations.stats(tenant="acme")).approvals
+        assert (figures.requested, figures.pending, figures.withdrawn) == (1, 0, 1)
 
     _run(store_url, scenario)
 

@@ -97,7 +97,8 @@ def render(report: StatsReport, *, window: str) -> None:
             (
                 "approvals",
                 f"{a.requested:,} requested: {a.granted:,} granted, {a.denied:,} denied,"
-                f" {a.expired:,} expired, {a.pending:,} pending",
+                f" {a.expired:,} expired, {a.pending:,} pending"
+                + (f", {a.withdrawn:,} withdrawn" if a.withdrawn else ""),
             )
         )
         rows.append(("time to decision", _latency(a.time_to_decision_s, "s")))

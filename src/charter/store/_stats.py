@@ -157,7 +157,7 @@ class StatsQuery:
             self._array(
                 self._text("reason"), f"x.type = {_t('run_finished')} AND x.status = 'escalated'"
             ),
-            # 13: approvals: [run_id, type code, at, approval_id, decision, decided_at]
+            # 13: approvals: [run_id, type code, at, approval_id, decision, decided_at, status]
             self._array(
                 self._tuple(
                     "x.run_id",
@@ -166,6 +166,7 @@ class StatsQuery:
                     self._text("approval_id"),
                     self._text("decision"),
                     self._num("decided_at"),
+                    "x.status",
                 ),
                 f"x.type IN {_codes('approval_requested', 'approval_decided')}",
             ),
@@ -393,13 +394,17 @@ class _Tools:
 
 def _approvals(records: list[Any]) -> ApprovalStats:
     """Counts by decision, and time to decision (decided_at, else the event's time, minus the
-    time requested) of granted and denied approvals."""
+    time requested) of granted and denied approvals. A request never decided in a cancelled
+    run was withdrawn by the cancel (``run_finished.cancel.withdrawn``)."""
     requested: dict[tuple[str, str], float] = {}
     decided: dict[tuple[str, str], tuple[str, float]] = {}
-    for run_id, type_, at, approval_id, decision, decided_at in records:
+    cancelled: set[tuple[str, str]] = set()
+    for run_id, type_, at, approval_id, decision, decided_at, status in records:
         key = (str(run_id), str(approval_id))
         if _event_log.type_name(int(type_)) == "approval_requested":
             requested[key] = float(at)
+            if status == "cancelled":
+                cancelled.add(key)
         else:
             decided[key] = (str(decision), float(decided_at if decided_at is not None else at))
     counts = Counter(decision for decision, _ in decided.values())
@@ -413,7 +418,8 @@ def _approvals(records: list[Any]) -> ApprovalStats:
         granted=counts["granted"],
         denied=counts["denied"],
         expired=counts["expired"],
-        pending=len(set(requested) - set(decided)),
+        pending=len(set(requested) - set(decided) - cancelled),
+        withdrawn=len(cancelled - set(decided)),
         time_to_decision_s=LatencyStats.of([w for w in waits if math.isfinite(w)]),
     )
 
