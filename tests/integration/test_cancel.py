@@ -20,6 +20,7 @@ from charter.events import (
     RunFinished,
     ToolCallSucceeded,
 )
+from charter.models import ModelRequest, ModelResponse
 from charter.policy import PolicySet
 from charter.replay import replay_run
 
@@ -244,5 +245,45 @@ def test_a_step_in_flight_completes_and_no_further_model_call_is_made(store_url:
         assert done.output == "order 7"
         assert len(model.requests) == 1  # and the model was not asked again
         assert events[-1].type == "run_finished"
+
+    _run(store_url, scenario)
+
+
+class _Gated(Recording):
+    """A scripted model whose answers wait until the test lets them go."""
+
+    def __init__(self, script: Any) -> None:
+        super().__init__(script)
+        self.asked, self.go = asyncio.Event(), asyncio.Event()
+
+    async def respond(self, request: ModelRequest) -> ModelResponse:
+        self.asked.set()
+        await self.go.wait()
+        return await super().respond(request)
+
+
+def test_a_run_that_ends_another_way_refuses_a_later_cancel_as_finished(
+    store_url: str,
+) -> None:
+    """The request came while the run's last step was in flight: the step finishes the run
+    (succeeded), the request is never honoured, and a second request must say the run has
+    finished, not answer with the first as if it were still pending."""
+    script = [{"content": "done"}]
+    agent = _agent(script)
+    model = _Gated(script)
+
+    async def scenario(rt: Runtime) -> None:
+        rt.register(agent, model=model)
+        run_id = await rt.start(agent, "refund 7")
+        working = asyncio.create_task(rt.work(run_id=run_id))
+        await model.asked.wait()  # the last step is in flight
+        first = await rt.cancel(run_id, reason="stop", actor="ops")
+        assert not first.already_requested
+        model.go.set()
+        await working
+        assert (await rt.get_run(run_id)).status == "succeeded"
+
+        with pytest.raises(RunStateError, match="has finished \\(succeeded\\)"):
+            await rt.cancel(run_id, reason="stop again", actor="ops")
 
     _run(store_url, scenario)

@@ -36,11 +36,26 @@ _WAKE = (
 )
 
 
-def _finished(run_id: str, status: str) -> RunStateError:
+def _finished(run_id: str, status: str, *, unused: CancelRequest | None = None) -> RunStateError:
+    late = ""
+    if unused is not None:
+        late = f" before {unused.requested_by}'s request {unused.request_id} was honoured"
     return RunStateError(
-        f"run {run_id} has finished ({status}); there is nothing to cancel",
+        f"run {run_id} has finished ({status}){late}; there is nothing to cancel",
         hint="only a queued, running or waiting run can be cancelled",
     )
+
+
+def _answer(run_id: str, status: str, earlier: Sequence[Any] | None) -> CancelRequest | None:
+    """Before a new request: the earlier one to answer with (marked ``already_requested``),
+    None to write a new one; RunStateError when the run has finished — also when it finished
+    another way while an earlier request waited for its next step boundary."""
+    request = None if earlier is None else _request(earlier, already=True)
+    if status in FINAL_STATUSES:
+        if request is not None and request.consumed_at is not None:
+            return request  # the run was cancelled by that request: the same answer again
+        raise _finished(run_id, status, unused=request)
+    return request
 
 
 def _request(row: Sequence[Any], *, already: bool = False) -> CancelRequest:
@@ -72,10 +87,9 @@ class SQLiteCancels:
             if row is None:
                 raise NotFoundError(f"no run {run_id!r} in {self.url}")
             earlier = conn.execute(_PENDING.format(p="?"), (run_id,)).fetchone()
-            if earlier is not None:
-                return _request(earlier, already=True)
-            if row[0] in FINAL_STATUSES:
-                raise _finished(run_id, row[0])
+            answer = _answer(run_id, row[0], earlier)
+            if answer is not None:
+                return answer
             conn.execute(_INSERT.format(p="?"), (request_id, run_id, reason, actor, now))
             conn.execute(_WAKE.format(p="?"), (now, run_id, now))
             entry = _audit.cancel_requested(run_id, actor, request_id, reason)
@@ -144,11 +158,9 @@ class PostgresCancels:
             if row is None:
                 raise NotFoundError(f"no run {run_id!r} in {self.url}")
             await cur.execute(_PENDING.format(p="%s"), (run_id,))
-            earlier = await cur.fetchone()
-            if earlier is not None:
-                return _request(earlier, already=True)
-            if row[0] in FINAL_STATUSES:
-                raise _finished(run_id, row[0])
+            answer = _answer(run_id, row[0], await cur.fetchone())
+            if answer is not None:
+                return answer
             now = await self._now(cur)
             await cur.execute(_INSERT.format(p="%s"), (request_id, run_id, reason, actor, now))
             await cur.execute(_WAKE.format(p="%s"), (now, run_id, now))
