@@ -41,6 +41,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.abc import Query
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -106,30 +107,45 @@ class PostgresDatabases:
             self._session = psycopg.connect(self.url(self.session_db), autocommit=True)
         return self._session
 
+    def _run(self, *statements: Query, admin: bool = False) -> None:
+        """Execute on the admin or session connection; a connection the server dropped (a
+        test restarted it, another process terminated it) is opened again, once."""
+        for attempt in (1, 2):
+            if admin and (self._conn.closed or self._conn.broken):
+                self._conn = psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5)
+            conn = self._conn if admin else self._in_session_db()
+            try:
+                for statement in statements:
+                    conn.execute(statement)
+                return
+            except psycopg.OperationalError:
+                if attempt == 2 or not (conn.closed or conn.broken):
+                    raise
+
     def create_schema(self) -> str:
         """A new, empty schema in the session's database; returns its name."""
         name = next(self._schemas)
-        self._in_session_db().execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        self._run(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
         return name
 
     def drop_schema(self, name: str) -> None:
         # Tests run one at a time: a connection still open here was leaked by this test.
-        conn = self._in_session_db()
-        conn.execute(
+        self._run(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)),
         )
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
     def create(self) -> str:
         """A new, empty database; returns its name."""
         name = next(self._names)
-        self._conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self._run(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), admin=True)
         return name
 
     def drop(self, name: str) -> None:
-        self._conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        self._run(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
+            admin=True,
         )
 
     def close(self) -> None:
