@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -52,7 +53,14 @@ def _error(status: int, error: CharterError) -> JSONResponse:
 
 
 async def _charter_error(request: Request, exc: Exception) -> JSONResponse:
+    """The error as the CLI would say it, without where the server's database is: a store's
+    messages name its URL, which is none of an API client's business."""
     assert isinstance(exc, CharterError)
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is not None and runtime.store.url in f"{exc.message} {exc.hint}":
+        exc = copy.copy(exc)
+        exc.message = exc.message.replace(runtime.store.url, "the server's database")
+        exc.hint = exc.hint and exc.hint.replace(runtime.store.url, "the server's database")
     return _error(http_status(exc), exc)
 
 

@@ -1,0 +1,144 @@
+"""The API fuzzed from its own OpenAPI schema (schemathesis), against a real `charter serve`
+on SQLite and PostgreSQL, with the tokens of two tenants: no request makes the server fail
+(5xx), and no answer to one tenant carries anything of the other's. Every endpoint the
+schema lists is walked, so an endpoint added later is fuzzed without a change here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings, strategies as st
+from tests.helpers.server import serving
+from tests.integration.test_server_api import SCRIPT, token
+
+EXAMPLES = 25
+"""Generated requests per operation (with each tenant's token); the suite's time bound."""
+SECRET = "globex-secret-order-4471"
+"""The input of the other tenant's run: it must never appear in an answer to acme."""
+FOREIGN_IDS = {"run_id"}
+"""The path parameters naming an object of a tenant: each is also tried with globex's."""
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Path:
+    (tmp_path / "prompt.md").write_text("You help.")
+    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "agent:\n  name: helper\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["charter.tools:ask_principal"]\n'
+    )
+    return path
+
+
+def _database(url: str) -> str:
+    """How an answer would name the server's database: its file, or its name."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite") else urlsplit(url).path[1:]
+
+
+def _leaks(text: str, foreign: dict[str, str]) -> list[str]:
+    return [name for name, value in foreign.items() if value in text]
+
+
+def test_no_request_fails_the_server_or_reaches_another_tenant(
+    tmp_path: Path, agent: Path, store_url: str
+) -> None:
+    acme = token(tmp_path, store_url, "alice@acme.com", "acme", "--role", "support")
+    globex = token(tmp_path, store_url, "gus@globex.com", "globex", "--role", "support")
+    with serving(tmp_path, store_url, "agent.yaml") as base:
+        start = {"agent": "helper", "input": SECRET}
+        theirs = httpx.post(
+            f"{base}/v1/runs", json=start, headers={"Authorization": f"Bearer {globex['token']}"}
+        )
+        assert theirs.status_code == 201, theirs.text
+        mine = httpx.post(
+            f"{base}/v1/runs",
+            json={"agent": "helper", "input": "my order"},
+            headers={"Authorization": f"Bearer {acme['token']}"},
+        )
+        assert mine.status_code == 201, mine.text
+        foreign = {
+            "run id": theirs.json()["run_id"],
+            "input": SECRET,
+            "tenant": "globex",
+            "database": _database(store_url),  # the server's, not globex's: nobody's business
+        }
+        schema = schemathesis.openapi.from_url(f"{base}/v1/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) >= 5, [op.label for op in operations]
+
+        failures: list[str] = []
+        for operation in operations:
+            params = set(re.findall(r"{(\w+)}", operation.path))
+            unknown = params - FOREIGN_IDS
+            assert not unknown, f"{operation.label}: add a foreign value for {unknown}"
+            _fuzz(operation, base, acme["token"], foreign, failures)
+            if params:
+                _cross_tenant(operation, base, acme["token"], theirs.json(), foreign, failures)
+        assert not failures, "\n".join(failures[:20])
+
+
+def _fuzz(
+    operation: Any, base: str, secret: str, foreign: dict[str, str], failures: list[str]
+) -> None:
+    @given(case=operation.as_strategy(), auth=st.sampled_from([secret, None, "nonsense"]))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def probe(case: Any, auth: str | None) -> None:
+        headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+        response = case.call(base_url=base, headers=headers, timeout=30)
+        where = f"{case.method} {case.formatted_path} ({'token' if auth else 'no token'})"
+        if response.status_code >= 500:
+            failures.append(f"{where}: {response.status_code} {response.text[:300]}")
+        elif leaked := _leaks(response.text, foreign):
+            failures.append(f"{where}: the answer carries {', '.join(leaked)}")
+        elif auth != secret and response.status_code < 400 and case.path != "/v1/health":
+            failures.append(f"{where}: {response.status_code} without a valid token")
+
+    probe()
+
+
+def _cross_tenant(
+    operation: Any,
+    base: str,
+    secret: str,
+    theirs: dict[str, str],
+    foreign: dict[str, str],
+    failures: list[str],
+) -> None:
+    """The operation on globex's object with acme's token answers exactly as on an object
+    that does not exist (404, the same body but for the id acme sent): acme cannot tell
+    whether it exists, and nothing else of globex's is in the answer."""
+    nobody = {name: value[:-4] + "0000" for name, value in theirs.items()}
+    answers = []
+    for ids in (theirs, nobody):
+        path = operation.path.format(**ids)
+        body = {"text": "hi", "reason": "x"} if operation.method.upper() == "POST" else None
+        response = httpx.request(
+            operation.method.upper(),
+            f"{base}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=30,
+        )
+        text = response.text
+        for name, value in ids.items():
+            text = text.replace(value, f"{{{name}}}")
+        answers.append((response.status_code, text))
+    where = f"{operation.method.upper()} {operation.path} (acme's token, globex's run)"
+    if answers[0][0] != 404 or answers[0] != answers[1]:
+        failures.append(f"{where}: {answers[0]}, but for an unknown run: {answers[1]}")
+    if leaked := _leaks(answers[0][1], {k: v for k, v in foreign.items() if k != "run id"}):
+        failures.append(f"{where}: the answer carries {', '.join(leaked)}")
