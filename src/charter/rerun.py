@@ -19,10 +19,12 @@ original (``rerun_of``).
 
 What else a rerun answers from the original: the principal's messages, in order, when it waits
 for one; approval decisions for the same call (tool and arguments hash), else the request is
-denied ("not decided in the original"). A rerun that would wait for anything else (a timer, a
-kill switch, a message the original never got) is finished ``cancelled`` so that no worker ever
-picks it up with real tools. Shared counters (rate limits over time, daily spending) are
-neither consulted nor charged.
+denied ("not decided in the original"); a cancel, at the same step boundary: once the rerun
+has had as many model answers as the original had when it was cancelled, the rerun is
+cancelled too (a request of its own, by ``rerun``, naming the original's). A rerun that would
+wait for anything else (a timer, a kill switch, a message the original never got) is finished
+``cancelled`` so that no worker ever picks it up with real tools. Shared counters (rate limits
+over time, daily spending) are neither consulted nor charged.
 """
 
 from __future__ import annotations
@@ -44,15 +46,18 @@ from charter._engine.faults import Faults
 from charter._engine.loop import RunDriver
 from charter._engine.state import RunState, fold, fold_all
 from charter.agents import Agent, load_agent
-from charter.clock import new_run_id, wall_clock
+from charter.clock import new_cancel_id, new_run_id, wall_clock
 from charter.errors import CharterError, ConfigError, ToolError
 from charter.events import (
+    FINAL_STATUSES,
     GENESIS_HASH,
     ApprovalDecided,
     ApprovalRequested,
+    CancelSeen,
     ErrorInfo,
     Event,
     MessageReceived,
+    ModelResponded,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -152,9 +157,16 @@ class _Served:
             if isinstance(e.body, MessageReceived) and e.body.source == "principal"
         ]
         requested: dict[str, str] = {}
+        steps = 0
+        self.cancel: tuple[int, CancelSeen] | None = None
+        """The original's cancel, with the number of model answers it had had by then."""
         for e in events:
             b = e.body
-            if isinstance(b, ToolCallProposed) and b.arguments is not None:
+            if isinstance(b, ModelResponded):
+                steps += 1
+            elif isinstance(b, RunFinished) and b.cancel is not None:
+                self.cancel = (steps, b.cancel)
+            elif isinstance(b, ToolCallProposed) and b.arguments is not None:
                 calls[b.call_id] = (_key(b.tool, b.arguments), b)
             elif isinstance(b, ToolCallSucceeded | ToolCallFailed) and b.call_id in calls:
                 self.results.setdefault(calls[b.call_id][0], []).append(b)
@@ -207,12 +219,22 @@ class RerunExecutor:
 
 class RerunPort:
     """The effect shell's port for a rerun (:class:`~charter._engine.ports.RunPort`): the real
-    store, except that a rerun never parks where nothing could wake it, and shared counters
-    are neither taken nor charged."""
+    store, except that a rerun never parks where nothing could wake it, shared counters are
+    neither taken nor charged, and the original's cancel is asked for at the same step."""
 
-    def __init__(self, store: Store, messages_left: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        messages_left: Callable[[], int],
+        *,
+        rerun_of: str,
+        cancel: tuple[int, CancelSeen] | None = None,
+    ) -> None:
         self._store = store
         self._messages_left = messages_left
+        self._rerun_of = rerun_of
+        self._cancel = cancel
+        self._steps = 0  # model answers committed by the rerun
 
     async def load_events(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         return await self._store.load_events(run_id, after_seq=after_seq)
@@ -224,7 +246,18 @@ class RerunPort:
         return await self._store.pending_messages(run_id)
 
     async def cancel_request(self, run_id: str) -> CancelRequest | None:
-        return await self._store.cancel_request(run_id)
+        return await self._store.cancel_request(run_id) or await self._as_original(run_id)
+
+    async def _as_original(self, run_id: str) -> CancelRequest | None:
+        """The original's cancel, asked for once the rerun has reached the step where the
+        original was cancelled: a request of the rerun's own, by ``rerun``."""
+        if self._cancel is None or self._steps < self._cancel[0]:
+            return None
+        seen, self._cancel = self._cancel[1], None
+        reason = f"cancelled in run {self._rerun_of} by {seen.requested_by}: {seen.reason}"
+        return await self._store.request_cancel(
+            run_id, request_id=new_cancel_id(), reason=reason, actor="rerun"
+        )
 
     async def kill_switches(self) -> list[KillSwitch]:
         return await self._store.kill_switches()
@@ -258,6 +291,7 @@ class RerunPort:
         return 0.0
 
     async def commit(self, commit: Commit) -> CancelRequest | None:
+        self._steps += sum(isinstance(e.body, ModelResponded) for e in commit.events)
         waits = commit.status == "waiting" and commit.waiting_for != "approval"
         if waits and (commit.waiting_for != "message" or not self._messages_left()):
             last = commit.events[-1]
@@ -279,7 +313,10 @@ class RerunPort:
                 waiting_for=None,
                 release=True,
             )
-        return await self._store.commit(commit)
+        answer = await self._store.commit(commit)
+        if answer is None and commit.cancelled is None and commit.status not in FINAL_STATUSES:
+            answer = await self._as_original(commit.run_id)
+        return answer
 
 
 async def rerun(
@@ -308,7 +345,7 @@ async def rerun(
         )
     new_id = await _start(rt, events[0], agent, rerun_of=run_id)
     messages = list(served.messages)
-    port = RerunPort(store, lambda: len(messages))
+    port = RerunPort(store, lambda: len(messages), rerun_of=run_id, cancel=served.cancel)
     twin = dataclasses.replace(agent, tools=[_no_effects(t, served) for t in agent.tools])
     model = build_model(agent.model)
     executor = RerunExecutor(served, simulators)

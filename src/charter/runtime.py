@@ -124,6 +124,11 @@ class Runtime:
             resources=resources,
         )
 
+    @property
+    def url(self) -> str:
+        """The database, as the store's messages name it (a PostgreSQL password left out)."""
+        return self.store.url
+
     async def close(self) -> None:
         await self.store.close()
 

@@ -23,6 +23,7 @@ from charter.events import (
 from charter.models import ModelRequest, ModelResponse
 from charter.policy import PolicySet
 from charter.replay import replay_run
+from charter.rerun import RerunChanges, rerun
 
 T = TypeVar("T")
 PAID: list[str | None] = []
@@ -285,5 +286,43 @@ def test_a_run_that_ends_another_way_refuses_a_later_cancel_as_finished(
 
         with pytest.raises(RunStateError, match="has finished \\(succeeded\\)"):
             await rt.cancel(run_id, reason="stop again", actor="ops")
+
+    _run(store_url, scenario)
+
+
+def test_a_rerun_of_a_cancelled_run_is_cancelled_at_the_same_step(store_url: str) -> None:
+    """A what-if rerun answers what came from outside as the original got it: the cancel
+    included. The original was cancelled after its first step; its rerun must not go on to
+    ask the model again and finish as if nobody had stopped it."""
+    script = [
+        {"tool_calls": [{"name": "slow_look", "arguments": {"order_id": "7"}}]},
+        {"content": "never asked"},
+    ]
+    agent = Agent(
+        name="slow",
+        instructions="Look.",
+        model=ModelSpec(provider="scripted", script=script),
+        tools=[slow_look],
+    )
+
+    async def scenario(rt: Runtime) -> None:
+        IN_FLIGHT.update(started=asyncio.Event(), go=asyncio.Event())
+        rt.register(agent)
+        run_id = await rt.start(agent, "look 7")
+        working = asyncio.create_task(rt.work(run_id=run_id))
+        await IN_FLIGHT["started"].wait()
+        await rt.cancel(run_id, reason="wrong customer", actor="ops")
+        IN_FLIGHT["go"].set()
+        await working
+        assert (await rt.get_run(run_id)).status == "cancelled"
+
+        result = await rerun(rt, run_id, changes=RerunChanges(agent=agent))
+        events = await rt.events(result.run_id)
+        assert result.status == "cancelled", result
+        assert len(_bodies(events, ModelResponded)) == 1  # stopped where the original did
+        [finished] = _bodies(events, RunFinished)
+        assert finished.cancel is not None
+        assert "wrong customer" in finished.cancel.reason
+        assert finished.cancel.requested_by == "rerun"  # not ops: nobody asked again
 
     _run(store_url, scenario)

@@ -57,10 +57,10 @@ async def _charter_error(request: Request, exc: Exception) -> JSONResponse:
     messages name its URL, which is none of an API client's business."""
     assert isinstance(exc, CharterError)
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    if runtime is not None and runtime.store.url in f"{exc.message} {exc.hint}":
+    if runtime is not None and runtime.url in f"{exc.message} {exc.hint}":
         exc = copy.copy(exc)
-        exc.message = exc.message.replace(runtime.store.url, "the server's database")
-        exc.hint = exc.hint and exc.hint.replace(runtime.store.url, "the server's database")
+        exc.message = exc.message.replace(runtime.url, "the server's database")
+        exc.hint = exc.hint and exc.hint.replace(runtime.url, "the server's database")
     return _error(http_status(exc), exc)
 
 
