@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,26 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+HELPER_SCRIPT = [
+    {"tool_calls": [{"name": "ask_principal", "arguments": {"question": "Which order?"}}]},
+    {"content": "Thanks, all done."},
+]
+"""The scripted answers of the `helper` agent: ask the principal, then finish."""
+
+
+def write_helper_agent(directory: Path) -> Path:
+    """``agent.yaml`` (agent ``helper``, scripted) in ``directory``: it asks its principal
+    which order, then finishes; ten runs' worth of answers."""
+    (directory / "prompt.md").write_text("You help.")
+    (directory / "script.json").write_text(json.dumps(HELPER_SCRIPT * 10))
+    path = directory / "agent.yaml"
+    path.write_text(
+        "agent:\n  name: helper\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["charter.tools:ask_principal"]\n'
+    )
+    return path
 
 
 def _free_port() -> int:

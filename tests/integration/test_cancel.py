@@ -217,18 +217,24 @@ async def slow_look(order_id: str) -> str:
     return f"order {order_id}"
 
 
-def test_a_step_in_flight_completes_and_no_further_model_call_is_made(store_url: str) -> None:
-    script = [
-        {"tool_calls": [{"name": "slow_look", "arguments": {"order_id": "7"}}]},
-        {"content": "never asked"},
-    ]
-    agent = Agent(
+SLOW_SCRIPT = [
+    {"tool_calls": [{"name": "slow_look", "arguments": {"order_id": "7"}}]},
+    {"content": "never asked"},
+]
+
+
+def _slow_agent() -> Agent:
+    return Agent(
         name="slow",
         instructions="Look.",
-        model=ModelSpec(provider="scripted", script=script),
+        model=ModelSpec(provider="scripted", script=SLOW_SCRIPT),
         tools=[slow_look],
     )
-    model = Recording(script)
+
+
+def test_a_step_in_flight_completes_and_no_further_model_call_is_made(store_url: str) -> None:
+    model = Recording(SLOW_SCRIPT)
+    agent = _slow_agent()
 
     async def scenario(rt: Runtime) -> None:
         IN_FLIGHT.update(started=asyncio.Event(), go=asyncio.Event())
@@ -294,16 +300,7 @@ def test_a_rerun_of_a_cancelled_run_is_cancelled_at_the_same_step(store_url: str
     """A what-if rerun answers what came from outside as the original got it: the cancel
     included. The original was cancelled after its first step; its rerun must not go on to
     ask the model again and finish as if nobody had stopped it."""
-    script = [
-        {"tool_calls": [{"name": "slow_look", "arguments": {"order_id": "7"}}]},
-        {"content": "never asked"},
-    ]
-    agent = Agent(
-        name="slow",
-        instructions="Look.",
-        model=ModelSpec(provider="scripted", script=script),
-        tools=[slow_look],
-    )
+    agent = _slow_agent()
 
     async def scenario(rt: Runtime) -> None:
         IN_FLIGHT.update(started=asyncio.Event(), go=asyncio.Event())

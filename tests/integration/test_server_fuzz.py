@@ -5,18 +5,16 @@ schema lists is walked, so an endpoint added later is fuzzed without a change he
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
-from tests.helpers.server import serving
-from tests.integration.test_server_api import SCRIPT, token
+from tests.helpers.server import serving, write_helper_agent
+from tests.integration.test_server_api import token
 
 EXAMPLES = 25
 """Generated requests per operation (with each tenant's token); the suite's time bound."""
@@ -24,19 +22,6 @@ SECRET = "globex-secret-order-4471"
 """The input of the other tenant's run: it must never appear in an answer to acme."""
 FOREIGN_IDS = {"run_id"}
 """The path parameters naming an object of a tenant: each is also tried with globex's."""
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Path:
-    (tmp_path / "prompt.md").write_text("You help.")
-    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        "agent:\n  name: helper\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["charter.tools:ask_principal"]\n'
-    )
-    return path
 
 
 def _database(url: str) -> str:
@@ -49,8 +34,9 @@ def _leaks(text: str, foreign: dict[str, str]) -> list[str]:
 
 
 def test_no_request_fails_the_server_or_reaches_another_tenant(
-    tmp_path: Path, agent: Path, store_url: str
+    tmp_path: Path, store_url: str
 ) -> None:
+    write_helper_agent(tmp_path)
     acme = token(tmp_path, store_url, "alice@acme.com", "acme", "--role", "support")
     globex = token(tmp_path, store_url, "gus@globex.com", "globex", "--role", "support")
     with serving(tmp_path, store_url, "agent.yaml") as base:

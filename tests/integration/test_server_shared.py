@@ -4,25 +4,18 @@ run, and every server answers for every run."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from tests.helpers.server import serving, wait_for, working
-from tests.integration.test_server_api import SCRIPT, token
+from tests.helpers.server import serving, wait_for, working, write_helper_agent
+from tests.integration.test_server_api import token
 
 
 def test_two_servers_on_one_database_start_one_run_per_key_and_both_see_it(
     tmp_path: Path, pg_url: str
 ) -> None:
-    (tmp_path / "prompt.md").write_text("You help.")
-    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
-    (tmp_path / "agent.yaml").write_text(
-        "agent:\n  name: helper\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["charter.tools:ask_principal"]\n'
-    )
+    write_helper_agent(tmp_path)
     alice = token(tmp_path, pg_url, "alice@acme.com", "acme")
     auth = {"Authorization": f"Bearer {alice['token']}"}
     with (
