@@ -14,7 +14,7 @@ from charter.agents import Agent
 from charter.errors import CharterError, InputError, NotFoundError, http_status
 from charter.events import RunStatus
 from charter.runtime import Runtime
-from charter.server import _schemas as s
+from charter.server import _control, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.stats import parse_since
 
@@ -43,6 +43,9 @@ def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: 
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     _routes(app, by_name)
+    app.state.agents = list(by_name.values())
+    for router in (_inbox.router, _control.router, _insight.router):
+        app.include_router(router)
     return app
 
 
@@ -100,6 +103,8 @@ def _routes(app: FastAPI, agents: dict[str, Agent]) -> None:
         rt: RuntimeDep,
         status: RunStatus | None = None,
         agent: str | None = None,
+        principal: str | None = None,
+        model: Annotated[str | None, Query(description="A model's served id or sha256")] = None,
         since: Annotated[str | None, Query(description="30m, 24h, 7d, 2w")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: str | None = None,
@@ -109,6 +114,8 @@ def _routes(app: FastAPI, agents: dict[str, Agent]) -> None:
             tenant=who.tenant,
             status=status,
             agent=agent,
+            principal=principal,
+            model=model,
             since=None if since is None else parse_since(since),
             before=None if cursor is None else s.parse_cursor(cursor),
             limit=limit + 1,  # one more than the page: is there a next one?
