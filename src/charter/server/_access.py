@@ -30,7 +30,7 @@ from charter.errors import CharterError, ForbiddenError, UnauthenticatedError, h
 from charter.principals import same_principal
 from charter.runtime import Runtime
 from charter.server._auth import caller, runtime
-from charter.store import ApiToken, AuditEntry, RoleGrant
+from charter.store import ApiToken, RoleGrant
 
 OPERATOR = "operator"
 """The role of the operator scopes: kill switches and roles."""
@@ -147,7 +147,7 @@ async def record(
     if who is not None:
         body.update(authenticated="api_token", token_id=who.token.token_id, tenant=who.tenant)
     actor = None if who is None else who.principal
-    await runtime(request).store.audit([AuditEntry(kind, None, actor, body)])
+    await runtime(request).operations.record(kind, actor=actor, detail=body)
 
 
 def acting(action: str) -> Any:
