@@ -194,3 +194,43 @@ def test_stats_who_can_capabilities_and_run_filters_stay_in_the_tenant(
         for path in ("/v1/approvals/{approval_id}/grant", "/v1/killswitch", "/v1/who-can"):
             assert path in schema["paths"], path
         assert "ApprovalView" in schema["components"]["schemas"]
+
+
+def _report(created_at: float, pass_rate: float) -> dict[str, object]:
+    metrics = {
+        "cases": 2, "runs": 2, "pass_rate": pass_rate, "run_pass_rate": pass_rate,
+        "completion_rate": 1.0, "escalation_rate": 0.0, "policy_violations": 0.0,
+        "cost_per_success_usd": None, "p95_latency_ms": 10.0,
+    }  # fmt: skip
+    return {
+        "suite": "support", "suite_kind": "world", "suite_hash": "ab" * 32,
+        "agent_name": "helper", "agent_version": "1", "agent_hash": "cd" * 32, "repeat": 1,
+        "created_at": created_at, "thresholds": {}, "metrics": metrics,
+        "cases": [{"case_id": "c1", "passed": True, "runs": []}],
+    }  # fmt: skip
+
+
+def test_eval_reports_and_a_gate_are_served_from_their_directory(
+    tmp_path: Path, store_url: str, agents: tuple[str, str]
+) -> None:
+    reports = tmp_path / "evals"
+    reports.mkdir()
+    (reports / "baseline.json").write_text(json.dumps(_report(1000.0, 1.0)))
+    (reports / "candidate.json").write_text(json.dumps(_report(2000.0, 0.5)))
+    (reports / "notes.json").write_text("not a report")
+    alice = token(tmp_path, store_url, "alice@acme.com", "acme")
+    options = ["--eval-reports", str(reports)]
+    with serving(tmp_path, store_url, *agents, options=options) as base:
+        api = client(base, alice)
+        listed = api.get("/v1/evals").json()
+        assert [r["name"] for r in listed["reports"]] == ["candidate", "baseline"]
+        assert listed["unreadable"] == ["notes"]
+        assert api.get("/v1/evals/baseline").json()["metrics"]["pass_rate"] == 1.0
+        assert api.get("/v1/evals/../charter").status_code == 404
+        assert api.get("/v1/evals/nope").status_code == 404
+        gated = api.get("/v1/evals/gate", params={"baseline": "baseline", "candidate": "candidate"})
+        assert gated.status_code == 200, gated.text
+        assert not gated.json()["passed"]
+        [failed] = [r["metric"] for r in gated.json()["rows"] if not r["passed"]]
+        assert failed == "pass_rate"
+        assert client(base, "charter_tok_0_guess").get("/v1/evals").status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -14,16 +15,23 @@ from charter.agents import Agent
 from charter.errors import CharterError, InputError, NotFoundError, http_status
 from charter.events import RunStatus
 from charter.runtime import Runtime
-from charter.server import _control, _inbox, _insight, _schemas as s
+from charter.server import _control, _evals, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.stats import parse_since
 
 MAX_PAGE = 500
 
 
-def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: Any) -> FastAPI:
+def create_app(
+    db_url: str,
+    *,
+    agents: Sequence[Agent] = (),
+    eval_reports: str | Path | None = None,
+    **runtime_options: Any,
+) -> FastAPI:
     """The API over a runtime opened on ``db_url`` when the app starts (closed when it
-    stops); ``agents`` are the ones ``POST /v1/runs`` may name."""
+    stops); ``agents`` are the ones ``POST /v1/runs`` may name; ``eval_reports`` a directory
+    of eval report files (``GET /v1/evals``)."""
     by_name = {agent.name: agent for agent in agents}
 
     @asynccontextmanager
@@ -44,7 +52,8 @@ def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: 
     app.add_exception_handler(RequestValidationError, _bad_request)
     _routes(app, by_name)
     app.state.agents = list(by_name.values())
-    for router in (_inbox.router, _control.router, _insight.router):
+    app.state.eval_reports = None if eval_reports is None else Path(eval_reports)
+    for router in (_inbox.router, _control.router, _insight.router, _evals.router):
         app.include_router(router)
     return app
 
