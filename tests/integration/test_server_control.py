@@ -156,6 +156,7 @@ def test_stats_who_can_capabilities_and_run_filters_stay_in_the_tenant(
         mine = api.post("/v1/runs", json={"agent": "refunder", "input": "r"}).json()["run_id"]
         wait_for(api, f"/v1/runs/{mine}", status="succeeded")
         theirs = client(base, bob).post("/v1/runs", json={"agent": "helper", "input": "h"})
+        wait_for(api, f"/v1/runs/{theirs.json()['run_id']}", status="waiting")  # settled
         client(base, eve).post("/v1/runs", json={"agent": "refunder", "input": "e"})
 
         by_alice = api.get("/v1/runs", params={"principal": "Alice@ACME.com"}).json()["runs"]
