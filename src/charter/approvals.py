@@ -8,7 +8,8 @@ transaction as its ``approval_requested`` event) and waits. A person decides it 
 * **bound to the arguments**: a grant may name the arguments hash the approver saw; if it is
   not the request's, the grant is refused. The run checks the hash again before it executes;
 * **separation of duties**: the run's own principal can never decide its request, and the
-  decider must hold the request's role (``charter roles add``) for the run's tenant or ``*``;
+  decider must hold the request's role (``charter roles add``) for the run's tenant or ``*``,
+  or carry it on the API token it authenticated with (a token belongs to one tenant);
   principals are compared canonically (:mod:`charter.principals`), so ``Ann`` is ``ann``;
 * **expiry**: a request past its ``expires_at`` can no longer be granted; the run resolves it
   as its rule says (``on_expiry: deny`` or ``escalate``).
@@ -19,6 +20,7 @@ The decision wakes the run; the worker that takes it records ``approval_decided`
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 from charter.errors import ConflictError, ForbiddenError
@@ -34,8 +36,11 @@ async def decide(
     by: str,
     note: str | None = None,
     arguments_hash: str | None = None,
+    roles: Sequence[str] = (),
 ) -> ApprovalRecord:
-    """Grant or deny a pending request as ``by``; return it as decided."""
+    """Grant or deny a pending request as ``by``; return it as decided. ``roles``: roles
+    ``by`` holds in the request's tenant as authenticated (an API token's, which belongs to
+    that tenant), counted besides the stored grants."""
     by = canonical_principal(by)
     request = await store.get_approval(approval_id)
     _check_open(request)
@@ -44,7 +49,8 @@ async def decide(
             f"{by} requested approval {approval_id} and cannot decide it (separation of duties)",
             hint=f"ask another principal with role {request.role!r}",
         )
-    await _check_role(store, request, by)
+    if request.role not in roles:
+        await _check_role(store, request, by)
     if arguments_hash is not None and arguments_hash != request.arguments_hash:
         raise ConflictError(
             f"approval {approval_id} is for arguments {request.arguments_hash[:12]}…,"

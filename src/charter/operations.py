@@ -31,6 +31,7 @@ from charter.stats import StatsReport
 from charter.store import (
     TOKEN_PREFIX,
     ApiToken,
+    AuditEntry,
     CopyReport,
     KillSwitch,
     KillSwitchAction,
@@ -214,6 +215,11 @@ class Operations:
         if not record.valid_at(self.clock()):
             raise UnauthenticatedError(f"API token {record.token_id} has expired")
         return record
+
+    async def record(self, kind: str, *, actor: str | None, detail: dict[str, Any]) -> None:
+        """Append one record of ``kind`` to the audit log: how a front end (``charter serve``'s
+        ``api_action`` and ``api_refused``) records who asked for an operator action."""
+        await self.store.audit([AuditEntry(kind, None, actor, detail)])
 
     # -- retention and figures ------------------------------------------------------------------
 

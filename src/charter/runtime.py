@@ -290,8 +290,11 @@ class Runtime:
             await self.get_run(run_id, tenant=tenant)
         return await self.store.send(run_id, text)
 
-    async def cancel(self, run_id: str, *, reason: str, actor: str) -> CancelRequest:
+    async def cancel(
+        self, run_id: str, *, reason: str, actor: str, tenant: str | None = None
+    ) -> CancelRequest:
         """Ask for a run to be cancelled, as ``actor``, for ``reason``; durable at once.
+        ``tenant``: only a run of that tenant (another's is NotFoundError, as :meth:`get_run`).
 
         A worker honours it at the run's next step boundary (a waiting or queued run is made
         runnable for it): a write whose outcome is unknown is settled first, the approvals of
@@ -306,6 +309,8 @@ class Runtime:
             )
         if not actor.strip():
             raise InputError("the actor is empty", hint="name who cancels the run (--as NAME)")
+        if tenant is not None:
+            await self.get_run(run_id, tenant=tenant)
         return await self.store.request_cancel(
             run_id, request_id=new_cancel_id(self.clock), reason=reason, actor=actor
         )
@@ -382,8 +387,11 @@ class Runtime:
         by: str,
         note: str | None = None,
         arguments_hash: str | None = None,
+        roles: Sequence[str] = (),
     ) -> ApprovalRecord:
-        """Grant a held call as ``by`` (see :mod:`charter.approvals` for the checks)."""
+        """Grant a held call as ``by`` (see :mod:`charter.approvals` for the checks);
+        ``roles``: those ``by`` holds in the request's tenant as authenticated (an API
+        token's), besides the stored grants."""
         return await approvals.decide(
             self.store,
             approval_id,
@@ -391,12 +399,15 @@ class Runtime:
             by=by,
             note=note,
             arguments_hash=arguments_hash,
+            roles=roles,
         )
 
-    async def deny(self, approval_id: str, *, by: str, reason: str) -> ApprovalRecord:
+    async def deny(
+        self, approval_id: str, *, by: str, reason: str, roles: Sequence[str] = ()
+    ) -> ApprovalRecord:
         """Deny a held call as ``by``; the model gets the reason as the call's result."""
         return await approvals.decide(
-            self.store, approval_id, decision="denied", by=by, note=reason
+            self.store, approval_id, decision="denied", by=by, note=reason, roles=roles
         )
 
     # -- reading ------------------------------------------------------------------------------
@@ -421,16 +432,17 @@ class Runtime:
         agent: str | None = None,
         since: float | None = None,
         before: tuple[float, str] | None = None,
+        principal: str | None = None,
     ) -> list[RunRecord]:
         """Runs, newest first; ``model``: only those in which that model (its served id, or
         a local file's sha256) answered or was called. ``tenant``, ``agent`` (name),
-        ``since`` (created at or after) filter; ``before`` is the ``(created_at, run_id)`` of
-        the previous page's last run (not with ``model``)."""
-        if model is not None:
-            return await self.store.runs_with_model(model, status=status, limit=limit)
+        ``principal`` (compared canonically), ``since`` (created at or after) filter;
+        ``before`` is the ``(created_at, run_id)`` of the previous page's last run."""
         return await self.store.list_runs(
-            status=status, limit=limit, tenant=tenant, agent=agent, since=since, before=before
-        )
+            status=status, limit=limit, tenant=tenant, agent=agent, since=since, before=before,
+            principal=None if principal is None else canonical_principal(principal),
+            model=model,
+        )  # fmt: skip
 
     async def events(self, run_id: str, *, tenant: str | None = None) -> list[Event]:
         """A run's log (``tenant``: as :meth:`get_run`)."""
@@ -515,9 +527,16 @@ class Runtime:
         switches, roles, retention, figures (:mod:`charter.operations`)."""
         return Operations(self.store, clock=self.clock)
 
-    async def approval(self, approval_id: str) -> ApprovalRecord:
-        """One approval request in full (NotFoundError for an unknown id)."""
-        return await self.store.get_approval(approval_id)
+    async def approval(self, approval_id: str, *, tenant: str | None = None) -> ApprovalRecord:
+        """One approval request in full (NotFoundError for an unknown id). ``tenant``: only
+        a request of that tenant; another's is NotFoundError with the unknown id's message."""
+        record = await self.store.get_approval(approval_id)
+        if tenant is not None and record.tenant != tenant:
+            raise NotFoundError(
+                f"no approval request {approval_id!r} in {self.store.url}",
+                hint="list them with: charter approvals list",
+            )
+        return record
 
     async def inspect(self, run_id: str) -> tuple[RunRecord, list[Event]]:
         """A run and its log (``charter runs show``)."""

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,11 +62,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(cwd: Path, db_url: str, *agent_files: str) -> Iterator[str]:
-    """`charter serve` on a free port; yields its base URL once /v1/health answers."""
+def serving(
+    cwd: Path, db_url: str, *agent_files: str, options: Sequence[str] = ()
+) -> Iterator[str]:
+    """`charter serve` on a free port (with more ``options``); yields its base URL once
+    /v1/health answers."""
     port = _free_port()
     agents = [arg for path in agent_files for arg in ("--agent", path)]
-    args = ["serve", "--db", db_url, "--port", str(port), *agents]
+    args = ["serve", "--db", db_url, "--port", str(port), *agents, *options]
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", *args], cwd=cwd, env=_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -99,7 +99,8 @@ def audit_anchor(out: Path, db_url: str, as_json: bool, debug: bool) -> None:
     "--kind",
     default=None,
     help="Only this kind (run_created, run_head, agent_seen, role_granted, role_removed,"
-    " killswitch_on, killswitch_off, approval_decided, cancel_requested, retention_applied).",
+    " killswitch_on, killswitch_off, approval_decided, cancel_requested, retention_applied,"
+    " token_created, token_revoked, api_action, api_refused).",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the last N.")
 @db_option

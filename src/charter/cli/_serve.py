@@ -118,10 +118,23 @@ def tokens_revoke(
     metavar="FILE",
     help="An agent file whose agent POST /v1/runs may start, by name (repeatable).",
 )
+@click.option(
+    "--eval-reports",
+    "eval_reports",
+    default=None,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="A directory of eval reports (charter eval --report) to serve at /v1/evals.",
+)
 @db_option
 @debug_option
 def serve_command(
-    host: str, port: int, agent_files: tuple[str, ...], db_url: str, debug: bool
+    host: str,
+    port: int,
+    agent_files: tuple[str, ...],
+    eval_reports: str | None,
+    db_url: str,
+    debug: bool,
 ) -> None:
     """Serve the HTTP API (/v1, schema at /v1/openapi.json) over --db; needs API tokens
     (charter tokens create). Runs started here are worked by charter worker processes."""
@@ -138,5 +151,5 @@ def serve_command(
     names = [a.name for a in agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"two --agent files name the same agent: {sorted(names)}")
-    app = create_app(db_url, agents=agents)
+    app = create_app(db_url, agents=agents, eval_reports=eval_reports)
     uvicorn.run(app, host=host, port=port, log_level="debug" if debug else "warning")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -15,16 +16,23 @@ from charter.agents import Agent
 from charter.errors import CharterError, InputError, NotFoundError, http_status
 from charter.events import RunStatus
 from charter.runtime import Runtime
-from charter.server import _schemas as s
+from charter.server import _control, _evals, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.stats import parse_since
 
 MAX_PAGE = 500
 
 
-def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: Any) -> FastAPI:
+def create_app(
+    db_url: str,
+    *,
+    agents: Sequence[Agent] = (),
+    eval_reports: str | Path | None = None,
+    **runtime_options: Any,
+) -> FastAPI:
     """The API over a runtime opened on ``db_url`` when the app starts (closed when it
-    stops); ``agents`` are the ones ``POST /v1/runs`` may name."""
+    stops); ``agents`` are the ones ``POST /v1/runs`` may name; ``eval_reports`` a directory
+    of eval report files (``GET /v1/evals``)."""
     by_name = {agent.name: agent for agent in agents}
 
     @asynccontextmanager
@@ -44,6 +52,10 @@ def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: 
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     _routes(app, by_name)
+    app.state.agents = list(by_name.values())
+    app.state.eval_reports = None if eval_reports is None else Path(eval_reports)
+    for router in (_inbox.router, _control.router, _insight.router, _evals.router):
+        app.include_router(router)
     return app
 
 
@@ -108,6 +120,8 @@ def _routes(app: FastAPI, agents: dict[str, Agent]) -> None:
         rt: RuntimeDep,
         status: RunStatus | None = None,
         agent: str | None = None,
+        principal: str | None = None,
+        model: Annotated[str | None, Query(description="A model's served id or sha256")] = None,
         since: Annotated[str | None, Query(description="30m, 24h, 7d, 2w")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: str | None = None,
@@ -117,6 +131,8 @@ def _routes(app: FastAPI, agents: dict[str, Agent]) -> None:
             tenant=who.tenant,
             status=status,
             agent=agent,
+            principal=principal,
+            model=model,
             since=None if since is None else parse_since(since),
             before=None if cursor is None else s.parse_cursor(cursor),
             limit=limit + 1,  # one more than the page: is there a next one?

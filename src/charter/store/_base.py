@@ -301,10 +301,13 @@ class RunLog(Protocol):
         agent: str | None = None,
         since: float | None = None,
         before: tuple[float, str] | None = None,
+        principal: str | None = None,
+        model: str | None = None,
     ) -> list[RunRecord]:
         """Runs, newest first (``created_at``, then ``run_id``), matching every filter given;
         ``since``: created at or after; ``before``: after the ``(created_at, run_id)`` of the
-        previous page's last run."""
+        previous page's last run; ``principal``: canonical; ``model``: as
+        :meth:`runs_with_model`."""
         ...
 
     async def run_ids(self) -> list[str]: ...

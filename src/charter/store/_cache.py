@@ -21,9 +21,9 @@ DROP_EXPIRED = (
 MODEL_EVENTS = "('model_responded', 'model_call_failed')"
 
 
-def runs_with_model(run_columns: str, dialect: str) -> str:
-    """Runs whose model events name ``model`` (served id or version), optionally in one
-    status; args: model, model, status, status, limit.
+def model_runs(dialect: str) -> str:
+    """``run_id IN (...)``: the runs whose model events name a model (served id or version);
+    args: model, model. With SQLite's ``?`` placeholders.
 
     A full scan of the model events (no index serves a JSON field); fine for an operator's
     question, not for a hot path.
@@ -34,11 +34,16 @@ def runs_with_model(run_columns: str, dialect: str) -> str:
         )
     else:
         named = "(payload::jsonb->>'model' = ? OR payload::jsonb->>'model_version' = ?)"
+    return f"run_id IN (SELECT run_id FROM events WHERE type IN {MODEL_EVENTS} AND {named})"
+
+
+def runs_with_model(run_columns: str, dialect: str) -> str:
+    """Runs whose model events name ``model`` (:func:`model_runs`), optionally in one
+    status; args: model, model, status, status, limit."""
     status = (
         "(? IS NULL OR status = ?)" if dialect == "sqlite" else "(?::text IS NULL OR status = ?)"
     )
     return (
-        f"SELECT {run_columns} FROM runs WHERE run_id IN (SELECT run_id FROM events"
-        f" WHERE type IN {MODEL_EVENTS} AND {named}) AND {status}"
+        f"SELECT {run_columns} FROM runs WHERE {model_runs(dialect)} AND {status}"
         " ORDER BY created_at DESC LIMIT ?"
     )

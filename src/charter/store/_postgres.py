@@ -384,10 +384,13 @@ class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, Post
         agent: str | None = None,
         since: float | None = None,
         before: tuple[float, str] | None = None,
+        principal: str | None = None,
+        model: str | None = None,
     ) -> list[RunRecord]:
         where, args = _run_filter.where(
-            "%s", status=status, tenant=tenant, agent=agent, since=since, before=before
-        )
+            "%s", status=status, tenant=tenant, agent=agent, since=since, before=before,
+            principal=principal, model=model,
+        )  # fmt: skip
         query = f"SELECT {_RUN_COLUMNS} FROM runs{where}{_run_filter.ORDER} LIMIT %s"
         return [_record(r) for r in await self._fetch(query, [*args, limit])]
 

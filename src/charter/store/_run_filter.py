@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from charter.store._cache import model_runs
+
 
 def where(
     mark: str,
@@ -17,13 +19,22 @@ def where(
     agent: str | None,
     since: float | None,
     before: tuple[float, str] | None,
+    principal: str | None = None,
+    model: str | None = None,
 ) -> tuple[str, list[Any]]:
+    """``principal``: as stored (canonical); ``model``: a model event names it (its served
+    id or a local file's sha256)."""
     parts: list[str] = []
     args: list[Any] = []
-    for column, value in (("status", status), ("tenant", tenant), ("agent_name", agent)):
+    columns = (("status", status), ("tenant", tenant), ("agent_name", agent))
+    for column, value in (*columns, ("principal", principal)):
         if value is not None:
             parts.append(f"{column} = {mark}")
             args.append(value)
+    if model is not None:
+        dialect = "sqlite" if mark == "?" else "postgres"
+        parts.append(model_runs(dialect).replace("?", mark))
+        args += [model, model]
     if since is not None:
         parts.append(f"created_at >= {mark}")
         args.append(since)

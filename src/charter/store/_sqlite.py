@@ -390,10 +390,13 @@ class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables
         agent: str | None = None,
         since: float | None = None,
         before: tuple[float, str] | None = None,
+        principal: str | None = None,
+        model: str | None = None,
     ) -> list[RunRecord]:
         where, args = _run_filter.where(
-            "?", status=status, tenant=tenant, agent=agent, since=since, before=before
-        )
+            "?", status=status, tenant=tenant, agent=agent, since=since, before=before,
+            principal=principal, model=model,
+        )  # fmt: skip
 
         def op(conn: sqlite3.Connection) -> list[RunRecord]:
             rows = conn.execute(
