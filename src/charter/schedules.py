@@ -32,6 +32,7 @@ shown by ``charter schedules show``); another ticker that can, or this one once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -48,7 +49,7 @@ from charter.errors import CharterError, IdempotencyConflictError, InputError, S
 from charter.events import Trigger
 from charter.inputs import check_text
 from charter.principals import canonical_principal
-from charter.store import Advance, Missed, Schedule
+from charter.store import Advance, AuditEntry, Missed, Schedule
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -195,6 +196,11 @@ class Schedules:
             next_tick_at=next_tick(found.cron, self.rt.clock()), actor=actor,
         )  # fmt: skip
 
+    async def refused(self, *, actor: str, tenant: str, action: str, reason: str) -> None:
+        """Record a refused attempt to manage schedules (``access_refused``)."""
+        detail = {"action": action, "tenant": tenant, "reason": reason}
+        await self.store.audit([AuditEntry("access_refused", None, actor, detail)])
+
     # -- ticking ------------------------------------------------------------------------------
 
     async def tick(self) -> list[Started]:
@@ -266,7 +272,5 @@ async def tick_forever(rt: Runtime, interval_s: float, stop: asyncio.Event) -> N
             log.warning("schedules: database unusable (%s); trying again", exc)
         except Exception:  # a ticker must not die of one schedule: log it, tick again
             log.exception("schedules: tick failed")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
-        except TimeoutError:
-            pass

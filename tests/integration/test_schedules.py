@@ -170,7 +170,8 @@ def test_a_tick_whose_agent_cannot_be_built_stays_owed_with_the_error_shown(
     )
     path = tmp_path / "agent2.yaml"
     path.write_text(
-        "agent:\n  name: gone\n  instructions: |\n    x\n  model: {provider: scripted, script: []}\n"
+        "agent:\n  name: gone\n  instructions: |\n    x\n"
+        "  model: {provider: scripted, script: []}\n"
         '  tools: ["tools_gone:lookup"]\n'
     )
     import sys

@@ -110,9 +110,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(
-    SQLiteRetention, SQLiteCancels, SQLiteSchedules, SQLiteSideTables, SQLiteTables
-):
+class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSchedules, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
