@@ -249,7 +249,9 @@ def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     _with_store(backend, scenario)
     assert backend.sql("SELECT count(*) FROM charter_migrations") == [(12,)]
     tables = {"runs", "event_log", "inbox", "memory", "agents", "workers", "killswitch"}
-    tables.update(("counters", "run_keys", "event_types", "cancel_requests", "api_tokens", "schedules"))
+    tables.update(
+        ("counters", "run_keys", "event_types", "cancel_requests", "api_tokens", "schedules")
+    )
     tables.add("hook_signatures")
     assert tables <= backend.tables()
 
