@@ -24,8 +24,8 @@ history, and the live heartbeats of the source's worker processes."""
 
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
-    switch, a cancel request, an API token, a schedule, a webhook signature, counters, cache entries, memory, and a worker's
-    heartbeat."""
+    switch, a cancel request, an API token, a schedule, a webhook signature, counters, cache
+    entries, memory, and a worker's heartbeat."""
     write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",

@@ -54,7 +54,7 @@ def test_a_template_maps_fields_of_the_body() -> None:
     body = json.loads(BODY)
     assert render("#{ticket.id} by {who} {{x}} {ticket.tags}", body) == '#7 by ann {x} ["a", "b"]'
     assert render("{ticket.tags.1}", body) == "b"
-    with pytest.raises(InputError, match="ticket.missing"):
+    with pytest.raises(InputError, match=r"ticket\.missing"):
         render("{ticket.missing}", body)
     with pytest.raises(ValueError, match="brace"):
         check_template("oops {")
