@@ -98,6 +98,24 @@ class ProposedCall(_Body):
     arguments: str
 
 
+class Trigger(_Body):
+    """What started a run other than a direct call, with the outside answers its start used
+    (``charter.schedules``, ``POST /v1/hooks/{name}``)."""
+
+    kind: Literal["schedule", "webhook"]
+    name: str
+    """The schedule's or the hook's name."""
+    tick_at: float | None = None
+    """A schedule's run: the cron tick (unix seconds, UTC) this run is for."""
+    read_at: float | None = None
+    """The clock reading the start was decided on: the ticker's (which ticks were due) or the
+    server's (the webhook timestamp's tolerance window)."""
+    delivery_id: str | None = None
+    """A webhook's run: the sender's delivery id (its redeliveries return this run)."""
+    signed_at: float | None = None
+    """A webhook's run: the signed timestamp of the delivery that started it."""
+
+
 class RunStarted(_Body):
     type: Literal["run_started"] = "run_started"
     agent_name: str
@@ -120,6 +138,8 @@ class RunStarted(_Body):
     instructions_hash: str | None = None
     """sha256 of the agent's instructions, the prompt every model call of the run is given
     (schema 3: recorded here once; schema 2 wrote it on every ``model_responded``)."""
+    trigger: Trigger | None = None
+    """A schedule's tick or a webhook delivery that started the run; None: started directly."""
 
 
 class MessageReceived(_Redactable):

@@ -43,6 +43,7 @@ from charter.events import (
     MessageReceived,
     RunStarted,
     RunStatus,
+    Trigger,
 )
 from charter.inputs import DEFAULT_MAX_INPUT_BYTES, check_text
 from charter.memory import StoreMemory
@@ -51,6 +52,7 @@ from charter.models._routing import ModelRouter
 from charter.operations import Operations
 from charter.principals import canonical_principal
 from charter.replay import ReplayReport, replay_run
+from charter.schedules import Schedules
 from charter.store import (
     DEFAULT_URL,
     ApprovalRecord,
@@ -189,6 +191,7 @@ class Runtime:
         run_id: str | None = None,
         principal_tenant: str | None = None,
         idempotency_key: str | None = None,
+        trigger: Trigger | None = None,
     ) -> str:
         """Create a queued run; a worker will pick it up. Returns the run id.
 
@@ -196,6 +199,9 @@ class Runtime:
         that repeats one with the same agent, input, principal, roles and environment returns
         the run the first created (nothing new is stored); with anything different it raises
         IdempotencyConflictError.
+
+        ``trigger``: the schedule tick or webhook delivery that started the run, recorded in
+        ``run_started`` (not part of the key's request: a redelivery differs only in it).
 
         InputError when ``input`` is not UTF-8 text or exceeds ``max_input_bytes``.
 
@@ -231,6 +237,7 @@ class Runtime:
                 principal_tenant=principal_tenant,
                 idempotency_key=idempotency_key,
                 instructions_hash=agent.instructions_hash,
+                trigger=trigger,
             ),
             prev_hash=GENESIS_HASH,
         )
@@ -526,6 +533,11 @@ class Runtime:
         """What an operator does to the database as a whole: status, copy, workers, kill
         switches, roles, retention, figures (:mod:`charter.operations`)."""
         return Operations(self.store, clock=self.clock)
+
+    @property
+    def schedules(self) -> Schedules:
+        """The cron schedules of this database, and the ticker's pass (:mod:`charter.schedules`)."""
+        return Schedules(self)
 
     async def approval(self, approval_id: str, *, tenant: str | None = None) -> ApprovalRecord:
         """One approval request in full (NotFoundError for an unknown id). ``tenant``: only

@@ -21,6 +21,7 @@ from charter.clock import wall_clock
 from charter.errors import StoreError
 from charter.redaction import redact_url
 from charter.runtime import Runtime
+from charter.schedules import tick_forever
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,12 @@ async def run_worker(
     *,
     until_idle: bool = False,
     stop: asyncio.Event | None = None,
+    tick_s: float | None = None,
 ) -> WorkerReport:
     """Open a runtime on ``url`` and work its runs until ``stop`` is set or (``until_idle``)
     nothing is runnable. A database that is down at start is waited for like one that goes
-    away later: for ``options.give_up_after_s`` seconds (None: for ever)."""
+    away later: for ``options.give_up_after_s`` seconds (None: for ever). ``tick_s``: also
+    start due schedule ticks every ``tick_s`` seconds (:mod:`charter.schedules`)."""
     options = options or WorkerOptions()
     outage = Outage(options.give_up_after_s, wall_clock)
     while True:
@@ -46,7 +49,15 @@ async def run_worker(
         async with rt:
             worker = rt.worker(options)
             log.info("worker %s on %s", worker.worker_id, redact_url(url))
-            return await worker.run(until_idle=until_idle, stop=stop)
+            if tick_s is None:
+                return await worker.run(until_idle=until_idle, stop=stop)
+            ticking = asyncio.Event()
+            ticker = asyncio.create_task(tick_forever(rt, tick_s, ticking))
+            try:
+                return await worker.run(until_idle=until_idle, stop=stop)
+            finally:
+                ticking.set()
+                await ticker
 
 
 __all__ = [

@@ -24,8 +24,8 @@ history, and the live heartbeats of the source's worker processes."""
 
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
-    switch, a cancel request, an API token, counters, cache entries, memory, and a worker's
-    heartbeat."""
+    switch, a cancel request, an API token, a schedule, a webhook signature, counters, cache
+    entries, memory, and a worker's heartbeat."""
     write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
@@ -41,7 +41,9 @@ def _populate(tmp: Path, db: str) -> None:
         ("roles", "add", "bob", "lead", "--tenant", "acme"),
         ("killswitch", "on", "--tenant", "acme", "--reason", "incident 12"),
         ("tokens", "create", "carol", "--tenant", "acme", "--role", "support"),
-    ):
+        ("schedules", "add", "nightly", "--cron", "0 3 * * *", "--agent", "agent.yaml",
+         "--input", "refund review", "--tenant", "acme"),
+    ):  # fmt: skip
         done = run_charter(tmp, *args, "--db", db)
         assert done.returncode == 0, done.stderr
 
@@ -53,6 +55,7 @@ def _populate(tmp: Path, db: str) -> None:
             await store.remember(
                 MemoryItem("acme", "vip:7", {"tier": "gold"}, {"source": "crm"}, 1.0, None)
             )
+            await store.remember_signature("tickets", "v1=ab", "d-1", prune_before=0.0)
             await store.heartbeat_worker(WorkerInfo("w-1", "host", 1, 4, time.time(), 0.0, 0))
         finally:
             await store.close()

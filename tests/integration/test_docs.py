@@ -122,3 +122,16 @@ def test_readme_serve_example_runs(tmp_path: Path) -> None:
         again = httpx.post(f"{base}/v1/runs", content=body, headers=headers, timeout=30)
     assert posted.status_code == 201, posted.text
     assert again.json() == posted.json()  # the same Idempotency-Key: the same run
+
+
+def test_readme_webhook_signing_example_signs_as_the_server_checks() -> None:
+    from charter.webhooks import verify
+
+    (block,) = [b for b in _blocks("python") if "Charter-Signature" in b]
+    scope: dict[str, object] = {}
+    exec(block, scope)  # builds the request; sending it is left to the reader
+    request = scope["request"]
+    headers = {k.lower(): v for k, v in request.header_items()}  # type: ignore[attr-defined]
+    secret = scope["secret"]
+    checked = verify(secret, headers, request.data, now=float(headers["charter-timestamp"]))  # type: ignore[arg-type, attr-defined]
+    assert checked.delivery_id == "evt-4711"

@@ -240,16 +240,19 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 13
+        assert await store.schema_version() == store.latest_schema_version() == 14
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(11,)]
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(12,)]
     tables = {"runs", "event_log", "inbox", "memory", "agents", "workers", "killswitch"}
-    tables.update(("counters", "run_keys", "event_types", "cancel_requests", "api_tokens"))
+    tables.update(
+        ("counters", "run_keys", "event_types", "cancel_requests", "api_tokens", "schedules")
+    )
+    tables.add("hook_signatures")
     assert tables <= backend.tables()
 
 

@@ -58,6 +58,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "charter",  # the curated public names (charter/__init__.py)
             "charter.runtime",
             "charter.operations",  # the operator's calls on a database (Runtime.operations)
+            "charter.schedules",  # cron schedules and their ticker (Runtime.schedules)
+            "charter.webhooks",  # signing and checking webhook deliveries, mapping bodies
             "charter.worker",
             "charter.governance",
             "charter.approvals",

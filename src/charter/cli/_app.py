@@ -39,6 +39,7 @@ from charter.cli._render import (
 )
 from charter.cli._replay import diff_command, replay_command, rerun_command
 from charter.cli._retention import retention_group
+from charter.cli._schedules import schedules_group, tick_option
 from charter.cli._serve import serve_command, tokens_group
 from charter.cli._stats import stats_command
 from charter.cli._timeline import render_events, render_timeline
@@ -233,6 +234,7 @@ def start_cmd(
     hidden=True,
     help=f"Testing: SIGKILL this worker at NAME[:N], one of {', '.join(FAULT_POINTS)}.",
 )
+@tick_option
 @click.option("--fault-delay", "fault_delay_s", default=0.05, hidden=True, type=float)
 @click.option("--fault-action", default="kill", hidden=True, type=click.Choice(["kill", "stop"]))
 @db_option
@@ -247,6 +249,7 @@ def worker_cmd(
     fault_point: str | None,
     fault_delay_s: float,
     fault_action: str,
+    tick_s: float,
     db_url: str,
     debug: bool,
 ) -> None:
@@ -270,7 +273,8 @@ def worker_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await run_worker(db_url, options, until_idle=until_idle, stop=stop)
+        ticks = None if until_idle or tick_s == 0 else tick_s
+        return await run_worker(db_url, options, until_idle=until_idle, stop=stop, tick_s=ticks)
 
     report = asyncio.run(work())
     click.echo(f"worked {len(report.worked)} run(s); {len(report.errors)} error(s)", err=True)
@@ -492,6 +496,7 @@ cli.add_command(eval_command)
 cli.add_command(gate_command)
 cli.add_command(tokens_group)
 cli.add_command(serve_command)
+cli.add_command(schedules_group)
 
 
 @cli.command("demo")

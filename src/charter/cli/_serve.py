@@ -14,6 +14,7 @@ from charter.cli._options import (
     with_runtime,
 )
 from charter.cli._render import clock_time, echo_json, table
+from charter.cli._schedules import tick_option
 from charter.errors import ConfigError
 from charter.stats import parse_duration
 from charter.store import ApiToken
@@ -126,6 +127,14 @@ def tokens_revoke(
     type=click.Path(exists=True, file_okay=False),
     help="A directory of eval reports (charter eval --report) to serve at /v1/evals.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help="The server's YAML configuration (sections: hooks).",
+)
+@tick_option
 @db_option
 @debug_option
 def serve_command(
@@ -133,6 +142,8 @@ def serve_command(
     port: int,
     agent_files: tuple[str, ...],
     eval_reports: str | None,
+    config_file: str | None,
+    tick_s: float,
     db_url: str,
     debug: bool,
 ) -> None:
@@ -141,7 +152,7 @@ def serve_command(
     try:
         import uvicorn
 
-        from charter.server import create_app
+        from charter.server import create_app, load_config
     except ImportError as exc:
         raise ConfigError(
             f"charter serve needs the server extra ({exc.name} is not installed)",
@@ -151,5 +162,8 @@ def serve_command(
     names = [a.name for a in agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"two --agent files name the same agent: {sorted(names)}")
-    app = create_app(db_url, agents=agents, eval_reports=eval_reports)
+    config = None if config_file is None else load_config(config_file)
+    app = create_app(
+        db_url, agents=agents, eval_reports=eval_reports, config=config, tick_s=tick_s or None
+    )
     uvicorn.run(app, host=host, port=port, log_level="debug" if debug else "warning")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,8 +17,12 @@ from charter.agents import Agent
 from charter.errors import CharterError, InputError, NotFoundError, http_status
 from charter.events import RunStatus
 from charter.runtime import Runtime
+from charter.schedules import DEFAULT_TICK_S, tick_forever
 from charter.server import _control, _evals, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
+from charter.server._config import ServerConfig
+from charter.server._hooks import build_hooks, router as hooks_router
+from charter.server._schedules import router as schedules_router
 from charter.stats import parse_since
 
 MAX_PAGE = 500
@@ -28,18 +33,27 @@ def create_app(
     *,
     agents: Sequence[Agent] = (),
     eval_reports: str | Path | None = None,
+    config: ServerConfig | None = None,
+    tick_s: float | None = DEFAULT_TICK_S,
     **runtime_options: Any,
 ) -> FastAPI:
     """The API over a runtime opened on ``db_url`` when the app starts (closed when it
     stops); ``agents`` are the ones ``POST /v1/runs`` may name; ``eval_reports`` a directory
-    of eval report files (``GET /v1/evals``)."""
+    of eval report files (``GET /v1/evals``). ``config``: the file's sections (``hooks:``).
+    ``tick_s``: how often to start due schedule ticks (None: never)."""
     by_name = {agent.name: agent for agent in agents}
+    hooks = build_hooks((config or ServerConfig()).hooks, by_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime.open(db_url, **runtime_options) as rt:
             app.state.runtime = rt
+            stop = asyncio.Event()
+            ticker = None if tick_s is None else asyncio.create_task(tick_forever(rt, tick_s, stop))
             yield
+            stop.set()
+            if ticker is not None:
+                await ticker
 
     app = FastAPI(
         title="Charter",
@@ -51,11 +65,13 @@ def create_app(
     )
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.state.agents, app.state.hooks = by_name, hooks
     _routes(app, by_name)
-    app.state.agents = list(by_name.values())
     app.state.eval_reports = None if eval_reports is None else Path(eval_reports)
     for router in (_inbox.router, _control.router, _insight.router, _evals.router):
         app.include_router(router)
+    app.include_router(hooks_router)
+    app.include_router(schedules_router)
     return app
 
 

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["insight"])
 
 
 def served_agents(request: Request) -> list[Agent]:
-    agents: list[Agent] = request.app.state.agents
+    agents: list[Agent] = list(request.app.state.agents.values())
     return agents
 
 

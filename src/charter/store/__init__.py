@@ -47,6 +47,7 @@ from charter.store._base import (
 from charter.store._copy import CopyReport, copy_store
 from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore
+from charter.store._schedules import Advance, Missed, Schedule, ScheduleStorage
 from charter.store._sqlite import SQLiteStore
 from charter.store._tokens import TOKEN_PREFIX, ApiToken, token_hash
 
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_URL",
     "TOKEN_PREFIX",
     "Admin",
+    "Advance",
     "ApiToken",
     "ApprovalRecord",
     "AuditEntry",
@@ -76,6 +78,7 @@ __all__ = [
     "Leases",
     "MemoryItem",
     "MemoryStorage",
+    "Missed",
     "Mode",
     "NewRun",
     "PostgresStore",
@@ -84,6 +87,8 @@ __all__ = [
     "RunLog",
     "RunRecord",
     "SQLiteStore",
+    "Schedule",
+    "ScheduleStorage",
     "Store",
     "WorkerInfo",
     "copy_store",

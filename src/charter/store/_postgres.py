@@ -69,6 +69,7 @@ from charter.store._cancels import PostgresCancels, honour_postgres, pending_pos
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 from charter.store._postgres_tables import PostgresTables
+from charter.store._schedules import PostgresSchedules
 
 log = logging.getLogger("charter.store")
 
@@ -176,7 +177,9 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
     return StoreError(f"PostgreSQL at {target}: {reason}")
 
 
-class PostgresStore(PostgresRetention, PostgresCancels, PostgresSideTables, PostgresTables):
+class PostgresStore(
+    PostgresRetention, PostgresCancels, PostgresSchedules, PostgresSideTables, PostgresTables
+):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(

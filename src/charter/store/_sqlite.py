@@ -56,6 +56,7 @@ from charter.store._base import (
     RunRecord,
 )
 from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
+from charter.store._schedules import SQLiteSchedules
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 from charter.store._sqlite_tables import SQLiteTables
@@ -109,7 +110,7 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables):
+class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSchedules, SQLiteSideTables, SQLiteTables):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
