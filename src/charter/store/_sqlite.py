@@ -56,6 +56,7 @@ from charter.store._base import (
     RunRecord,
 )
 from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
+from charter.store._notifications import SQLiteNotifications, outbox_rows, outbox_sql
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
 from charter.store._sqlite_tables import SQLiteTables
@@ -109,7 +110,9 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSideTables, SQLiteTables):
+class SQLiteStore(
+    SQLiteRetention, SQLiteCancels, SQLiteNotifications, SQLiteSideTables, SQLiteTables
+):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -748,6 +751,9 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+_OUTBOX = outbox_sql("?")
+
+
 def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     conn.executemany(_event_log.insert_sql("?"), _event_log.stored_events(events))
 
@@ -784,6 +790,8 @@ def _apply_commit(
             " another worker holds it now"
         )
     _insert_events(conn, c.events)
+    if notifications := outbox_rows(c.events, now):
+        conn.executemany(_OUTBOX, notifications)
     if c.consumed_inbox:
         conn.executemany(
             "UPDATE inbox SET consumed_at = ? WHERE inbox_id = ?",
