@@ -118,10 +118,22 @@ def tokens_revoke(
     metavar="FILE",
     help="An agent file whose agent POST /v1/runs may start, by name (repeatable).",
 )
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    help="The server's YAML config (notifications: ...); see docs/architecture.md.",
+)
 @db_option
 @debug_option
 def serve_command(
-    host: str, port: int, agent_files: tuple[str, ...], db_url: str, debug: bool
+    host: str,
+    port: int,
+    agent_files: tuple[str, ...],
+    config_file: str | None,
+    db_url: str,
+    debug: bool,
 ) -> None:
     """Serve the HTTP API (/v1, schema at /v1/openapi.json) over --db; needs API tokens
     (charter tokens create). Runs started here are worked by charter worker processes."""
@@ -129,6 +141,7 @@ def serve_command(
         import uvicorn
 
         from charter.server import create_app
+        from charter.server._config import ServerConfig, load_config
     except ImportError as exc:
         raise ConfigError(
             f"charter serve needs the server extra ({exc.name} is not installed)",
@@ -138,5 +151,6 @@ def serve_command(
     names = [a.name for a in agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"two --agent files name the same agent: {sorted(names)}")
-    app = create_app(db_url, agents=agents)
+    config = ServerConfig() if config_file is None else load_config(config_file)
+    app = create_app(db_url, agents=agents, config=config)
     uvicorn.run(app, host=host, port=port, log_level="debug" if debug else "warning")

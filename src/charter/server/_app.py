@@ -16,21 +16,32 @@ from charter.events import RunStatus
 from charter.runtime import Runtime
 from charter.server import _schemas as s
 from charter.server._auth import Caller, RuntimeDep
+from charter.server._config import ServerConfig
+from charter.server._notify import notifying
 from charter.stats import parse_since
 
 MAX_PAGE = 500
 
 
-def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: Any) -> FastAPI:
+def create_app(
+    db_url: str,
+    *,
+    agents: Sequence[Agent] = (),
+    config: ServerConfig | None = None,
+    **runtime_options: Any,
+) -> FastAPI:
     """The API over a runtime opened on ``db_url`` when the app starts (closed when it
-    stops); ``agents`` are the ones ``POST /v1/runs`` may name."""
+    stops); ``agents`` are the ones ``POST /v1/runs`` may name; ``config`` is
+    ``charter serve --config`` (server/_config.py)."""
     by_name = {agent.name: agent for agent in agents}
+    config = config or ServerConfig()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime.open(db_url, **runtime_options) as rt:
             app.state.runtime = rt
-            yield
+            async with notifying(rt, config.notifications):
+                yield
 
     app = FastAPI(
         title="Charter",
