@@ -87,6 +87,9 @@ class NotificationsConfig(BaseModel):
     max_backoff_s: float = Field(600.0, gt=0)
     timeout_s: float = Field(10.0, gt=0)
     poll_s: float = Field(0.5, gt=0, description="How often to look for new notifications.")
+    lease_s: float | None = Field(
+        None, gt=0, description="How long a claimed delivery is its claimer's; 2*timeout_s+5."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> NotificationsConfig:
@@ -95,10 +98,9 @@ class NotificationsConfig(BaseModel):
             raise ValueError(f"two endpoints share a name: {sorted(names)}")
         return self
 
-    @property
-    def lease_s(self) -> float:
+    def lease(self) -> float:
         """How long a claimed delivery is left to its claimer: past the POST's timeout."""
-        return 2 * self.timeout_s + 5
+        return self.lease_s or 2 * self.timeout_s + 5
 
     def backoff(self, attempt: int) -> float:
         return float(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
@@ -148,7 +150,7 @@ class Notifier:
             self.claimer,
             endpoints=list(self.secrets),
             limit=limit,
-            lease_s=self.config.lease_s,
+            lease_s=self.config.lease(),
         )
         await asyncio.gather(*(self._deliver(d) for d in claimed))
         return bool(made or claimed)
