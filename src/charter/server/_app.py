@@ -18,6 +18,7 @@ from charter.server import _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.server._config import ServerConfig
 from charter.server._notify import notifying
+from charter.server._oidc import OidcVerifier
 from charter.stats import parse_since
 
 MAX_PAGE = 500
@@ -53,6 +54,7 @@ def create_app(
     )
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.state.oidc = None if config.oidc is None else OidcVerifier(config.oidc)
     _routes(app, by_name)
     return app
 

@@ -9,6 +9,10 @@
           events: [approval_requested, run_failed, run_escalated]
           tenants: [acme]               # optional; default every tenant
           secret_env: CHARTER_NOTIFY_OPS_SECRET
+    oidc:                   # server/_oidc.py: JWT bearer tokens beside API tokens
+      issuer: https://login.example.com/
+      audience: charter
+      jwks_url: https://login.example.com/.well-known/jwks.json
 
 Each section's model lives in its feature's module; an unknown key anywhere is an error
 naming it.
@@ -23,12 +27,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from charter.errors import ConfigError
 from charter.server._notify import NotificationsConfig
+from charter.server._oidc import OidcConfig
 
 
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     notifications: NotificationsConfig | None = None
+    oidc: OidcConfig | None = None
 
 
 def load_config(path: str | Path) -> ServerConfig:
