@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from tests.helpers.cli import run_charter
 
+from charter.server._notify import signature
 from charter.store import open_store
 from charter.store._notifications import Route
 from charter.testing.receiver import received
@@ -230,3 +232,16 @@ def test_two_claimers_never_take_the_same_delivery(tmp_path: Path, store_url: st
 
     one, two, made = asyncio.run(scenario())
     assert made == 6 and len(one) + len(two) == 6 and not set(one) & set(two)
+
+
+def test_the_readme_verify_example_accepts_our_signature() -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    (example,) = [b for b in blocks if "def verify(" in b]
+    scope: dict[str, Any] = {}
+    exec(example, scope)
+    body, now = b'{"kind":"run_failed"}', int(time.time())
+    header = signature(SECRET.encode(), now, body)
+    assert scope["verify"](SECRET.encode(), header, body)
+    assert not scope["verify"](SECRET.encode(), header, body + b" ")
+    assert not scope["verify"](SECRET.encode(), signature(SECRET.encode(), now - 900, body), body)
