@@ -5,7 +5,8 @@ itself: that the run was created (``run_created``), where its head stood each ti
 or finished (``run_head``), which agent specs and policies the runtime saw (``agent_seen``),
 and every operator action with its actor (``role_granted``, ``role_removed``,
 ``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``cancel_requested``,
-``retention_applied``, ``token_created``, ``token_revoked``: see ``store/_tokens.py``).
+``retention_applied``, ``token_created``, ``token_revoked``: see ``store/_tokens.py``,
+``notifications_retried``: see ``store/_notifications.py``).
 
 A record is appended in the same transaction as what it records. Its hash covers its
 sequence number, time, kind, run, actor, detail and the previous record's hash:
