@@ -245,3 +245,15 @@ def test_the_readme_verify_example_accepts_our_signature() -> None:
     assert scope["verify"](SECRET.encode(), header, body)
     assert not scope["verify"](SECRET.encode(), header, body + b" ")
     assert not scope["verify"](SECRET.encode(), signature(SECRET.encode(), now - 900, body), body)
+
+
+def test_two_servers_on_one_database_send_each_delivery_once(tmp_path: Path, pg_url: str) -> None:
+    port = _port()
+    runs = _runs(tmp_path, pg_url, *["acme"] * 8)
+    log = tmp_path / "received.jsonl"
+    config = _config(tmp_path, port)
+    with receiving(port, log), serving(tmp_path, pg_url, config), serving(tmp_path, pg_url, config):
+        _wait(_delivered(tmp_path, pg_url, len(runs)), "not every delivery arrived")
+    got = received(log)
+    assert sorted(e["body"]["run_id"] for e in got) == sorted(runs)  # each once, no duplicate
+    assert len({e["delivery_id"] for e in got}) == len(runs)
