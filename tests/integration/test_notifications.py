@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 from tests.helpers.cli import run_charter
+from tests.helpers.refund_agent import write_refund_agent
 
 from charter.server._notify import signature
 from charter.store import open_store
-from charter.store._notifications import Route
+from charter.store._notifications import KINDS, Route
 from charter.testing.receiver import received
 
 SECRET = "s3cret-shared-with-the-receiver"
@@ -257,3 +258,25 @@ def test_two_servers_on_one_database_send_each_delivery_once(tmp_path: Path, pg_
     got = received(log)
     assert sorted(e["body"]["run_id"] for e in got) == sorted(runs)  # each once, no duplicate
     assert len({e["delivery_id"] for e in got}) == len(runs)
+
+
+def test_an_approval_and_a_cancellation_make_notifications(tmp_path: Path, store_url: str) -> None:
+    write_refund_agent(tmp_path)
+    started = run_charter(tmp_path, "start", "agent.yaml", "--input", "refund", "--tenant",
+                          "acme", "--principal", "ann", "--db", store_url, "--json")  # fmt: skip
+    run_id = json.loads(started.stdout)["run_id"]
+    assert run_charter(tmp_path, "worker", "--until-idle", "--db", store_url).returncode == 0
+    cancel = run_charter(tmp_path, "runs", "cancel", run_id, "--reason", "dup", "--db", store_url)
+    assert cancel.returncode == 0, cancel.stderr
+    assert run_charter(tmp_path, "worker", "--until-idle", "--db", store_url).returncode == 0
+
+    async def fanned() -> list[tuple[str, str]]:
+        store = open_store(store_url)
+        try:
+            assert await store.fan_out([Route("ops", "http://x", frozenset(KINDS))]) == 2
+            return sorted((d.kind, d.run_id) for d in await store.deliveries())
+        finally:
+            await store.close()
+
+    kinds = asyncio.run(fanned())
+    assert kinds == [("approval_requested", run_id), ("run_cancelled", run_id)]
