@@ -77,11 +77,13 @@ def _answers(port: int) -> bool:
 
 
 @contextmanager
-def serving(tmp: Path, db_url: str, config: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    tmp: Path, db_url: str, config: Path, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     port = _port()
     args = ["serve", "--db", db_url, "--port", str(port), "--config", str(config)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "charter", *args], cwd=tmp, env=_env(),
+        [sys.executable, "-m", "charter", *args], cwd=tmp, env=env or _env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -280,3 +282,22 @@ def test_an_approval_and_a_cancellation_make_notifications(tmp_path: Path, store
 
     kinds = asyncio.run(fanned())
     assert kinds == [("approval_requested", run_id), ("run_cancelled", run_id)]
+
+
+def test_a_wrong_secret_is_refused_by_the_receiver_and_retried(tmp_path: Path, db_url: str) -> None:
+    port = _port()
+    _runs(tmp_path, db_url, "acme")
+    log = tmp_path / "received.jsonl"
+    config = _config(tmp_path, port, max_attempts=2)
+    env = {**_env(), "NOTIFY_SECRET": "not-the-receivers-secret"}
+    with receiving(port, log), serving(tmp_path, db_url, config, env=env):
+        [failed] = _wait(lambda: _deliveries(tmp_path, db_url, "--failed"), "never failed")
+    assert (failed["last_status"], failed["last_error"], failed["attempts"]) == (401, "HTTP 401", 2)
+    assert [e["verified"] for e in received(log)] == [False, False]
+
+
+def test_an_endpoint_without_its_secret_stops_the_start(tmp_path: Path, db_url: str) -> None:
+    config = _config(tmp_path, _port())
+    done = run_charter(tmp_path, "serve", "--db", db_url, "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert "$NOTIFY_SECRET is not set" in done.stderr and "Traceback" not in done.stderr

@@ -36,6 +36,8 @@ def create_app(
     ``charter serve --config`` (server/_config.py)."""
     by_name = {agent.name: agent for agent in agents}
     config = config or ServerConfig()
+    if config.notifications is not None:
+        config.notifications.check_secrets()  # a missing secret stops the start, not a POST
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -98,6 +98,10 @@ class NotificationsConfig(BaseModel):
             raise ValueError(f"two endpoints share a name: {sorted(names)}")
         return self
 
+    def check_secrets(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.secret()
+
     def lease(self) -> float:
         """How long a claimed delivery is left to its claimer: past the POST's timeout."""
         return self.lease_s or 2 * self.timeout_s + 5
