@@ -85,12 +85,12 @@ async def _drain(url: str, runs: int) -> dict[str, Any]:
     transport = httpx.MockTransport(lambda request: httpx.Response(200))
     rt = Runtime.open(url)
     try:
-        notifier = Notifier(rt.store, config, transport=transport)  # type: ignore[arg-type]
+        notifier = Notifier(rt.operations.notifications, config, transport=transport)
         t0 = time.perf_counter()
         while await notifier.once(limit=100):
             pass
         wall = time.perf_counter() - t0
-        delivered = await rt.store.deliveries(status="delivered", limit=runs * 2)  # type: ignore[attr-defined]
+        delivered = await rt.operations.notifications.deliveries(status="delivered", limit=runs * 2)
     finally:
         await rt.close()
     return {"delivered": len(delivered), "wall_s": wall, "per_s": len(delivered) / wall}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import click
 
 from charter.cli._options import (
@@ -14,7 +16,7 @@ from charter.cli._options import (
     with_runtime,
 )
 from charter.cli._render import clock_time, echo_json, table
-from charter.store._notifications import Delivery
+from charter.store import Delivery
 
 
 @click.group("notifications")
@@ -38,10 +40,10 @@ def _row(d: Delivery) -> tuple[str, ...]:
 @debug_option
 def notifications_list(failed: bool, limit: int, db_url: str, as_json: bool, debug: bool) -> None:
     """Deliveries, newest first: pending, delivered or failed, with the last answer."""
-    status = "failed" if failed else None
+    status: Literal["failed"] | None = "failed" if failed else None
     found = with_runtime(
         db_url,
-        lambda rt: rt.store.deliveries(status=status, limit=limit),  # type: ignore[attr-defined]
+        lambda rt: rt.operations.notifications.deliveries(status=status, limit=limit),
         read_only=True,
     )
     if as_json:
@@ -75,7 +77,7 @@ def notifications_retry(
     ids = None if all_failed else delivery_ids
     retried = with_runtime(
         db_url,
-        lambda rt: rt.store.retry_deliveries(ids, actor=operator(actor)),  # type: ignore[attr-defined]
+        lambda rt: rt.operations.notifications.retry_deliveries(ids, actor=operator(actor)),
     )
     if as_json:
         echo_json({"retried": retried})

@@ -140,8 +140,7 @@ def serve_command(
     try:
         import uvicorn
 
-        from charter.server import create_app
-        from charter.server._config import ServerConfig, load_config
+        from charter.server import ServerConfig, create_app, load_config
     except ImportError as exc:
         raise ConfigError(
             f"charter serve needs the server extra ({exc.name} is not installed)",

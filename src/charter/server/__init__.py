@@ -15,5 +15,6 @@ served at ``/v1/openapi.json``. Needs the ``server`` extra (``pip install 'chart
 from __future__ import annotations
 
 from charter.server._app import create_app
+from charter.server._config import ServerConfig, load_config
 
-__all__ = ["create_app"]
+__all__ = ["ServerConfig", "create_app", "load_config"]

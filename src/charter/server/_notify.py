@@ -34,8 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from charter.clock import Clock, new_worker_id, wall_clock
 from charter.errors import ConfigError
 from charter.runtime import Runtime
-from charter.store import PostgresStore, SQLiteStore
-from charter.store._notifications import KINDS, ClaimedDelivery, Route
+from charter.store import NOTIFICATION_KINDS as KINDS, ClaimedDelivery, NotificationOutbox, Route
 
 log = logging.getLogger("charter.notify")
 
@@ -121,13 +120,13 @@ class Notifier:
 
     def __init__(
         self,
-        store: SQLiteStore | PostgresStore,
+        outbox: NotificationOutbox,
         config: NotificationsConfig,
         *,
         clock: Clock = wall_clock,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.store, self.config, self.clock = store, config, clock
+        self.outbox, self.config, self.clock = outbox, config, clock
         self.claimer = f"notify:{new_worker_id()}"
         self.secrets = {e.name: e.secret() for e in config.endpoints}  # fail at start, not later
         self.routes = [e.route() for e in config.endpoints]
@@ -149,8 +148,8 @@ class Notifier:
 
     async def once(self, *, limit: int = 50) -> bool:
         """One round: fan out, claim, POST; True if there was anything to do."""
-        made = await self.store.fan_out(self.routes)
-        claimed = await self.store.claim_deliveries(
+        made = await self.outbox.fan_out(self.routes)
+        claimed = await self.outbox.claim_deliveries(
             self.claimer,
             endpoints=list(self.secrets),
             limit=limit,
@@ -179,7 +178,7 @@ class Notifier:
         retry_at = None
         if error is not None and claimed.attempt < self.config.max_attempts:
             retry_at = self.clock() + self.config.backoff(claimed.attempt)
-        await self.store.settle_delivery(
+        await self.outbox.settle_delivery(
             claimed, claimer=self.claimer, http_status=status, error=error, retry_at=retry_at
         )
 
@@ -190,7 +189,7 @@ async def notifying(rt: Runtime, config: NotificationsConfig | None) -> AsyncIte
     if config is None:
         yield
         return
-    notifier = Notifier(rt.store, config, clock=rt.clock)  # type: ignore[arg-type]
+    notifier = Notifier(rt.operations.notifications, config, clock=rt.clock)
     task = asyncio.create_task(notifier.run(), name="charter-notify")
     try:
         yield

@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from charter.clock import new_delivery_id
 from charter.errors import NotFoundError, RunStateError
@@ -218,6 +218,30 @@ def _not_retryable(found: Delivery | None, delivery_id: str, url: str) -> Except
         f"delivery {delivery_id} is {found.status}; only a failed delivery is retried",
         hint="list the failed ones with: charter notifications list --failed",
     )
+
+
+class NotificationOutbox(Protocol):
+    """The outbox's role of a store (the ``Store`` protocol includes it)."""
+
+    async def fan_out(self, routes: Sequence[Route], *, limit: int = 200) -> int: ...
+    async def claim_deliveries(
+        self, claimer: str, *, endpoints: Sequence[str], limit: int, lease_s: float
+    ) -> list[ClaimedDelivery]: ...
+    async def settle_delivery(
+        self,
+        claimed: ClaimedDelivery,
+        *,
+        claimer: str,
+        http_status: int | None,
+        error: str | None,
+        retry_at: float | None,
+    ) -> bool: ...
+    async def deliveries(
+        self, *, status: DeliveryStatus | None = None, limit: int = 100
+    ) -> list[Delivery]: ...
+    async def retry_deliveries(
+        self, delivery_ids: Sequence[str] | None, *, actor: str | None
+    ) -> list[str]: ...
 
 
 class SQLiteNotifications:
