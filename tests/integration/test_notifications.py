@@ -153,7 +153,7 @@ def test_a_receiver_that_is_down_loses_nothing(tmp_path: Path, store_url: str) -
     port = _port()
     runs = _runs(tmp_path, store_url, "acme", "acme", "globex")
     log = tmp_path / "received.jsonl"
-    with serving(tmp_path, store_url, _config(tmp_path, port)):
+    with serving(tmp_path, store_url, _config(tmp_path, port, max_attempts=1000)):
         # The receiver is down: the deliveries are attempted and kept.
         _wait(lambda: any(d["attempts"] >= 2 for d in _deliveries(tmp_path, store_url)),
               "no retry while the receiver was down")  # fmt: skip
