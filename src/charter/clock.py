@@ -72,3 +72,8 @@ def new_random(seed: int | None = None) -> Random:
 def jitter(low: float, high: float) -> float:
     """A uniform random factor in [low, high] for spreading retries (the process's generator)."""
     return random.uniform(low, high)
+
+
+def new_delivery_id() -> str:
+    """A notification delivery (its ``Charter-Delivery`` header): unique, for dedupe."""
+    return f"dlv_{uuid.uuid4().hex}"

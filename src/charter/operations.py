@@ -35,6 +35,7 @@ from charter.store import (
     CopyReport,
     KillSwitch,
     KillSwitchAction,
+    NotificationOutbox,
     RoleGrant,
     Store,
     WorkerInfo,
@@ -154,6 +155,14 @@ class Operations:
             self.store, principal=principal, role=role, tenant=tenant, on=on, actor=actor
         )
         return await approvals.role_grants(self.store, principal=principal)
+
+    # -- notifications (charter serve's outbox) ------------------------------------------------
+
+    @property
+    def notifications(self) -> NotificationOutbox:
+        """The notifications outbox (``store/_notifications.py``): what ``charter serve``'s
+        delivery loop works and ``charter notifications`` lists and retries."""
+        return self.store
 
     # -- API tokens (charter serve) -------------------------------------------------------------
 

@@ -63,13 +63,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def serving(
-    cwd: Path, db_url: str, *agent_files: str, options: Sequence[str] = ()
+    cwd: Path,
+    db_url: str,
+    *agent_files: str,
+    options: Sequence[str] = (),
+    config: str | None = None,
 ) -> Iterator[str]:
-    """`charter serve` on a free port (with more ``options``); yields its base URL once
-    /v1/health answers."""
+    """`charter serve` on a free port (with more ``options``, and ``--config``); yields its
+    base URL once /v1/health answers."""
     port = _free_port()
     agents = [arg for path in agent_files for arg in ("--agent", path)]
     args = ["serve", "--db", db_url, "--port", str(port), *agents, *options]
+    args += [] if config is None else ["--config", config]
     proc = subprocess.Popen(
         [sys.executable, "-m", "charter", *args], cwd=cwd, env=_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -375,8 +375,10 @@ def test_runs_made_before_the_audit_log_existed_are_named_not_failed(tmp_path: P
     path = tmp_path / "charter.db"
     url = f"sqlite:///{path}"
     old = _make_runs(url, key=None)
-    # The database as Charter left it before schema 10 (and so before 11 to 14).
+    # The database as Charter left it before schema 10 (and so before 11 to 15).
     for statement in (
+        "DROP TABLE notification_deliveries",
+        "DROP TABLE notifications",
         "DROP TABLE hook_signatures",
         "DROP TABLE schedules",
         "DROP TABLE api_tokens",

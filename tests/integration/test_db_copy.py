@@ -16,6 +16,7 @@ from tests.helpers.cli import run_charter
 from tests.helpers.refund_agent import write_refund_agent
 
 from charter.store import MemoryItem, WorkerInfo, copy_store, open_store
+from charter.store._notifications import KINDS, Route
 
 NOT_COPIED = ("charter_migrations", "workers")
 """The documented exclusions (docs/architecture.md, `db copy`): the target's own schema
@@ -25,7 +26,7 @@ history, and the live heartbeats of the source's worker processes."""
 def _populate(tmp: Path, db: str) -> None:
     """State in every table: runs, events, inbox, agents, an approval, a role grant, a kill
     switch, a cancel request, an API token, a schedule, a webhook signature, counters, cache
-    entries, memory, and a worker's heartbeat."""
+    entries, memory, a worker's heartbeat, and notifications with their deliveries."""
     write_refund_agent(tmp, extra="  cache: {models: true}\n")
     for n in range(2):
         started = run_charter(tmp, "start", "agent.yaml", "--input", "refund", "--tenant",
@@ -57,6 +58,7 @@ def _populate(tmp: Path, db: str) -> None:
             )
             await store.remember_signature("tickets", "v1=ab", "d-1", prune_before=0.0)
             await store.heartbeat_worker(WorkerInfo("w-1", "host", 1, 4, time.time(), 0.0, 0))
+            await store.fan_out([Route("ops", "http://127.0.0.1:9/", frozenset(KINDS))])
         finally:
             await store.close()
 

@@ -153,7 +153,7 @@ def test_a_schema_10_postgresql_database_migrates_and_keeps_working(
     _ok(run_charter(tmp_path, "db", "migrate", "--db", pg_url))
     assert _events(pg_url) == old  # now the view over event_log
     with psycopg.connect(pg_url) as pg:
-        assert pg.execute("SELECT max(version) FROM charter_migrations").fetchone() == (14,)
+        assert pg.execute("SELECT max(version) FROM charter_migrations").fetchone() == (15,)
         lengths = {n for (n,) in pg.execute("SELECT octet_length(hash) FROM event_log")}
     assert lengths == {32}
     assert "ok: 2 run(s)" in _ok(run_charter(tmp_path, "audit", "verify", "--all", "--db", pg_url))

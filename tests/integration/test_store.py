@@ -240,11 +240,11 @@ def test_importing_a_run_id_that_exists_is_a_store_error(backend: Backend) -> No
 
 def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == store.latest_schema_version() == 14
+        assert await store.schema_version() == store.latest_schema_version() == 15
 
     _with_store(backend, scenario)
     query = "SELECT version FROM charter_migrations ORDER BY version"
-    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14]
+    assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
     assert backend.sql("SELECT count(*) FROM charter_migrations") == [(12,)]
@@ -296,10 +296,10 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
             for store in stores:
                 await store.close()
 
-    assert asyncio.run(scenario()) == [13] * 6
+    assert asyncio.run(scenario()) == [15] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,), (12,), (13,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,), (12,), (13,), (15,)]
 
 
 _OPEN_READ_ONLY = """

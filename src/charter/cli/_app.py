@@ -16,6 +16,7 @@ from charter.agents import load_agent
 from charter.cli._approvals import approvals_group, roles_group
 from charter.cli._audit import audit_group
 from charter.cli._evals import eval_command, gate_command
+from charter.cli._notifications import notifications_group
 from charter.cli._ops import db_group, killswitch_group, workers_group
 from charter.cli._options import (
     actor_option,
@@ -482,6 +483,7 @@ def tools_list(agent_files: tuple[Path, ...], db_url: str, as_json: bool, debug:
 
 cli.add_command(workers_group)
 cli.add_command(db_group)
+cli.add_command(notifications_group)
 cli.add_command(policy_group)
 cli.add_command(audit_group)
 cli.add_command(killswitch_group)

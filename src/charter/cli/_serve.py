@@ -132,7 +132,7 @@ def tokens_revoke(
     "config_file",
     default=None,
     metavar="FILE",
-    help="The server's YAML configuration (sections: hooks).",
+    help="The server's YAML configuration (sections: hooks, notifications, oidc).",
 )
 @tick_option
 @db_option

@@ -22,6 +22,8 @@ from charter.server import _control, _evals, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.server._config import ServerConfig
 from charter.server._hooks import build_hooks, router as hooks_router
+from charter.server._notify import notifying
+from charter.server._oidc import OidcVerifier
 from charter.server._schedules import router as schedules_router
 from charter.stats import parse_since
 
@@ -39,10 +41,13 @@ def create_app(
 ) -> FastAPI:
     """The API over a runtime opened on ``db_url`` when the app starts (closed when it
     stops); ``agents`` are the ones ``POST /v1/runs`` may name; ``eval_reports`` a directory
-    of eval report files (``GET /v1/evals``). ``config``: the file's sections (``hooks:``).
-    ``tick_s``: how often to start due schedule ticks (None: never)."""
+    of eval report files (``GET /v1/evals``). ``config``: ``charter serve --config``
+    (server/_config.py). ``tick_s``: how often to start due schedule ticks (None: never)."""
     by_name = {agent.name: agent for agent in agents}
-    hooks = build_hooks((config or ServerConfig()).hooks, by_name)
+    config = config or ServerConfig()
+    hooks = build_hooks(config.hooks, by_name)
+    if config.notifications is not None:
+        config.notifications.check_secrets()  # a missing secret stops the start, not a POST
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +55,8 @@ def create_app(
             app.state.runtime = rt
             stop = asyncio.Event()
             ticker = None if tick_s is None else asyncio.create_task(tick_forever(rt, tick_s, stop))
-            yield
+            async with notifying(rt, config.notifications):
+                yield
             stop.set()
             if ticker is not None:
                 await ticker
@@ -66,6 +72,7 @@ def create_app(
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.state.agents, app.state.hooks = by_name, hooks
+    app.state.oidc = None if config.oidc is None else OidcVerifier(config.oidc)
     _routes(app, by_name)
     app.state.eval_reports = None if eval_reports is None else Path(eval_reports)
     for router in (_inbox.router, _control.router, _insight.router, _evals.router):

@@ -1,6 +1,22 @@
-"""The server's configuration file (``charter serve --config FILE``, YAML): one top-level
-section per feature, each section's model in its feature's module. An unknown key is an
-error naming it."""
+"""``charter serve --config FILE``: the server's YAML configuration, one section per feature.
+
+::
+
+    notifications:          # server/_notify.py: signed POSTs of what happens to runs
+      endpoints:
+        - name: ops
+          url: https://hooks.example.com/charter
+          events: [approval_requested, run_failed, run_escalated]
+          tenants: [acme]               # optional; default every tenant
+          secret_env: CHARTER_NOTIFY_OPS_SECRET
+    oidc:                   # server/_oidc.py: JWT bearer tokens beside API tokens
+      issuer: https://login.example.com/
+      audience: charter
+      jwks_url: https://login.example.com/.well-known/jwks.json
+
+Each section's model lives in its feature's module; an unknown key anywhere is an error
+naming it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from charter.errors import ConfigError
 from charter.server._hooks import HookConfig
+from charter.server._notify import NotificationsConfig
+from charter.server._oidc import OidcConfig
 
 
 class ServerConfig(BaseModel):
@@ -18,6 +36,10 @@ class ServerConfig(BaseModel):
 
     hooks: dict[str, HookConfig] = {}
     """Inbound webhooks by name (``server/_hooks.py``)."""
+    notifications: NotificationsConfig | None = None
+    """Signed POSTs of what happens to runs (``server/_notify.py``)."""
+    oidc: OidcConfig | None = None
+    """JWT bearer tokens beside API tokens (``server/_oidc.py``)."""
 
 
 def load_config(path: str | Path) -> ServerConfig:
@@ -35,5 +57,6 @@ def load_config(path: str | Path) -> ServerConfig:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise ConfigError(
-            f"{path}: {where}: {message}", hint="sections: hooks (see docs/architecture.md)"
+            f"{path}: {where}: {message}",
+            hint="sections: hooks, notifications, oidc (see docs/architecture.md)",
         ) from None

@@ -45,6 +45,13 @@ from charter.store._base import (
     WorkerInfo,
 )
 from charter.store._copy import CopyReport, copy_store
+from charter.store._notifications import (
+    KINDS as NOTIFICATION_KINDS,
+    ClaimedDelivery,
+    Delivery,
+    NotificationOutbox,
+    Route,
+)
 from charter.store._opening import Mode
 from charter.store._postgres import PostgresStore
 from charter.store._schedules import Advance, Missed, Schedule, ScheduleStorage
@@ -55,6 +62,7 @@ DEFAULT_URL = "sqlite:///charter.db"
 
 __all__ = [
     "DEFAULT_URL",
+    "NOTIFICATION_KINDS",
     "TOKEN_PREFIX",
     "Admin",
     "Advance",
@@ -67,8 +75,10 @@ __all__ = [
     "CacheStorage",
     "CancelRequest",
     "Claim",
+    "ClaimedDelivery",
     "Commit",
     "CopyReport",
+    "Delivery",
     "EngineStore",
     "EventRow",
     "Governance",
@@ -81,8 +91,10 @@ __all__ = [
     "Missed",
     "Mode",
     "NewRun",
+    "NotificationOutbox",
     "PostgresStore",
     "RoleGrant",
+    "Route",
     "RunExport",
     "RunLog",
     "RunRecord",

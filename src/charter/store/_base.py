@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from charter.events import Event, RunStatus
 from charter.stats import StatsReport
 from charter.store._audit import AuditEntry, AuditKey, AuditRecord
+from charter.store._notifications import NotificationOutbox
 from charter.store._schedules import ScheduleStorage
 from charter.store._tokens import ApiToken
 
@@ -562,7 +563,9 @@ class EngineStore(RunLog, Leases, Governance, CacheStorage, Protocol):
     """What workers and the run loop use: the run log, leases, governance state, caches."""
 
 
-class Store(EngineStore, MemoryStorage, AuditLog, Admin, ScheduleStorage, Protocol):
+class Store(
+    EngineStore, MemoryStorage, AuditLog, Admin, ScheduleStorage, NotificationOutbox, Protocol
+):
     """Durable storage for runs, their event logs, inboxes, leases, governance state, caches,
     memory and the audit log: every role a backend plays (``charter.testing.store_conformance``
     checks them)."""

@@ -66,6 +66,7 @@ from charter.store._base import (
     RunRecord,
 )
 from charter.store._cancels import PostgresCancels, honour_postgres, pending_postgres
+from charter.store._notifications import PostgresNotifications, outbox_rows, outbox_sql
 from charter.store._postgres_retention import PostgresRetention
 from charter.store._postgres_side import PostgresSideTables
 from charter.store._postgres_tables import PostgresTables
@@ -86,6 +87,7 @@ _RUN_COLUMNS = (
     " created_at, updated_at"
 )
 _INSERT_EVENT = _event_log.insert_sql("%s")
+_OUTBOX = outbox_sql("%s")
 _CLAIM = """
 WITH picked AS (
     SELECT run_id, status, waiting_for, ready_at FROM runs
@@ -178,7 +180,12 @@ def translate(exc: Exception, target: Target, *, run_id: str | None = None) -> S
 
 
 class PostgresStore(
-    PostgresRetention, PostgresCancels, PostgresSchedules, PostgresSideTables, PostgresTables
+    PostgresRetention,
+    PostgresCancels,
+    PostgresSchedules,
+    PostgresNotifications,
+    PostgresSideTables,
+    PostgresTables,
 ):
     """The server store. Open it with :func:`charter.store.open_store` or directly."""
 
@@ -772,6 +779,8 @@ async def _apply_commit(cur: Cursor, c: Commit, now: float) -> float | None:
             " another worker holds it now"
         )
     await _insert_events(cur, c.events)
+    if notifications := outbox_rows(c.events, now):
+        await cur.executemany(_OUTBOX, notifications)
     if c.consumed_inbox:
         await cur.execute(
             "UPDATE inbox SET consumed_at = %s WHERE inbox_id = ANY(%s)",

@@ -56,6 +56,7 @@ from charter.store._base import (
     RunRecord,
 )
 from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
+from charter.store._notifications import SQLiteNotifications, outbox_rows, outbox_sql
 from charter.store._schedules import SQLiteSchedules
 from charter.store._sqlite_retention import SQLiteRetention
 from charter.store._sqlite_side import SQLiteSideTables
@@ -110,7 +111,14 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"database {path}: {text}")
 
 
-class SQLiteStore(SQLiteRetention, SQLiteCancels, SQLiteSchedules, SQLiteSideTables, SQLiteTables):
+class SQLiteStore(
+    SQLiteRetention,
+    SQLiteCancels,
+    SQLiteSchedules,
+    SQLiteNotifications,
+    SQLiteSideTables,
+    SQLiteTables,
+):
     """The embedded store. Open it with :func:`charter.store.open_store` or directly."""
 
     def __init__(
@@ -752,6 +760,9 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+_OUTBOX = outbox_sql("?")
+
+
 def _insert_events(conn: sqlite3.Connection, events: Iterable[Event]) -> None:
     conn.executemany(_event_log.insert_sql("?"), _event_log.stored_events(events))
 
@@ -788,6 +799,8 @@ def _apply_commit(
             " another worker holds it now"
         )
     _insert_events(conn, c.events)
+    if notifications := outbox_rows(c.events, now):
+        conn.executemany(_OUTBOX, notifications)
     if c.consumed_inbox:
         conn.executemany(
             "UPDATE inbox SET consumed_at = ? WHERE inbox_id = ?",
