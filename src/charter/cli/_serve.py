@@ -139,4 +139,13 @@ def serve_command(
     if len(set(names)) != len(names):
         raise ConfigError(f"two --agent files name the same agent: {sorted(names)}")
     app = create_app(db_url, agents=agents)
-    uvicorn.run(app, host=host, port=port, log_level="debug" if debug else "warning")
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"charter serve: console at http://{shown}:{port}/ (API /v1, log in with a token:")
+    click.echo("  charter tokens create PRINCIPAL --tenant T --role R); Ctrl-C stops it")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="debug" if debug else "warning",
+        timeout_graceful_shutdown=3,  # live event streams never end by themselves
+    )

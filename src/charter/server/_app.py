@@ -16,6 +16,9 @@ from charter.events import RunStatus
 from charter.runtime import Runtime
 from charter.server import _schemas as s
 from charter.server._auth import Caller, RuntimeDep
+from charter.server._console import mount_console
+from charter.server._live import LiveEvents
+from charter.server._watch import router as watch_router
 from charter.stats import parse_since
 
 MAX_PAGE = 500
@@ -30,7 +33,12 @@ def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Runtime.open(db_url, **runtime_options) as rt:
             app.state.runtime = rt
-            yield
+            app.state.live = LiveEvents(rt)
+            app.state.live.start()
+            try:
+                yield
+            finally:
+                await app.state.live.stop()
 
     app = FastAPI(
         title="Charter",
@@ -43,6 +51,8 @@ def create_app(db_url: str, *, agents: Sequence[Agent] = (), **runtime_options: 
     app.add_exception_handler(CharterError, _charter_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     _routes(app, by_name)
+    app.include_router(watch_router)
+    mount_console(app)
     return app
 
 
