@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -36,14 +37,19 @@ _BACKOFF_S = 1.0
 log = logging.getLogger(__name__)
 
 
+def _json(event: Event) -> str:
+    return json.dumps(event.to_dict(), default=str, ensure_ascii=False)
+
+
 @dataclass(eq=False)
 class RunWatch:
-    """One watcher of one run: the events after ``pos`` arrive on ``queue`` in batches, then
-    ``None`` once the run has finished and every event was handed over."""
+    """One watcher of one run: the events after ``pos`` arrive on ``queue`` in batches, each
+    as ``(seq, JSON text)`` (made once for all watchers), then ``None`` once the run has
+    finished and every event was handed over."""
 
     run_id: str
     pos: int
-    queue: asyncio.Queue[list[Event] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[list[tuple[int, str]] | None] = field(default_factory=asyncio.Queue)
 
 
 @dataclass(eq=False)
@@ -147,11 +153,11 @@ class LiveEvents:
         watchers = list(self._runs[head.run_id])
         low = min(w.pos for w in watchers)
         if head.last_seq > low:
-            events = await self._rt.events(head.run_id, after_seq=low)
+            events = [(e.seq, _json(e)) for e in await self._rt.events(head.run_id, after_seq=low)]
             for w in watchers:
-                batch = [e for e in events if e.seq > w.pos]
+                batch = [(seq, text) for seq, text in events if seq > w.pos]
                 if batch:
-                    w.pos = batch[-1].seq
+                    w.pos = batch[-1][0]
                     w.queue.put_nowait(batch)
         if head.status in FINISHED:
             for w in watchers:

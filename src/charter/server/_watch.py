@@ -135,8 +135,7 @@ async def stream_run_events(
                     yield _sse({"run_id": run_id, "status": run.status}, event="end")
                     return
                 else:
-                    for e in batch:
-                        yield _sse(e.to_dict(), id_=e.seq)
+                    yield "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch)
         finally:
             live.unwatch(watch)
 
