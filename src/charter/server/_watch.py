@@ -84,9 +84,8 @@ def _position(after: int | None, last_event_id: str | None) -> int:
     return after or 0
 
 
-def _sse(data: Any, *, event: str | None = None, id_: int | None = None) -> str:
-    head = (f"id: {id_}\n" if id_ is not None else "") + (f"event: {event}\n" if event else "")
-    return f"{head}data: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
+def _sse(data: Any, *, event: str) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str, ensure_ascii=False)}\n\n"
 
 
 async def _next(queue: asyncio.Queue[Any]) -> tuple[bool, Any]:

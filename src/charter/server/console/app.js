@@ -215,7 +215,7 @@ async function runPage(runId) {
 // -- approvals, kill switch, stats (endpoints another part of the server provides) ----------------
 async function approvalsPage() {
   const holder = el("div", {}, el("p", { class: "hint" }, "Loading…"));
-  show(el("div", {}, el("h2", {}, "Approvals waiting"), holder), "Approvals");
+  show(el("div", {}, el("h2", {}, "Approvals"), holder), "Approvals");
   const load = async () => {
     try {
       const { approvals } = await api("/v1/approvals?status=pending");
