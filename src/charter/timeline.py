@@ -17,7 +17,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from charter.events import (
@@ -424,7 +424,10 @@ class Line:
     call_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _LINE_FIELDS}
+
+
+_LINE_FIELDS = tuple(f.name for f in fields(Line))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from charter.errors import InputError
@@ -58,18 +58,20 @@ class RunTimeline(BaseModel):
     totals: TimelineTotals
 
 
-@router.get("/v1/runs/{run_id}/timeline")
-async def run_timeline(run_id: str, who: Caller, rt: RuntimeDep) -> RunTimeline:
+@router.get("/v1/runs/{run_id}/timeline", response_model=RunTimeline)
+async def run_timeline(run_id: str, who: Caller, rt: RuntimeDep) -> Response:
     """The run step by step: each step's model, tokens, cost and latency; under it each tool
     call with its policy decision and rules, approval, kill-switch block and outcome; then
     the run's totals. The same lines as `charter runs show`."""
     record = await rt.get_run(run_id, tenant=who.tenant)
     timeline = build(await rt.events(run_id, tenant=who.tenant))
-    return RunTimeline(
-        run=record.to_dict(),
-        lines=[TimelineLine(**line.to_dict()) for line in timeline.lines],
-        totals=TimelineTotals(**timeline.totals.to_dict()),
-    )
+    body = {  # typed values already: straight to JSON, RunTimeline documents the shape
+        "run": record.to_dict(),
+        "lines": [line.to_dict() for line in timeline.lines],
+        "totals": timeline.totals.to_dict(),
+    }
+    text = json.dumps(body, default=str, ensure_ascii=False)
+    return Response(text, media_type="application/json")
 
 
 def _position(after: int | None, last_event_id: str | None) -> int:
