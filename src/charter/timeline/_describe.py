@@ -1,23 +1,11 @@
-"""A run's log as people read it: one description per event and the run grouped by step.
-
-The terminal (``charter runs show``, ``charter events``) and the HTTP API
-(``GET /v1/runs/{id}/timeline``, and the web console on it) show the same lines:
-
-* :func:`describe` — one line per event with its costs, latencies, decisions and marks;
-* :func:`build` — the run as steps (a ``model_responded`` starts one), each step's calls
-  under it with their decision, approval and outcome, as :class:`Line` values (indent, text,
-  :data:`Tone`), then the run's :class:`Totals`.
-
-Plain values only: how a line is coloured or laid out is the reader's business.
-"""
+"""One line per event: what ``charter runs show``, ``charter events`` and the API print."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
 from typing import Any, Literal
 
 from charter.events import (
@@ -117,7 +105,7 @@ def _attempts(n: int) -> str:
     return f"{n} attempt" + ("" if n == 1 else "s")
 
 
-def _join(*parts: str | None) -> str:
+def join(*parts: str | None) -> str:
     return " · ".join(p for p in parts if p)
 
 
@@ -126,7 +114,7 @@ def _join(*parts: str | None) -> str:
 
 def _started(b: RunStarted) -> str:
     principal = b.principal + (f" of {b.principal_tenant}" if b.principal_tenant else "")
-    return _join(
+    return join(
         f"run started: {b.agent_name} v{b.agent_version} ({b.agent_hash[:12]})",
         f"tenant {b.tenant}",
         f"principal {principal}",
@@ -147,7 +135,7 @@ def _model(b: ModelResponded) -> str:
         figures = (tokens, f"cost {usd(b.cost_usd)}", f"latency {ms(b.latency_ms)}")
     names = ", ".join(c.name for c in b.tool_calls)
     what = f"calls {names}" if names else f"answers: {clip(b.content or '')}"
-    return _join(
+    return join(
         f"step {b.step}", f"{b.provider}/{b.model}", kind, route, *figures, _rejected(b), what
     )
 
@@ -163,7 +151,7 @@ def _rejected(b: ModelResponded | ModelCallFailed) -> str | None:
 def _model_failed(b: ModelCallFailed) -> str:
     u = b.usage
     spent = f"{u.total} tokens, cost {usd(b.cost_usd)}" if u.total or b.cost_usd else None
-    return _join(
+    return join(
         f"step {b.step}",
         f"{b.provider}/{b.model} call failed after {_attempts(b.attempts)}",
         spent,
@@ -176,7 +164,7 @@ def _policy(b: PolicyEvaluated) -> str:
     rules = ", ".join(b.rule_ids) or "default"
     prov = b.provenance
     untrusted = prov is not None and (prov.untrusted_in_args or prov.untrusted_in_context)
-    return _join(
+    return join(
         f"policy {b.outcome} by {rules}: {clip(b.reason)}",
         f"rewritten to {clip(_json(b.arguments))}" if b.rewritten else None,
         f"limits {', '.join(b.limits)}" if b.limits else None,
@@ -187,7 +175,7 @@ def _policy(b: PolicyEvaluated) -> str:
 
 def _succeeded(b: ToolCallSucceeded) -> str:
     how = "cache" if b.cached else (f"{b.simulated} (simulated)" if b.simulated else b.via)
-    return _join(
+    return join(
         f"succeeded in {ms(b.duration_ms)}",
         _attempts(b.attempts),
         f"cost {usd(b.cost_usd)}" if b.cost_usd else None,
@@ -199,7 +187,7 @@ def _succeeded(b: ToolCallSucceeded) -> str:
 
 
 def _failed(b: ToolCallFailed) -> str:
-    return _join(
+    return join(
         f"failed in {ms(b.duration_ms)}",
         _attempts(b.attempts),
         f"cost {usd(b.cost_usd)}" if b.cost_usd else None,
@@ -211,7 +199,7 @@ def _failed(b: ToolCallFailed) -> str:
 
 def _requested(b: ApprovalRequested) -> str:
     changes = ", ".join(f"{c.field} {_json(c.old)} -> {_json(c.new)}" for c in b.changes or ())
-    return _join(
+    return join(
         f"approval {b.approval_id} requested from role {b.role} (tier {b.tier})",
         f"by {', '.join(b.rule_ids) or 'policy'}",
         f"risk {b.risk}",
@@ -223,7 +211,7 @@ def _requested(b: ApprovalRequested) -> str:
 def _decided(b: ApprovalDecided) -> str:
     who = f"by {b.decided_by}" if b.decided_by else "on expiry"
     note = f'note "{clip(b.note, 72)}"' if b.note else None
-    return _join(f"approval {b.approval_id} {b.decision} {who} at {clock_time(b.decided_at)}", note)
+    return join(f"approval {b.approval_id} {b.decision} {who} at {clock_time(b.decided_at)}", note)
 
 
 def _waiting(b: RunWaiting) -> str:
@@ -250,12 +238,12 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
         f"{b.step_kind} degraded {b.from_model} -> {b.to_provider}/{b.to_model}"
         f" ({b.budget} {b.used:g} of {b.limit:g})"
     ),
-    ToolCallProposed: lambda b: _join(
+    ToolCallProposed: lambda b: join(
         call_text(b.tool, b.arguments), b.effect, f"v{b.tool_version}" if b.tool_version else None
     ),
     PolicyEvaluated: _policy,
     ToolCallRejected: lambda b: f"rejected: {b.error.code}: {clip(b.error.message)}",
-    ToolCallStarted: lambda b: _join(
+    ToolCallStarted: lambda b: join(
         f"intent committed, idempotency key {b.idempotency_key}",
         f"fencing token {b.fencing_token}" if b.fencing_token else None,
         f"in a {b.execution}" if b.execution in ("thread", "process") else b.execution,
@@ -266,7 +254,7 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
         f"outcome unknown ({_CAUSE[b.cause]}, intent {b.idempotency_key}):"
         f" settled by {b.resolution}, {_SETTLED[b.resolution]}"
     ),
-    ToolCallReconciled: lambda b: _join(
+    ToolCallReconciled: lambda b: join(
         "reconcile: " + {True: "applied", False: "not applied", None: "cannot tell"}[b.applied],
         f"key fenced at token {b.fencing_token}" if b.fenced else "no fence",
         b.error,
@@ -305,7 +293,7 @@ def marks(event: Event) -> str:
 
 def describe(event: Event, *, more: str | None = None) -> str:
     """One line: the event's facts with its costs, latencies and decisions, and its marks."""
-    text = _join(_DESCRIBE[type(event.body)](event.body), more)
+    text = join(_DESCRIBE[type(event.body)](event.body), more)
     extra = marks(event)
     return f"{text} {extra}" if extra else text
 
@@ -334,167 +322,3 @@ def tone(body: EventBody) -> Tone | None:
         ):  # fmt: skip
             return "bad"
     return None
-
-
-# -- totals ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Totals:
-    steps: int = 0
-    tool_calls: int = 0
-    failed_calls: int = 0
-    retries: int = 0
-    tokens: int = 0
-    model_usd: float = 0.0
-    tool_usd: float = 0.0
-    wall_s: float = 0.0
-    step_tool_usd: dict[int, float] = field(default_factory=dict)
-    step_tool_ms: dict[int, float] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, events: Sequence[Event]) -> Totals:
-        totals, step_of = cls(), dict[str, int]()
-        for event in events:
-            body = event.body
-            if isinstance(body, ModelResponded | ModelCallFailed):
-                totals.steps += isinstance(body, ModelResponded)
-                totals.retries += body.attempts - 1  # every attempt's tokens are in usage
-                totals.tokens += body.usage.total
-                totals.model_usd += body.cost_usd
-            elif isinstance(body, ToolCallProposed):
-                totals.tool_calls += 1
-                step_of[body.call_id] = body.step
-            elif isinstance(body, ToolCallSucceeded | ToolCallFailed):
-                totals.failed_calls += isinstance(body, ToolCallFailed)
-                totals.retries += body.attempts - 1
-                totals.tool_usd += body.cost_usd
-                step = step_of.get(body.call_id, 0)
-                totals.step_tool_usd[step] = totals.step_tool_usd.get(step, 0.0) + body.cost_usd
-                totals.step_tool_ms[step] = totals.step_tool_ms.get(step, 0.0) + body.duration_ms
-        if events:
-            totals.wall_s = events[-1].at - events[0].at
-        return totals
-
-    def to_dict(self) -> dict[str, Any]:
-        """The figures (``step_tool_*`` are the steps' shares, in the step lines)."""
-        return {
-            "steps": self.steps,
-            "tool_calls": self.tool_calls,
-            "failed_calls": self.failed_calls,
-            "retries": self.retries,
-            "tokens": self.tokens,
-            "model_usd": self.model_usd,
-            "tool_usd": self.tool_usd,
-            "cost_usd": self.model_usd + self.tool_usd,
-            "wall_s": self.wall_s,
-            "text": self.line(),
-        }
-
-    def line(self) -> str:
-        cost = usd(self.model_usd + self.tool_usd)
-        failed = f", {self.failed_calls} failed" if self.failed_calls else ""
-        return _join(
-            f"totals: {self.steps} step" + ("" if self.steps == 1 else "s"),
-            f"{self.tool_calls} tool call" + ("" if self.tool_calls == 1 else "s") + failed,
-            f"{self.retries} retr" + ("y" if self.retries == 1 else "ies"),
-            f"{self.tokens} tokens",
-            f"cost {cost} (model {usd(self.model_usd)}, tools {usd(self.tool_usd)})",
-            f"wall time {span(self.wall_s)}",
-        )
-
-
-# -- the run by step ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Line:
-    """One line of a timeline. ``seq`` is None for a header that says which call the next
-    line continues; ``depth`` is its indent (0: run and step lines, 1: calls, 2: their fate)."""
-
-    depth: int
-    text: str
-    seq: int | None = None
-    type: str | None = None
-    at: float | None = None
-    offset_s: float = 0.0
-    tone: Tone | None = None
-    bold: bool = False
-    step: int | None = None
-    call_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _LINE_FIELDS}
-
-
-_LINE_FIELDS = tuple(f.name for f in fields(Line))
-
-
-@dataclass(frozen=True)
-class Timeline:
-    lines: list[Line]
-    totals: Totals
-
-
-@dataclass
-class _Layout:
-    """Where the next line goes: inside a step, under a call, and which call was last shown."""
-
-    depth: int = 0
-    step: int | None = None
-    call: str | None = None
-    proposals: dict[str, ToolCallProposed] = field(default_factory=dict)
-
-
-def _placed(event: Event, layout: _Layout, totals: Totals) -> list[tuple[int, str]]:
-    """The lines ``event`` adds to the timeline, each with its indent level; a line before
-    the event's own is a "continued" header."""
-    body, text = event.body, describe(event)
-    if isinstance(body, ModelResponded):
-        layout.depth, layout.call, layout.step = 1, None, body.step
-        tools_usd = totals.step_tool_usd.get(body.step)
-        if tools_usd is not None:
-            tool_ms = ms(totals.step_tool_ms.get(body.step, 0.0))
-            text = describe(event, more=f"tools {usd(tools_usd)} in {tool_ms}")
-        return [(0, text)]
-    if isinstance(body, ToolCallProposed):
-        layout.proposals[body.call_id], layout.call = body, body.call_id
-        return [(layout.depth, text)]
-    call = call_of(body)
-    if call is None:
-        layout.call = None
-        return [(0 if isinstance(body, RunStarted | RunFinished) else layout.depth, text)]
-    lines = []
-    if call != layout.call:  # back to a call after other lines: say which one
-        proposal = layout.proposals.get(call)
-        tool = proposal.tool if proposal else getattr(body, "tool", "call")
-        lines.append((layout.depth, f"{tool} ({call}), continued:"))
-        layout.call = call
-    return [*lines, (layout.depth + 1, text)]
-
-
-def build(events: Sequence[Event]) -> Timeline:
-    """The run as steps: each step's model figures, then its calls with what became of them."""
-    totals, layout, lines = Totals.of(events), _Layout(), list[Line]()
-    start = events[0].at if events else 0.0
-    for event in events:
-        body = event.body
-        *before, (depth, text) = _placed(event, layout, totals)
-        offset, call = event.at - start, call_of(body) or getattr(body, "call_id", None)
-        for up, header in before:
-            lines.append(Line(up, header, offset_s=offset, step=layout.step, call_id=call))
-        lines.append(
-            Line(
-                depth,
-                text,
-                seq=event.seq,
-                type=event.type,
-                at=event.at,
-                offset_s=offset,
-                tone=tone(body),
-                bold=isinstance(body, ModelResponded | RunStarted | RunFinished),
-                step=layout.step,
-                call_id=call,
-            )
-        )
-    return Timeline(lines, totals)
