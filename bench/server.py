@@ -149,7 +149,7 @@ async def prepare(db: str, work: Path, runs: int) -> tuple[str, str]:
             batch = []
             for i in range(start, min(runs, start + 5000)):
                 copy = list(row)
-                copy[rid], copy[no], copy[at] = f"run_copy{i:07d}", 10 + i, now - 10 - i
+                copy[rid], copy[no], copy[at] = f"run_copy{i:07d}", 10_000_000 + i, now - 10 - i
                 batch.append(tuple(copy))
             await rt.store.insert_rows("runs", columns, batch)
         return secret, run_id
@@ -207,11 +207,13 @@ async def watch_raw(base: str, secret: str, run_id: str) -> None:
 
 async def start_runs(base: str, secret: str, name: str, n: int) -> list[str]:
     headers = {"Authorization": f"Bearer {secret}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers) as c:
-        return [
-            (await c.post("/v1/runs", json={"agent": name, "input": "go"})).json()["run_id"]
-            for _ in range(n)
-        ]
+    out = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as c:
+        for _ in range(n):
+            started = await c.post("/v1/runs", json={"agent": name, "input": "go"})
+            assert started.status_code == 201, started.text
+            out.append(started.json()["run_id"])
+    return out
 
 
 async def heads(db: str, run_ids: list[str]) -> list[Any]:
