@@ -14,6 +14,10 @@ from playwright.async_api import Page, async_playwright, expect
 from tests.helpers.server import serving, wait_for, working
 from tests.integration.test_server_api import SCRIPT, client, token
 
+# A browser, a server and a worker per test: on a loaded 2-core machine that can pass the
+# suite's 120 s default, which is about a hung test, not a slow one.
+pytestmark = pytest.mark.timeout(300)
+
 CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's package; .ci/run installs it
 TIMEOUT_MS = 30_000
 
