@@ -60,6 +60,7 @@ from charter.store import (
     AuditRecord,
     CancelRequest,
     NewRun,
+    RunHead,
     RunRecord,
     Store,
     open_store,
@@ -451,10 +452,20 @@ class Runtime:
             model=model,
         )  # fmt: skip
 
-    async def events(self, run_id: str, *, tenant: str | None = None) -> list[Event]:
-        """A run's log (``tenant``: as :meth:`get_run`)."""
+    async def events(
+        self, run_id: str, *, tenant: str | None = None, after_seq: int = 0
+    ) -> list[Event]:
+        """A run's log (``tenant``: as :meth:`get_run`); ``after_seq``: only the events after
+        that sequence number."""
         await self.get_run(run_id, tenant=tenant)  # NotFoundError for an unknown id
-        return await self.store.load_events(run_id)
+        return await self.store.load_events(run_id, after_seq=after_seq)
+
+    async def run_heads(
+        self, run_ids: Sequence[str], *, created_since: float | None = None
+    ) -> list[RunHead]:
+        """Where the named runs stand (status, last event's seq), and with ``created_since``
+        every run created since: what a live view polls, in one read."""
+        return await self.store.run_heads(run_ids, created_since=created_since)
 
     async def verify(self, run_id: str | None = None) -> list[ChainBreak]:
         """Every break :meth:`audit` finds (one run, or all)."""

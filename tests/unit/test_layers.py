@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "charter.redaction",
             "charter._yaml_lines",
             "charter.stats",  # the report's value types; the stores fill them
+            "charter.timeline",  # a run's log as lines, for runs show and the HTTP timeline
         ),
     ),
     (

@@ -529,4 +529,10 @@ def demo_cmd(workdir: Path, db_url: str | None, model: str, debug: bool) -> None
         old.unlink()
     run = run_local_demo if model == "local" else run_demo
     code = run(workdir.resolve(), echo=click.echo, db_url=db_url)
+    if code == 0:  # where to look next: the same runs in the web console
+        url = db_url or f"sqlite:///{workdir.resolve() / 'charter.db'}"
+        click.echo("\nsee these runs in a browser (the web console of charter serve):")
+        click.echo(f"  charter tokens create you@example.com --tenant acme --db {url}")
+        click.echo(f"  charter serve --db {url}")
+        click.echo("  then open http://127.0.0.1:8000/ and log in with the token")
     sys.exit(code)

@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import textwrap
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ import click
 
 from charter.errors import CharterError
 from charter.store import RunRecord
+from charter.timeline import clock_time as clock_time
 
 
 def fail(exc: Exception) -> int:
@@ -31,10 +31,6 @@ def fail(exc: Exception) -> int:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
-
-
-def clock_time(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f".{int(at * 1000) % 1000:03d}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -166,4 +166,13 @@ def serve_command(
     app = create_app(
         db_url, agents=agents, eval_reports=eval_reports, config=config, tick_s=tick_s or None
     )
-    uvicorn.run(app, host=host, port=port, log_level="debug" if debug else "warning")
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"charter serve: console at http://{shown}:{port}/ (API /v1, log in with a token:")
+    click.echo("  charter tokens create PRINCIPAL --tenant T --role R); Ctrl-C stops it")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="debug" if debug else "warning",
+        timeout_graceful_shutdown=3,  # live event streams never end by themselves
+    )

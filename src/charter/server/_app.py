@@ -21,10 +21,13 @@ from charter.schedules import DEFAULT_TICK_S, tick_forever
 from charter.server import _control, _evals, _inbox, _insight, _schemas as s
 from charter.server._auth import Caller, RuntimeDep
 from charter.server._config import ServerConfig
+from charter.server._console import mount_console
 from charter.server._hooks import build_hooks, router as hooks_router
+from charter.server._live import LiveEvents
 from charter.server._notify import notifying
 from charter.server._oidc import OidcVerifier
 from charter.server._schedules import router as schedules_router
+from charter.server._watch import router as watch_router
 from charter.stats import parse_since
 
 MAX_PAGE = 500
@@ -55,11 +58,16 @@ def create_app(
             app.state.runtime = rt
             stop = asyncio.Event()
             ticker = None if tick_s is None else asyncio.create_task(tick_forever(rt, tick_s, stop))
-            async with notifying(rt, config.notifications):
-                yield
-            stop.set()
-            if ticker is not None:
-                await ticker
+            app.state.live = LiveEvents(rt)
+            app.state.live.start()
+            try:
+                async with notifying(rt, config.notifications):
+                    yield
+            finally:
+                await app.state.live.stop()
+                stop.set()
+                if ticker is not None:
+                    await ticker
 
     app = FastAPI(
         title="Charter",
@@ -79,6 +87,8 @@ def create_app(
         app.include_router(router)
     app.include_router(hooks_router)
     app.include_router(schedules_router)
+    app.include_router(watch_router)
+    mount_console(app)
     return app
 
 

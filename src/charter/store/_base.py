@@ -16,6 +16,22 @@ from charter.store._tokens import ApiToken
 
 
 @dataclass(frozen=True, slots=True)
+class RunHead:
+    """Where a run stands, without its state: what a live view polls (``Store.run_heads``)."""
+
+    run_id: str
+    tenant: str
+    agent_name: str
+    status: RunStatus
+    last_seq: int
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run's row: identity, operational status, lease, and its durable state."""
 
@@ -310,6 +326,13 @@ class RunLog(Protocol):
         ``since``: created at or after; ``before``: after the ``(created_at, run_id)`` of the
         previous page's last run; ``principal``: canonical; ``model``: as
         :meth:`runs_with_model`."""
+        ...
+
+    async def run_heads(
+        self, run_ids: Sequence[str], *, created_since: float | None = None
+    ) -> list[RunHead]:
+        """The named runs (unknown ids left out), and with ``created_since`` also every run
+        created at or after it: one indexed read however many runs a live view follows."""
         ...
 
     async def run_ids(self) -> list[str]: ...

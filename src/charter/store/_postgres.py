@@ -63,6 +63,7 @@ from charter.store._base import (
     NewRun,
     RoleGrant,
     RunExport,
+    RunHead,
     RunRecord,
 )
 from charter.store._cancels import PostgresCancels, honour_postgres, pending_postgres
@@ -403,6 +404,15 @@ class PostgresStore(
         )  # fmt: skip
         query = f"SELECT {_RUN_COLUMNS} FROM runs{where}{_run_filter.ORDER} LIMIT %s"
         return [_record(r) for r in await self._fetch(query, [*args, limit])]
+
+    async def run_heads(
+        self, run_ids: Sequence[str], *, created_since: float | None = None
+    ) -> list[RunHead]:
+        ids = list(dict.fromkeys(run_ids))
+        query, args = _run_filter.heads("%s", len(ids), created_since)
+        if not query:
+            return []
+        return [RunHead(*r) for r in await self._fetch(query, [*ids, *args])]
 
     async def run_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, count(*) FROM runs GROUP BY status")

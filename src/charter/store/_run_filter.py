@@ -45,3 +45,24 @@ def where(
 
 
 ORDER = " ORDER BY created_at DESC, run_id DESC"
+
+
+STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "escalated", "cancelled")
+HEAD_COLUMNS = "run_id, tenant, agent_name, status, last_seq, created_at, updated_at"
+
+
+def heads(mark: str, run_ids: int, created_since: float | None) -> tuple[str, list[Any]]:
+    """``Store.run_heads``'s query for ``run_ids`` ids (given as the first arguments) and a
+    creation time: every status is named so that ``runs_status (status, created_at)`` serves
+    the time range."""
+    parts, args = [], list[Any]()
+    if run_ids:
+        marks = ", ".join([mark] * run_ids)
+        parts.append(f"SELECT {HEAD_COLUMNS} FROM runs WHERE run_id IN ({marks})")
+    if created_since is not None:
+        statuses = ", ".join([mark] * len(STATUSES))
+        parts.append(
+            f"SELECT {HEAD_COLUMNS} FROM runs WHERE status IN ({statuses}) AND created_at >= {mark}"
+        )
+        args = [*STATUSES, created_since]
+    return " UNION ".join(parts), args

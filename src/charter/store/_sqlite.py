@@ -53,6 +53,7 @@ from charter.store._base import (
     NewRun,
     RoleGrant,
     RunExport,
+    RunHead,
     RunRecord,
 )
 from charter.store._cancels import SQLiteCancels, honour_sqlite, pending_sqlite
@@ -415,6 +416,16 @@ class SQLiteStore(
             return [_record(r) for r in rows]
 
         return await self._read(op)
+
+    async def run_heads(
+        self, run_ids: Sequence[str], *, created_since: float | None = None
+    ) -> list[RunHead]:
+        ids = list(dict.fromkeys(run_ids))
+        query, args = _run_filter.heads("?", len(ids), created_since)
+        if not query:
+            return []
+        rows = await self._read(lambda c: c.execute(query, [*ids, *args]).fetchall())
+        return [RunHead(*r) for r in rows]
 
     async def run_counts(self) -> dict[str, int]:
         rows = await self._read(

@@ -1,0 +1,137 @@
+"""The web console in a real browser (headless Debian Chromium driven by Playwright) against
+a real `charter serve` and `charter worker`: log in with a token, see the runs list, watch a
+run finish live, a refused token says so, an endpoint this server lacks says so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+from tests.helpers.server import serving, wait_for, working
+from tests.integration.test_server_api import SCRIPT, client, token
+
+# A browser, a server and a worker per test: on a loaded 2-core machine that can pass the
+# suite's 120 s default, which is about a hung test, not a slow one.
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's package; .ci/run installs it
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Path:
+    (tmp_path / "prompt.md").write_text("You help.")
+    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "agent:\n  name: helper\n  instructions: prompt.md\n"
+        "  model: {provider: scripted, script: script.json}\n"
+        '  tools: ["charter.tools:ask_principal"]\n'
+    )
+    return path
+
+
+def in_browser(base: str, script: Callable[[Page], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                expect.set_options(timeout=TIMEOUT_MS)
+                await page.goto(base + "/")
+                await script(page)
+            finally:
+                await browser.close()
+
+    asyncio.run(main())
+
+
+async def log_in(page: Page, secret: str) -> None:
+    await page.get_by_label("API token").fill(secret)
+    await page.get_by_role("button", name="Log in").click()
+
+
+def test_log_in_see_the_runs_and_watch_one_finish_live(
+    tmp_path: Path, agent: Path, store_url: str
+) -> None:
+    alice = token(tmp_path, store_url, "alice@acme.com", "acme")
+    with serving(tmp_path, store_url, "agent.yaml") as base, working(tmp_path, store_url):
+        api = client(base, alice["token"])
+        run_id = api.post("/v1/runs", json={"agent": "helper", "input": "hi"}).json()["run_id"]
+        wait_for(api, f"/v1/runs/{run_id}", status="waiting")
+
+        async def script(page: Page) -> None:
+            await log_in(page, alice["token"])
+            row = page.locator(f'tr[data-run="{run_id}"]')
+            await expect(row).to_contain_text("waiting")
+            await expect(row).to_contain_text("helper")
+            await page.get_by_label("Status").select_option("succeeded")
+            await page.get_by_role("button", name="Apply").click()
+            await expect(page.get_by_text("No runs match.")).to_be_visible()
+            await page.get_by_label("Status").select_option("")
+            await page.get_by_role("button", name="Apply").click()
+            await page.get_by_role("link", name=run_id).click()
+            await expect(page.locator("#run-status")).to_have_text("waiting")
+            await expect(page.get_by_label("Timeline")).to_contain_text("waiting for message")
+            # The run moves on while the page is open: the page follows it over SSE.
+            sent = api.post(f"/v1/runs/{run_id}/messages", json={"text": "order 7"})
+            assert sent.status_code == 202
+            await expect(page.get_by_role("status").first).to_have_text("finished: succeeded")
+            await expect(page.locator("#run-status")).to_have_text("succeeded")
+            await expect(page.get_by_label("Timeline")).to_contain_text("run finished: succeeded")
+            await expect(page.locator("#totals")).to_contain_text("totals: 2 steps")
+            assert await page.evaluate("sessionStorage.getItem('charter.token')") == alice["token"]
+            await page.get_by_role("link", name="Runs").first.click()
+            await expect(page.locator(f'tr[data-run="{run_id}"]')).to_contain_text("succeeded")
+
+        in_browser(base, script)
+
+
+def test_a_refused_token_is_a_clear_message_and_nothing_is_kept(
+    tmp_path: Path, agent: Path, db_url: str
+) -> None:
+    with serving(tmp_path, db_url, "agent.yaml") as base:
+
+        async def script(page: Page) -> None:
+            await log_in(page, "charter_nope_nothing")
+            error = page.get_by_role("alert")
+            await expect(error).to_contain_text("That token was refused")
+            await expect(error).to_contain_text("charter tokens create")
+            assert await page.evaluate("sessionStorage.getItem('charter.token')") is None
+            await expect(page.get_by_label("API token")).to_be_focused()
+
+        in_browser(base, script)
+
+
+PAGES = {  # the console's pages over endpoints another part of the server provides
+    "Approvals": "/v1/approvals?status=pending",
+    "Kill switch": "/v1/killswitch",
+    "Costs & stats": "/v1/stats?since=7d",
+}
+
+
+def test_a_page_whose_endpoint_this_server_lacks_says_so(
+    tmp_path: Path, agent: Path, db_url: str
+) -> None:
+    alice = token(tmp_path, db_url, "alice@acme.com", "acme")
+    with serving(tmp_path, db_url, "agent.yaml") as base:
+        api = client(base, alice["token"])
+        lacking = [name for name, url in PAGES.items() if api.get(url).status_code == 404]
+        if not lacking:
+            pytest.skip("this server serves every page's endpoint; their own tests cover them")
+
+        async def script(page: Page) -> None:
+            await log_in(page, alice["token"])
+            for name in lacking:
+                await page.get_by_role("link", name=name).click()
+                await expect(page.get_by_role("heading", level=2)).to_have_text(name)
+                await expect(page.get_by_text("Not available on this server")).to_be_visible()
+
+        in_browser(base, script)
