@@ -15,7 +15,7 @@ In one process, on fresh SQLite files (WAL, ``synchronous=FULL``, as Charter's s
 3. ``--runs`` concurrent runs of ``--run-steps`` steps, worked by one worker with
    ``concurrency=--runs`` so that group commit shares the flushes;
 4. storage growth: a ``--steps``-step run whose tool returns a 200-byte string every step;
-5. the policy check's share: the single run of (2) again, ``--policy-repeats`` times without
+5. the governed step's extra CPU: the single run of (2) again, ``--policy-repeats`` times without
    and with a realistic policy set attached to the agent (``examples/policies/support.yaml``
    plus one rule that allows the bench's tool after four others are checked), alternating,
    on fresh files; the medians' difference is what policy adds per step (the decision and
@@ -23,7 +23,21 @@ In one process, on fresh SQLite files (WAL, ``synchronous=FULL``, as Charter's s
 
 It is a benchmark, not a test: it asserts nothing, it prints what it measured and whether
 each target was met. CPU time is ``time.process_time()``: every thread of the process,
-including Charter's SQLite writer thread.
+including Charter's SQLite writer thread (and the kernel's work for its fsyncs); part 2 also
+prints it split by thread.
+
+The targets are issue 11's, measured as follows:
+
+* "CPU per durable step <= 0.15 ms": process CPU of part 2's work phase / model steps (a
+  step: one model answer, its tool call and result, committed; the final answer counts one);
+* "wall time <= 1.5x the raw commit loop": part 2's wall per step / part 1's wall per commit
+  (printed as raw commits/s / Charter steps/s);
+* "100 concurrent 100-step runs >= 5x the single-run step rate": part 3's steps/s / part 2's;
+* "<= 0.6 MB for 1,000 steps of 200-byte results": part 4's whole database file after a
+  TRUNCATE checkpoint (the empty schema and the agent spec included; the growth over an
+  empty store is printed beside it);
+* "a governed step <= 10% more CPU than an ungoverned one": part 5's median CPU per step with
+  the policy set / without, minus one.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +66,11 @@ from charter.events import RunStarted
 from charter.policy import PolicySet
 from charter.tools import Tool
 
-RAW_TARGET_RATIO = 2.0  # raw commits/s / Charter steps/s, at most
+RAW_TARGET_RATIO = 1.5  # raw commits/s / Charter steps/s, at most (wall <= 1.5x, issue 11)
 CPU_TARGET_MS = 0.15  # CPU per durable step, below
 CONCURRENCY_TARGET = 5.0  # concurrent steps/s / single-run steps/s, at least
 SIZE_TARGET_BYTES = 600_000  # database after the storage run, at most (0.6 MB, issue 11)
-POLICY_SHARE_TARGET = 0.05  # CPU the policy check adds per step / CPU per step, below
+POLICY_SHARE_TARGET = 0.10  # CPU a governed step adds / an ungoverned step's CPU, at most
 POLICY_PATH = Path(__file__).resolve().parent.parent / "examples" / "policies" / "support.yaml"
 POLICY_ROLES = ("support",)
 MESSAGE_BYTES = 200
@@ -153,6 +168,35 @@ class CommitCounter:
         return self.transactions, self.writes
 
 
+def thread_cpu() -> dict[str, float] | None:
+    """CPU seconds so far of each live thread of this process, by thread name (its pool
+    suffix dropped), from ``/proc/self/task`` (Linux); None elsewhere. Charter's SQLite
+    writer is a thread named ``charter-sqlite-writer``; the event loop runs on MainThread."""
+    task = Path("/proc/self/task")
+    if not task.is_dir():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate()}
+    found: dict[str, float] = {}
+    for tid, name in names.items():
+        try:
+            fields = (task / str(tid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def split_cpu(
+    before: dict[str, float] | None, after: dict[str, float] | None, steps: int
+) -> dict[str, float] | None:
+    """CPU ms per step of each thread between two :func:`thread_cpu` readings."""
+    if before is None or after is None or not steps:
+        return None
+    split = {k: (v - before.get(k, 0.0)) / steps * 1000 for k, v in after.items()}
+    return {k: v for k, v in split.items() if v > 0}
+
+
 def db_url(path: Path) -> str:
     return f"sqlite:///{path}"  # absolute path: sqlite:////tmp/...
 
@@ -229,9 +273,11 @@ async def bench_single(
         roles = POLICY_ROLES if policy is not None else ()
         run_id = await rt.start(agent, "benchmark input", roles=roles, principal_tenant="default")
         tx0, w0 = counter.snapshot()
+        threads0 = thread_cpu()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         await rt.work(run_id=run_id)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        threads1 = thread_cpu()  # before close: the writer thread ends with the store
         tx1, w1 = counter.snapshot()
         record = await rt.get_run(run_id)
     finally:
@@ -253,6 +299,7 @@ async def bench_single(
         "cpu_s": cpu,
         "steps_per_s": done / wall,
         "cpu_ms_per_step": cpu / done * 1000,
+        "cpu_ms_per_step_by_thread": split_cpu(threads0, threads1, done),
         "transactions": tx1 - tx0 if counter.available else None,
         "writes": w1 - w0 if counter.available else None,
         "transactions_per_step": (tx1 - tx0) / done if counter.available else None,
@@ -373,7 +420,7 @@ async def bench_storage(path: Path, empty_path: Path, steps: int) -> dict[str, A
     }
 
 
-# -- 5. the policy check's share -------------------------------------------------------------
+# -- 5. the governed step's extra CPU----------------------------------------------------------
 
 
 def _median(values: list[float]) -> float:
@@ -510,8 +557,8 @@ def policy_rows(pol: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
          "(reference)", "-"),
         ("CPU per step, with policy (median)", f"{pol['median_cpu_ms_with']:.3f} ms",
          "(reference)", "-"),
-        ("policy check's share of step CPU", f"{share:+.1%}", f"< {POLICY_SHARE_TARGET:.0%}",
-         "yes" if share < POLICY_SHARE_TARGET else "no"),
+        ("governed step's extra CPU", f"{share:+.1%}", f"<= {POLICY_SHARE_TARGET:.0%}",
+         "yes" if share <= POLICY_SHARE_TARGET else "no"),
         ("  of which the decision alone", f"{alone:.1%}", "(reference)", "-"),
     ]  # fmt: skip
 
@@ -537,6 +584,12 @@ def print_report(results: dict[str, Any], table: list[tuple[str, str, str, str]]
         f"   {one['wall_s']:.3f} s wall, {one['cpu_s']:.3f} s CPU:"
         f" {one['steps_per_s']:,.0f} steps/s, {one['cpu_ms_per_step']:.3f} ms CPU per step"
     )
+    by_thread = one["cpu_ms_per_step_by_thread"]
+    if by_thread:
+        parts = ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])
+        )
+        print(f"   CPU ms per step by thread (10 ms ticks): {parts}")
     print(
         f"   {one['transactions']} transactions ({one['writes']} writes),"
         f" {one['events']} events: {_num(one['transactions_per_step'], '.3f')} commits and"
