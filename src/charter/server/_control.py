@@ -123,7 +123,7 @@ async def kill_switch(
 Flipping = Annotated[Identity, acting("killswitch.set")]
 
 
-@router.api_route("/killswitch", methods=["POST", "PUT"])
+@router.post("/killswitch")
 async def flip_kill_switch(body: FlipSwitch, who: Flipping, request: Request) -> KillSwitchState:
     """Switch writes off (``on``) or back on, for the tenant or every tenant (``*``), for
     one agent or all; ``operator`` only. Returns the state after."""
@@ -136,6 +136,9 @@ async def flip_kill_switch(body: FlipSwitch, who: Flipping, request: Request) ->
             action=body.action, actor=who.principal,
         )  # fmt: skip
     return await kill_switch(who)
+
+
+router.put("/killswitch", operation_id="put_kill_switch")(flip_kill_switch)  # the same, by PUT
 
 
 @router.get("/roles")
