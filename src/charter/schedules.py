@@ -49,7 +49,7 @@ from charter.errors import CharterError, IdempotencyConflictError, InputError, S
 from charter.events import Trigger
 from charter.inputs import check_text
 from charter.principals import canonical_principal
-from charter.store import Advance, AuditEntry, Missed, Schedule
+from charter.store import Advance, Missed, Schedule
 
 if TYPE_CHECKING:
     from charter.runtime import Runtime
@@ -195,11 +195,6 @@ class Schedules:
             name, tenant=tenant, paused_at=None,
             next_tick_at=next_tick(found.cron, self.rt.clock()), actor=actor,
         )  # fmt: skip
-
-    async def refused(self, *, actor: str, tenant: str, action: str, reason: str) -> None:
-        """Record a refused attempt to manage schedules (``access_refused``)."""
-        detail = {"action": action, "tenant": tenant, "reason": reason}
-        await self.store.audit([AuditEntry("access_refused", None, actor, detail)])
 
     # -- ticking ------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """``/v1/schedules``: the token's tenant's cron schedules (:mod:`charter.schedules`), for
-tokens with the ``operator`` role; a token without it is refused (403) and the refusal is
-recorded in the audit log (``access_refused``). Schedules are made for the token's tenant and
+callers holding the ``operator`` role in their tenant (``server/_access.py``); a caller
+without it is refused (403), recorded in the audit log as ``api_refused`` like every refused
+operator action. Schedules are made for the token's tenant and
 principal; their agent is one this server runs (``--agent``)."""
 
 from __future__ import annotations
@@ -12,27 +13,26 @@ from pydantic import BaseModel, Field
 
 from charter.agents import Agent
 from charter.errors import ForbiddenError, NotFoundError
-from charter.server._auth import Caller, RuntimeDep
-from charter.store import ApiToken
+from charter.server._access import OPERATOR, REFUSED, Identity, acting, record
+from charter.server._auth import RuntimeDep
 
-OPERATOR = "operator"
 router = APIRouter()
 
 
-async def operator(request: Request, who: Caller, rt: RuntimeDep) -> ApiToken:
-    if OPERATOR not in who.roles:
-        await rt.schedules.refused(
-            actor=who.principal, tenant=who.tenant, action=f"{request.method} {request.url.path}",
-            reason=f"the token has no {OPERATOR} role",
-        )  # fmt: skip
-        raise ForbiddenError(
-            f"schedules need the {OPERATOR} role; token {who.token_id} does not have it",
-            hint=f"charter tokens create PRINCIPAL --tenant T --role {OPERATOR}",
+async def operator(request: Request, who: Annotated[Identity, acting("schedules")]) -> Identity:
+    """The caller, if it holds ``operator`` in its tenant; else 403, recorded."""
+    try:
+        await who.require(OPERATOR, who.tenant)
+    except ForbiddenError as exc:
+        refusal = {"status": 403, "code": exc.code, "message": exc.message}
+        await record(
+            request, who, "schedules", REFUSED, {"target": dict(request.path_params), **refusal}
         )
+        raise
     return who
 
 
-Operator = Annotated[ApiToken, Depends(operator)]
+Operator = Annotated[Identity, Depends(operator)]
 
 
 class NewSchedule(BaseModel):
@@ -60,7 +60,7 @@ async def add_schedule(
     """A schedule for the token's tenant, on behalf of the token's principal."""
     made = await rt.schedules.add(
         body.name, cron=body.cron, agent=_agent(request, body.agent), input=body.input,
-        tenant=who.tenant, principal=who.principal, roles=who.roles, missed=body.missed,
+        tenant=who.tenant, principal=who.principal, roles=who.token.roles, missed=body.missed,
         actor=who.principal,
     )  # fmt: skip
     return made.to_dict()

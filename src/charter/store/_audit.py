@@ -6,8 +6,8 @@ or finished (``run_head``), which agent specs and policies the runtime saw (``ag
 and every operator action with its actor (``role_granted``, ``role_removed``,
 ``killswitch_on``, ``killswitch_off``, ``approval_decided``, ``cancel_requested``,
 ``retention_applied``, ``token_created``, ``token_revoked``: see ``store/_tokens.py``;
-``schedule_added``, ``schedule_paused``, ``schedule_resumed``, ``schedule_removed``,
-``access_refused``: ``store/_schedules.py``; ``hook_refused``: ``charter/webhooks.py``;
+``schedule_added``, ``schedule_paused``, ``schedule_resumed``, ``schedule_removed``:
+``store/_schedules.py``; ``hook_refused``: ``charter/webhooks.py``;
 ``notifications_retried``: ``store/_notifications.py``), and what ``charter serve`` was asked
 by whom (``api_action``, ``api_refused``: see ``server/_access.py``).
 
