@@ -1,6 +1,7 @@
 """The web console in a real browser (headless Debian Chromium driven by Playwright) against
 a real `charter serve` and `charter worker`: log in with a token, see the runs list, watch a
-run finish live, a refused token says so, an endpoint this server lacks says so."""
+run finish live, a refused token says so; a lead grants a held refund in the approvals inbox
+and an operator switches writes off on the kill switch page."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 from tests.helpers.server import serving, wait_for, working
 from tests.integration.test_server_api import SCRIPT, client, token
+from tests.integration.test_server_approvals import TICKET
+
+from charter.demo import AGENT_FILE
+from charter.testing.systems import DEFAULT_FILE, Systems
 
 # A browser, a server and a worker per test: on a loaded 2-core machine that can pass the
 # suite's 120 s default, which is about a hung test, not a slow one.
@@ -110,28 +115,56 @@ def test_a_refused_token_is_a_clear_message_and_nothing_is_kept(
         in_browser(base, script)
 
 
-PAGES = {  # the console's pages over endpoints another part of the server provides
-    "Approvals": "/v1/approvals?status=pending",
-    "Kill switch": "/v1/killswitch",
-    "Costs & stats": "/v1/stats?since=7d",
-}
-
-
-def test_a_page_whose_endpoint_this_server_lacks_says_so(
-    tmp_path: Path, agent: Path, db_url: str
+def test_a_lead_grants_a_held_refund_and_an_operator_switches_writes_off_in_the_console(
+    tmp_path: Path, db_url: str
 ) -> None:
-    alice = token(tmp_path, db_url, "alice@acme.com", "acme")
-    with serving(tmp_path, db_url, "agent.yaml") as base:
-        api = client(base, alice["token"])
-        lacking = [name for name, url in PAGES.items() if api.get(url).status_code == 404]
-        if not lacking:
-            pytest.skip("this server serves every page's endpoint; their own tests cover them")
+    """The approvals inbox shows the held 120.00 refund; the lead grants it in the browser and
+    the run completes with one refund in the ledger. Then the kill switch page switches writes
+    off, and the next run's refund is stopped by it: no second refund."""
+    systems = Systems(tmp_path / DEFAULT_FILE)
+    systems.seed()
+    desk = token(tmp_path, db_url, "desk@acme.com", "acme")["token"]
+    lee = token(tmp_path, db_url, "lee@acme.com", "acme", "--role", "support_lead")["token"]
+    ops = token(tmp_path, db_url, "ops@acme.com", "acme", "--role", "operator")["token"]
+    with serving(tmp_path, db_url, str(AGENT_FILE)) as base, working(tmp_path, db_url):
+        requester = client(base, desk)
+        run_id = requester.post(
+            "/v1/runs", json={"agent": "support_triage", "input": TICKET}
+        ).json()["run_id"]
+        wait_for(requester, f"/v1/runs/{run_id}", status="waiting")
 
-        async def script(page: Page) -> None:
-            await log_in(page, alice["token"])
-            for name in lacking:
-                await page.get_by_role("link", name=name).click()
-                await expect(page.get_by_role("heading", level=2)).to_have_text(name)
-                await expect(page.get_by_text("Not available on this server")).to_be_visible()
+        async def grant(page: Page) -> None:
+            await log_in(page, lee)
+            await page.get_by_role("link", name="Approvals").click()
+            card = page.locator(".card", has_text="refund")
+            await expect(card).to_contain_text(run_id)
+            await expect(card).to_contain_text("120")
+            await card.get_by_label("Note or reason").fill("agreed on the phone")
+            await card.get_by_role("button", name="Grant").click()
+            await expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()
 
-        in_browser(base, script)
+        in_browser(base, grant)
+        wait_for(requester, f"/v1/runs/{run_id}", status="succeeded")
+        assert len([r for r in systems.refunds() if r["run_id"] == run_id]) == 1
+
+        async def switch_off(page: Page) -> None:
+            await log_in(page, ops)
+            await page.get_by_role("link", name="Kill switch").click()
+            await page.get_by_label("Reason").fill("incident 12")
+            await page.get_by_role("button", name="Switch writes off").click()
+            await expect(page.get_by_text("incident 12").first).to_be_visible()
+
+        in_browser(base, switch_off)
+        state = client(base, ops).get("/v1/killswitch").json()
+        assert state["writes_blocked"] and state["switches"][0]["reason"] == "incident 12", state
+        parked = requester.post(
+            "/v1/runs",
+            json={"agent": "support_triage", "input": TICKET.replace("T-2007", "T-2008")},
+        ).json()["run_id"]
+        wait_for(requester, f"/v1/runs/{parked}", status="succeeded")
+        events = requester.get(f"/v1/runs/{parked}/events").json()
+        stopped = [
+            e for e in events if e["type"] == "policy_evaluated" and e["body"]["tool"] == "refund"
+        ]
+        assert stopped and all(e["body"]["kill_switch"] for e in stopped), stopped
+        assert [r for r in systems.refunds() if r["run_id"] == parked] == []

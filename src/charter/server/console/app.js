@@ -253,18 +253,18 @@ async function killswitchPage() {
     try {
       const state = await api("/v1/killswitch");
       const reason = el("input", { id: "ks-reason", size: 40, required: true });
-      const scope = el("input", { id: "ks-scope", size: 20, placeholder: "global" });
+      const scope = el("input", { id: "ks-scope", size: 20, placeholder: "*" });
       const msg = el("p", { role: "status" });
-      const flip = async (action) => {
-        try { await api("/v1/killswitch", { method: "POST", body: { action, reason: reason.value, scope: scope.value || "global" } }); await load(); }
+      const flip = async (on) => {
+        try { await api("/v1/killswitch", { method: "POST", body: { on, reason: reason.value, agent: scope.value || "*" } }); await load(); }
         catch (e) { msg.replaceChildren(problem(e)); }
       };
       holder.replaceChildren(el("pre", { class: "card mono" }, JSON.stringify(state, null, 2)),
         el("div", { class: "filters" },
-          el("div", {}, el("label", { for: "ks-scope" }, "Scope"), scope),
+          el("div", {}, el("label", { for: "ks-scope" }, "Agent (* for every agent)"), scope),
           el("div", {}, el("label", { for: "ks-reason" }, "Reason"), reason),
-          el("button", { type: "button", onclick: () => flip("block") }, "Switch writes off"),
-          el("button", { type: "button", class: "secondary", onclick: () => flip("allow") }, "Switch writes on")), msg);
+          el("button", { type: "button", onclick: () => flip(true) }, "Switch writes off"),
+          el("button", { type: "button", class: "secondary", onclick: () => flip(false) }, "Switch writes on")), msg);
     } catch (e) { holder.replaceChildren(problem(e)); }
   };
   await load();
