@@ -6,14 +6,13 @@ and an operator switches writes off on the kill switch page."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, async_playwright, expect
-from tests.helpers.server import serving, wait_for, working
-from tests.integration.test_server_api import SCRIPT, client, token
+from tests.helpers.server import serving, wait_for, working, write_helper_agent
+from tests.integration.test_server_api import client, token
 from tests.integration.test_server_approvals import TICKET
 
 from charter.demo import AGENT_FILE
@@ -29,15 +28,7 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Path:
-    (tmp_path / "prompt.md").write_text("You help.")
-    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        "agent:\n  name: helper\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["charter.tools:ask_principal"]\n'
-    )
-    return path
+    return write_helper_agent(tmp_path)
 
 
 def in_browser(base: str, script: Callable[[Page], Awaitable[None]]) -> None:

@@ -12,27 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.helpers.cli import run_charter
-from tests.helpers.server import serving, wait_for, working
+from tests.helpers.server import HELPER_SCRIPT, serving, wait_for, working, write_helper_agent
 
 from charter.runtime import Runtime
 
-SCRIPT = [
-    {"tool_calls": [{"name": "ask_principal", "arguments": {"question": "Which order?"}}]},
-    {"content": "Thanks, all done."},
-]
+SCRIPT = HELPER_SCRIPT
+"""The helper agent's answers (tests/helpers/server.py), for the tests that import them."""
 
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Path:
-    (tmp_path / "prompt.md").write_text("You help.")
-    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        "agent:\n  name: helper\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["charter.tools:ask_principal"]\n'
-    )
-    return path
+    return write_helper_agent(tmp_path)
 
 
 def token(tmp_path: Path, db_url: str, principal: str, tenant: str, *more: str) -> dict:  # type: ignore[type-arg]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.helpers.cli import run_charter
-from tests.helpers.server import serving, wait_for, working
+from tests.helpers.server import serving, wait_for, working, write_helper_agent
 from tests.integration.test_server_api import SCRIPT, client, token
 
 from charter.runtime import Runtime
@@ -24,15 +24,7 @@ __all__ = ["SCRIPT"]
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Path:
-    (tmp_path / "prompt.md").write_text("You help.")
-    (tmp_path / "script.json").write_text(json.dumps(SCRIPT * 10))
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        "agent:\n  name: helper\n  instructions: prompt.md\n"
-        "  model: {provider: scripted, script: script.json}\n"
-        '  tools: ["charter.tools:ask_principal"]\n'
-    )
-    return path
+    return write_helper_agent(tmp_path)
 
 
 def sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
