@@ -127,7 +127,7 @@ def test_readme_serve_example_runs(tmp_path: Path) -> None:
 def test_readme_webhook_signing_example_signs_as_the_server_checks() -> None:
     from charter.webhooks import verify
 
-    (block,) = [b for b in _blocks("python") if "Charter-Signature" in b]
+    (block,) = [b for b in _blocks("python") if "Charter-Signature" in b and "urllib.request" in b]
     scope: dict[str, object] = {}
     exec(block, scope)  # builds the request; sending it is left to the reader
     request = scope["request"]

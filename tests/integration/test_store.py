@@ -247,7 +247,7 @@ def test_a_fresh_database_gets_every_migration_once(backend: Backend) -> None:
     assert [v for (v,) in backend.sql(query)] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15]
     # Opening it again applies nothing twice.
     _with_store(backend, scenario)
-    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(12,)]
+    assert backend.sql("SELECT count(*) FROM charter_migrations") == [(13,)]
     tables = {"runs", "event_log", "inbox", "memory", "agents", "workers", "killswitch"}
     tables.update(
         ("counters", "run_keys", "event_types", "cancel_requests", "api_tokens", "schedules")
@@ -299,7 +299,21 @@ def test_postgres_only_workers_starting_at_once_migrate_a_fresh_database_once(
     assert asyncio.run(scenario()) == [15] * 6
     postgres = Backend("postgres", pg_url)
     versions = postgres.sql("SELECT version FROM charter_migrations ORDER BY version")
-    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,), (9,), (10,), (11,), (12,), (13,), (15,)]
+    assert versions == [
+        (1,),
+        (2,),
+        (3,),
+        (4,),
+        (5,),
+        (6,),
+        (9,),
+        (10,),
+        (11,),
+        (12,),
+        (13,),
+        (14,),
+        (15,),
+    ]
 
 
 _OPEN_READ_ONLY = """
